@@ -1,0 +1,33 @@
+/**
+ * The root of every error imgmount throws on purpose. `code` is a stable string (part of our
+ * public surface: scripts and tests match on it, never on `message`). Details such as the
+ * offset, block or inode go in `detail`, not only in the message text.
+ * A corrupt or hostile image may only produce FormatError or IoError (or FsError for a lookup),
+ * never InternalError, RangeError or TypeError.
+ */
+export type ErrorCode =
+  // FormatError: the bytes of an image or filesystem are not what they must be
+  | 'ETRUNC' | 'EMAGIC' | 'EVERSION' | 'ECHECKSUM' | 'ERANGE' | 'ECORRUPT'
+  // IoError
+  | 'ESHORT' | 'EIO' | 'ENOSPC'
+  // FsError: a path or inode request that the tree cannot satisfy
+  | 'ENOENT' | 'ENOTDIR' | 'EISDIR' | 'ELOOP' | 'ENODATA' | 'EROFS' | 'EEXIST' | 'EINVAL'
+  // the rest
+  | 'EUNSUPPORTED' | 'EUSAGE' | 'EINTERNAL' | 'EPARTIAL' | 'EINTERRUPTED' | 'EMOUNT';
+
+export type ErrorDetail = Record<string, string | number | bigint | boolean | undefined>;
+
+export class ImgError extends Error {
+  readonly code: ErrorCode;
+  readonly detail: ErrorDetail;
+  constructor(code: ErrorCode, message: string, detail: ErrorDetail = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.detail = detail;
+    this.name = new.target.name;
+  }
+}
+
+export function isImgError(e: unknown): e is ImgError {
+  return e instanceof ImgError;
+}

@@ -1,0 +1,5 @@
+export { ImgError, isImgError, type ErrorCode, type ErrorDetail } from './img-error.js';
+export { FormatError, type FormatErrorCode } from './format-error.js';
+export { IoError, type IoErrorCode } from './io-error.js';
+export { FsError, type FsErrorCode } from './fs-error.js';
+export { UnsupportedError, UsageError, MountError, InterruptedError, PartialError, InternalError } from './misc-errors.js';

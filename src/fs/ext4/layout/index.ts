@@ -1,0 +1,6 @@
+export * from './superblock.js';
+export * from './group-desc.js';
+export * from './inode.js';
+export * from './extent.js';
+export * from './dirent.js';
+export * from './xattr.js';

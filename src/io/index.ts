@@ -1,0 +1,5 @@
+export { RandomSource, SequentialSource, type ByteReader, type ReadStats } from './source.js';
+export { FileSource, ioErrorFrom } from './file-source.js';
+export { MemorySource } from './memory-source.js';
+export { StreamSource } from './stream-source.js';
+export { FileSink, StdoutSink, type Sink } from './sink.js';

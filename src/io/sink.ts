@@ -1,0 +1,75 @@
+/**
+ * Sinks: where an image is written, forward only. FileSink writes a regular file (created
+ * exclusively unless `overwrite`), StdoutSink writes to a pipe honouring backpressure.
+ * write() resolves when the bytes are handed to the OS; the caller may reuse its buffer then.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { IoError } from '../errors/index.js';
+import { ioErrorFrom } from './file-source.js';
+
+export interface Sink {
+  readonly name: string;
+  bytesWritten: number;
+  write(buf: Uint8Array): Promise<void>;
+  /** Flushes to stable storage (fsync) where that means something. */
+  close(): Promise<void>;
+  /** Removes a partial output (files only) after a failure. */
+  abort(): Promise<void>;
+}
+
+export class FileSink implements Sink {
+  bytesWritten = 0;
+  private constructor(readonly name: string, private readonly fh: FileHandle) {}
+
+  static async create(path: string, overwrite: boolean): Promise<FileSink> {
+    try {
+      return new FileSink(path, await open(path, overwrite ? 'w' : 'wx', 0o644));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new IoError('EIO', `${path}: file exists (use --force to replace it)`, { path });
+      }
+      throw ioErrorFrom(e, path, 'cannot create');
+    }
+  }
+
+  async write(buf: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < buf.byteLength) {
+      try {
+        const { bytesWritten } = await this.fh.write(buf, off, buf.byteLength - off);
+        off += bytesWritten;
+      } catch (e) {
+        throw ioErrorFrom(e, this.name, 'write failed');
+      }
+    }
+    this.bytesWritten += buf.byteLength;
+  }
+
+  async close(): Promise<void> {
+    try { await this.fh.sync(); } finally { await this.fh.close(); }
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+    const { rm } = await import('node:fs/promises');
+    await rm(this.name, { force: true });
+  }
+}
+
+export class StdoutSink implements Sink {
+  readonly name = 'stdout';
+  bytesWritten = 0;
+  constructor(private readonly out: NodeJS.WritableStream = process.stdout) {}
+
+  write(buf: Uint8Array): Promise<void> {
+    this.bytesWritten += buf.byteLength;
+    return new Promise((resolve, reject) => {
+      // copy: the caller may reuse buf once we resolve, but a stream may still hold it
+      const ok = this.out.write(Buffer.from(buf), (err) => { if (err) reject(ioErrorFrom(err, 'stdout', 'write failed')); });
+      if (ok) resolve(); else this.out.once('drain', () => resolve());
+    });
+  }
+
+  close(): Promise<void> { return new Promise((resolve) => this.out.write('', () => resolve())); }
+  async abort(): Promise<void> { /* a pipe cannot take bytes back */ }
+}
