@@ -21,7 +21,7 @@ export function fieldSize(type: FieldType): number {
 
 export type FieldValue = number | bigint | Uint8Array;
 
-export class Struct<T extends Record<string, FieldValue>> {
+export class Struct<T extends object> {
   constructor(readonly name: string, readonly size: number, readonly fields: readonly Field[]) {}
 
   decode(buf: Uint8Array, offset = 0): T {
@@ -32,14 +32,14 @@ export class Struct<T extends Record<string, FieldValue>> {
       c.seek(offset + f.offset);
       out[f.name] = readField(c, f.type);
     }
-    return out as T;
+    return out as unknown as T;
   }
 
   encode(v: T, buf: Uint8Array = new Uint8Array(this.size), offset = 0): Uint8Array {
     const w = new WriteCursor(buf.subarray(offset, offset + this.size));
     for (const f of this.fields) {
       w.pos = f.offset;
-      writeField(w, f.type, v[f.name] as FieldValue);
+      writeField(w, f.type, (v as Record<string, FieldValue>)[f.name] as FieldValue);
     }
     return buf;
   }

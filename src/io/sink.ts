@@ -11,6 +11,8 @@ export interface Sink {
   readonly name: string;
   bytesWritten: number;
   write(buf: Uint8Array): Promise<void>;
+  /** Writes several buffers in order, as one system call where possible. */
+  writev(bufs: Uint8Array[]): Promise<void>;
   /** Flushes to stable storage (fsync) where that means something. */
   close(): Promise<void>;
   /** Removes a partial output (files only) after a failure. */
@@ -45,6 +47,29 @@ export class FileSink implements Sink {
     this.bytesWritten += buf.byteLength;
   }
 
+  async writev(bufs: Uint8Array[]): Promise<void> {
+    let total = 0;
+    for (const b of bufs) total += b.byteLength;
+    let written: number;
+    try {
+      ({ bytesWritten: written } = await this.fh.writev(bufs));
+    } catch (e) {
+      throw ioErrorFrom(e, this.name, 'write failed');
+    }
+    this.bytesWritten += written;
+    if (written < total) {
+      // a short writev: finish the rest piece by piece
+      let skip = written;
+      for (const b of bufs) {
+        if (skip >= b.byteLength) { skip -= b.byteLength; continue; }
+        const rest = b.subarray(skip);
+        skip = 0;
+        this.bytesWritten -= rest.byteLength;
+        await this.write(rest);
+      }
+    }
+  }
+
   async close(): Promise<void> {
     try { await this.fh.sync(); } finally { await this.fh.close(); }
   }
@@ -69,6 +94,8 @@ export class StdoutSink implements Sink {
       if (ok) resolve(); else this.out.once('drain', () => resolve());
     });
   }
+
+  async writev(bufs: Uint8Array[]): Promise<void> { for (const b of bufs) await this.write(b); }
 
   close(): Promise<void> { return new Promise((resolve) => this.out.write('', () => resolve())); }
   async abort(): Promise<void> { /* a pipe cannot take bytes back */ }

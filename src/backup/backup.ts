@@ -1,0 +1,181 @@
+/**
+ * The backup pipeline: classify the source's blocks, write the header (block map and control
+ * blocks), then stream every data block in increasing block order into frames, then the trailer.
+ * The source is only read, in increasing order, with large coalesced reads and a few in flight;
+ * free blocks are never read (small gaps between runs are read and dropped when that saves a
+ * request: see GAP_BLOCKS). Progress is reported through a callback; no output here.
+ */
+import { basename } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { classifyVolume, type Classification } from '../fs/detect.js';
+import { RunList, type Run } from '../fs/run-list.js';
+import type { MapRun } from '../format/index.js';
+import { ImageWriter } from '../image/image-writer.js';
+import type { RandomSource, Sink } from '../io/index.js';
+
+/** Largest single read from the source. */
+const MAX_READ_BYTES = 4 << 20;
+/** Reads kept in flight while earlier data is hashed and written. */
+const READS_IN_FLIGHT = 3;
+/** A gap of at most this many bytes between two wanted runs is read and dropped rather than sought over. */
+const GAP_BYTES = 32 << 10;
+/** Data frame payload size. */
+export const FRAME_PAYLOAD_BYTES = 128 << 10;
+
+export interface BackupOptions {
+  allBlocks?: boolean;
+  imageUuid?: Uint8Array;
+  createdSec?: number;
+  writer: string;
+  log?: (msg: string) => void;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+export interface BackupResult {
+  fsType: string;
+  recognised: boolean;
+  blockSize: number;
+  volumeBytes: number;
+  blockCount: number;
+  usedBlocks: number;
+  controlBlocks: number;
+  dataBlocks: number;
+  unusedBlocks: number;
+  headerBytes: number;
+  imageBytes: number;
+  bytesRead: number;
+  readRequests: number;
+  imageUuid: string;
+  warnings: string[];
+}
+
+export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions): Promise<BackupResult> {
+  const log = opts.log ?? (() => undefined);
+  const cls = await classifyVolume(src, log);
+  const { blockSize, blockCount } = cls;
+  const used = opts.allBlocks ? new RunList().add(0, blockCount) : cls.used.clip(blockCount);
+  const control = cls.control.clip(blockCount);
+  const data = used.minus(control);
+  const runs = mapRuns(control, data);
+  const imageUuid = opts.imageUuid ?? randomBytes(16);
+  const writer = new ImageWriter(sink, {
+    blockSize, frameBlocks: Math.max(1, FRAME_PAYLOAD_BYTES / blockSize), volumeBytes: src.sizeBytes,
+    fsType: cls.fsType, imageUuid, createdSec: opts.createdSec ?? Math.floor(Date.now() / 1000),
+    fsUuid: cls.fsUuid ? Buffer.from(cls.fsUuid.replace(/-/g, ''), 'hex') : new Uint8Array(16), fsLabel: cls.label,
+    sourceName: basename(src.name), writer: opts.writer, allBlocks: !!opts.allBlocks, runs,
+  });
+  const totalBytes = used.blockCount * blockSize;
+  let doneBytes = 0;
+  const progress = (n: number): void => { doneBytes += n; opts.onProgress?.(doneBytes, totalBytes); };
+
+  const controlArea = await gatherControl(src, cls, control, progress);
+  const headerBytes = await writer.writeHeader(controlArea);
+  await streamData(src, data, blockSize, async (blocks) => {
+    await writer.appendData(blocks);
+    progress(blocks.byteLength);
+  });
+  const imageBytes = await writer.finish();
+  return {
+    fsType: cls.fsType, recognised: cls.recognised, blockSize, volumeBytes: src.sizeBytes, blockCount,
+    usedBlocks: used.blockCount, controlBlocks: control.blockCount, dataBlocks: data.blockCount,
+    unusedBlocks: blockCount - used.blockCount, headerBytes, imageBytes,
+    bytesRead: src.stats.bytesRead, readRequests: src.stats.reads,
+    imageUuid: Buffer.from(imageUuid).toString('hex'), warnings: cls.warnings,
+  };
+}
+
+/** Merges the control and data sets into the block map's runs (sorted, each tagged). */
+export function mapRuns(control: RunList, data: RunList): MapRun[] {
+  const out: MapRun[] = [];
+  const c = control.list(), d = data.list();
+  let i = 0, j = 0;
+  while (i < c.length || j < d.length) {
+    const takeControl = j >= d.length || (i < c.length && c[i]!.start < d[j]!.start);
+    const r = takeControl ? c[i++]! : d[j++]!;
+    // u32 run length in the map: split giant runs
+    for (let s = r.start; s < r.start + r.len; s += 0xffffffff) {
+      out.push({ start: s, len: Math.min(0xffffffff, r.start + r.len - s), kind: takeControl ? 'control' : 'data' });
+    }
+  }
+  return out;
+}
+
+/** All control blocks in logical order: from what the driver already read, the rest read now. */
+async function gatherControl(src: RandomSource, cls: Classification, control: RunList, progress: (n: number) => void): Promise<Uint8Array> {
+  const bs = cls.blockSize;
+  const area = new Uint8Array(control.blockCount * bs);
+  const missing = new RunList();
+  let k = 0;
+  const indexOf = new Map<number, number>();
+  for (const r of control.list()) {
+    for (let b = r.start; b < r.start + r.len; b++, k++) {
+      const have = cls.controlData.get(b);
+      if (have && have.byteLength === bs) area.set(have, k * bs);
+      else { missing.add(b); indexOf.set(b, k); }
+    }
+  }
+  progress(area.byteLength - missing.blockCount * bs);
+  await streamData(src, missing, bs, async (blocks, firstBlock) => {
+    for (let i = 0; i < blocks.byteLength / bs; i++) area.set(blocks.subarray(i * bs, (i + 1) * bs), indexOf.get(firstBlock + i)! * bs);
+    progress(blocks.byteLength);
+  });
+  return area;
+}
+
+interface ReadPlan { posBytes: number; lenBytes: number; pieces: Run[] }
+
+/** Groups wanted runs into large reads, bridging small gaps. */
+function planReads(want: RunList, blockSize: number, volumeBytes: number): ReadPlan[] {
+  const plans: ReadPlan[] = [];
+  const maxBlocks = Math.max(1, MAX_READ_BYTES / blockSize);
+  const gapBlocks = Math.floor(GAP_BYTES / blockSize);
+  let cur: ReadPlan | undefined;
+  for (const r of want.list()) {
+    for (let s = r.start; s < r.start + r.len; ) {
+      const curEnd = cur ? cur.posBytes / blockSize + cur.lenBytes / blockSize : -1;
+      if (cur && s - curEnd <= gapBlocks && s + 1 - cur.posBytes / blockSize <= maxBlocks) {
+        const n = Math.min(r.start + r.len - s, maxBlocks - (s - cur.posBytes / blockSize));
+        cur.pieces.push({ start: s, len: n });
+        cur.lenBytes = (s + n) * blockSize - cur.posBytes;
+        s += n;
+      } else {
+        const n = Math.min(r.start + r.len - s, maxBlocks);
+        cur = { posBytes: s * blockSize, lenBytes: n * blockSize, pieces: [{ start: s, len: n }] };
+        plans.push(cur);
+        s += n;
+      }
+    }
+  }
+  // the last block of a raw volume may be partial: read what exists, pad with zeros
+  for (const p of plans) p.lenBytes = Math.min(p.lenBytes, volumeBytes - p.posBytes);
+  return plans;
+}
+
+/**
+ * Reads `want` in increasing order and calls `sink` with each wanted run's bytes (whole blocks)
+ * and its first block number, in order. Keeps READS_IN_FLIGHT reads going ahead of the sink.
+ */
+export async function streamData(src: RandomSource, want: RunList, blockSize: number,
+  sink: (blocks: Uint8Array, firstBlock: number) => Promise<void>): Promise<void> {
+  const plans = planReads(want, blockSize, src.sizeBytes);
+  const inflight: Promise<Uint8Array>[] = [];
+  let next = 0;
+  const issue = (): void => {
+    while (inflight.length < READS_IN_FLIGHT && next < plans.length) {
+      const p = plans[next++]!;
+      inflight.push(src.readAt(p.posBytes, p.lenBytes));
+    }
+  };
+  issue();
+  for (let i = 0; i < plans.length; i++) {
+    let buf = await inflight.shift()!;
+    issue();
+    const p = plans[i]!;
+    const need = (p.pieces[p.pieces.length - 1]!.start + p.pieces[p.pieces.length - 1]!.len) * blockSize - p.posBytes;
+    if (buf.byteLength < need) { const padded = new Uint8Array(need); padded.set(buf); buf = padded; }
+    for (const piece of p.pieces) {
+      const off = piece.start * blockSize - p.posBytes;
+      await sink(buf.subarray(off, off + piece.len * blockSize), piece.start);
+    }
+  }
+}

@@ -1,0 +1,83 @@
+/** imgbackup SRC IMG: argument parsing and output only; the work is src/backup/backup.ts. */
+import { stat } from 'node:fs/promises';
+import { UsageError } from '../errors/index.js';
+import { backup, type BackupResult } from '../backup/backup.js';
+import { FileSink, FileSource, StdoutSink, type Sink } from '../io/index.js';
+import { Progress, formatBytes } from './progress.js';
+import { program, run, VERSION, debugFor } from './run.js';
+
+function parseUuid(s: string): Uint8Array {
+  const hex = s.replace(/-/g, '');
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new UsageError(`--uuid ${s}: not a UUID (32 hex digits, dashes optional)`);
+  return Buffer.from(hex, 'hex');
+}
+
+function createdSec(): number | undefined {
+  const e = process.env.SOURCE_DATE_EPOCH;
+  if (e === undefined || e === '') return undefined;
+  if (!/^\d+$/.test(e)) throw new UsageError(`SOURCE_DATE_EPOCH=${e}: not a number of seconds`);
+  return Number(e);
+}
+
+async function main(): Promise<number> {
+  const cmd = program('imgbackup', 'Write a logical image of a volume: control blocks first, then the used data blocks in block order.')
+    .argument('<SRC>', 'volume to back up: a block device or a raw image file (only read)')
+    .argument('<IMG>', "image to write, or '-' for standard output")
+    .option('--all-blocks', 'store every block, free ones included')
+    .option('--uuid <uuid>', 'image UUID (default: random); with SOURCE_DATE_EPOCH gives reproducible images')
+    .option('-f, --force', 'replace IMG if it exists')
+    .option('--json', 'print a JSON summary on stdout (not with IMG -)')
+    .option('-q, --quiet', 'no summary')
+    .parse();
+  const [srcPath, imgPath] = cmd.args as [string, string];
+  const o = cmd.opts<{ allBlocks?: boolean; uuid?: string; force?: boolean; json?: boolean; quiet?: boolean }>();
+  if (o.json && imgPath === '-') throw new UsageError('--json needs stdout, which IMG - uses for the image');
+  if (imgPath === '-' && process.stdout.isTTY) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
+  const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : undefined;
+  const created = createdSec();
+
+  const src = await FileSource.open(srcPath);
+  if (imgPath !== '-') await refuseSameFile(srcPath, imgPath);
+  const sink: Sink = imgPath === '-' ? new StdoutSink() : await FileSink.create(imgPath, !!o.force);
+  const progress = new Progress('imgbackup');
+  const log = debugFor('imgbackup');
+  let result: BackupResult;
+  const started = process.hrtime.bigint();
+  try {
+    result = await backup(src, sink, {
+      allBlocks: !!o.allBlocks, imageUuid, createdSec: created, writer: `imgbackup ${VERSION}`,
+      log: (m) => log(m), onProgress: (d, t) => progress.update(d, t),
+    });
+    await sink.close();
+  } catch (e) {
+    progress.done();
+    await sink.abort();
+    throw e;
+  } finally {
+    await src.close();
+  }
+  progress.done();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (!result.recognised) {
+    process.stderr.write(`imgbackup: ${srcPath}: filesystem not recognised: backed up every block; the image mounts as a raw volume only\n`);
+  }
+  for (const w of result.warnings) process.stderr.write(`imgbackup: warning: ${w}\n`);
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, ...result }, null, 2) + '\n');
+  } else if (!o.quiet) {
+    const out = imgPath === '-' ? process.stderr : process.stdout;
+    out.write(`${srcPath}: ${result.fsType}, ${formatBytes(result.volumeBytes)}, ${result.blockSize}-byte blocks\n` +
+      `stored ${result.controlBlocks} control + ${result.dataBlocks} data blocks (${formatBytes((result.controlBlocks + result.dataBlocks) * result.blockSize)}), ` +
+      `skipped ${result.unusedBlocks} unused\n` +
+      `image ${imgPath}: ${formatBytes(result.imageBytes)} (header ${formatBytes(result.headerBytes)}) in ${seconds.toFixed(2)} s\n`);
+  }
+  return 0;
+}
+
+/** The image must never overwrite its own source. */
+async function refuseSameFile(srcPath: string, imgPath: string): Promise<void> {
+  const [a, b] = await Promise.all([stat(srcPath), stat(imgPath).catch(() => undefined)]);
+  if (b && a.dev === b.dev && a.ino === b.ino) throw new UsageError(`${imgPath}: is the source itself`);
+}
+
+await run('imgbackup', main);

@@ -1,0 +1,89 @@
+/** imginfo IMG: what an image holds; --verify reads it all and checks every checksum. */
+import { fsTypeName, fieldText } from '../format/index.js';
+import { ImageReader } from '../image/image-reader.js';
+import { verifyImage, type VerifyResult } from '../image/verify.js';
+import { FileSource } from '../io/index.js';
+import { EXIT } from './exit.js';
+import { Progress, formatBytes } from './progress.js';
+import { about, program, run } from './run.js';
+
+function uuid(b: Uint8Array): string {
+  const h = Buffer.from(b).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+async function main(): Promise<number> {
+  const cmd = program('imginfo', 'Describe an imgmount image; with --verify, check every checksum.')
+    .argument('<IMG>', 'image file')
+    .option('--verify', 'read the whole image and check every frame, block hash and the trailer')
+    .option('--json', 'print JSON')
+    .parse();
+  const [path] = cmd.args as [string];
+  const o = cmd.opts<{ verify?: boolean; json?: boolean }>();
+  const src = await about(path, () => FileSource.open(path));
+  try {
+    const img = await about(path, () => ImageReader.open(src));
+    const h = img.header;
+    const info = {
+      image: path,
+      formatVersion: `${h.versionMajor}.${h.versionMinor}`,
+      writer: fieldText(h.writer),
+      source: fieldText(h.sourceName),
+      fsType: fsTypeName(h.fsType),
+      fsLabel: fieldText(h.fsLabel),
+      fsUuid: uuid(h.fsUuid),
+      imageUuid: uuid(h.imageUuid),
+      created: new Date(h.createdSec * 1000).toISOString(),
+      blockSize: h.blockSize,
+      volumeBytes: h.volumeBytes,
+      blockCount: h.blockCount,
+      controlBlocks: h.controlBlocks,
+      dataBlocks: h.dataBlocks,
+      unusedBlocks: h.blockCount - h.controlBlocks - h.dataBlocks,
+      allBlocks: h.allBlocks,
+      mapRuns: h.mapRuns,
+      frames: h.frameCount,
+      headerBytes: h.dataOffset,
+      imageBytes: src.sizeBytes,
+      complete: img.complete,
+    };
+    let verify: VerifyResult | undefined;
+    if (o.verify) {
+      const progress = new Progress('verify');
+      verify = await about(path, () => verifyImage(img, (d, t) => progress.update(d, t)));
+      progress.done();
+    }
+    if (o.json) {
+      process.stdout.write(JSON.stringify({ ...info, ...(verify ? { verify } : {}) }, null, 2) + '\n');
+    } else {
+      const lines = [
+        `image:          ${path} (format ${info.formatVersion}, ${info.writer})`,
+        `source:         ${info.source}, ${info.fsType}${info.fsLabel ? ` "${info.fsLabel}"` : ''}, fs UUID ${info.fsUuid}`,
+        `created:        ${info.created}`,
+        `volume:         ${formatBytes(h.volumeBytes)}, ${h.blockCount} blocks of ${h.blockSize} bytes`,
+        `blocks:         ${h.controlBlocks} control, ${h.dataBlocks} data, ${info.unusedBlocks} unused${h.allBlocks ? ' (all blocks stored)' : ''}`,
+        `header:         ${formatBytes(info.headerBytes)} (${h.mapRuns} map runs)`,
+        `image size:     ${formatBytes(src.sizeBytes)}, ${h.frameCount} frames${img.complete ? '' : ` — INCOMPLETE: ${img.truncatedReason}`}`,
+        `image UUID:     ${info.imageUuid}`,
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+      if (verify) {
+        for (const d of verify.damage) {
+          process.stdout.write(`damaged: ${d.what}${d.frame !== undefined && !d.what.includes('logical blocks') ? ` (logical blocks ${d.firstBlock}–${d.lastBlock})` : ''}\n`);
+        }
+        process.stdout.write(verify.damage.length === 0 ? `verify: OK, ${verify.framesChecked} frames and the trailer checked\n`
+          : `verify: ${verify.damage.length} problem(s) found\n`);
+      }
+    }
+    if (verify && verify.damage.length > 0) {
+      for (const d of verify.damage) process.stderr.write(`imginfo: ${path}: ${d.what}\n`);
+      return EXIT.PARTIAL;
+    }
+    if (!img.complete && !o.json) process.stderr.write(`imginfo: ${path}: ${img.truncatedReason}\n`);
+    return img.complete ? EXIT.OK : EXIT.PARTIAL;
+  } finally {
+    await src.close();
+  }
+}
+
+await run('imginfo', main);

@@ -1,0 +1,63 @@
+/**
+ * The trailer, written after the last frame, for what is only known at the end:
+ *   trailer header (48 B) | one u64 xxh64 hash per stored block, in logical order | footer (64 B)
+ * The footer has a fixed size and sits at the very end, so a reader finds the trailer with one
+ * read of the last 64 bytes; a missing or wrong footer means the image was truncated.
+ * Pure: no I/O.
+ */
+import { FormatError } from '../errors/index.js';
+import { hash64 } from './checksum.js';
+import { FOOTER_SIZE, HASH_ALGO, MAGIC_FOOTER, MAGIC_TRAILER, TRAILER_HEADER_SIZE } from './constants.js';
+import { sameBytes } from './header.js';
+import { Struct } from './struct.js';
+
+export interface TrailerHeader { magic: Uint8Array; frameCount: number; dataBlocks: number; hashCount: number; hashAlgo: number; reserved: number; reserved2: number }
+export const TRAILER_HEADER = new Struct<TrailerHeader>('trailer header', TRAILER_HEADER_SIZE, [
+  { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMTRAILR"' },
+  { name: 'frameCount', offset: 0x08, type: 'u64', meaning: 'frames written (must equal ceil(dataBlocks / frameBlocks))' },
+  { name: 'dataBlocks', offset: 0x10, type: 'u64', meaning: 'data blocks written (must equal the header\'s)' },
+  { name: 'hashCount', offset: 0x18, type: 'u64', meaning: 'block hashes that follow: controlBlocks + dataBlocks' },
+  { name: 'hashAlgo', offset: 0x20, type: 'u32', meaning: '1: xxh64, seed 0, of each stored block' },
+  { name: 'reserved', offset: 0x24, type: 'u32', meaning: 'must be zero' },
+  { name: 'reserved2', offset: 0x28, type: 'u64', meaning: 'must be zero' },
+]);
+
+export interface Footer { magic: Uint8Array; imageUuid: Uint8Array; trailerOffset: number; trailerBytes: number; imageBytes: number; trailerChecksum: bigint; footerChecksum: bigint }
+export const FOOTER = new Struct<Footer>('footer', FOOTER_SIZE, [
+  { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMFOOTER"' },
+  { name: 'imageUuid', offset: 0x08, type: 'bytes16', meaning: 'the header\'s imageUuid (a footer from another image is refused)' },
+  { name: 'trailerOffset', offset: 0x18, type: 'u64', meaning: 'byte offset of the trailer header' },
+  { name: 'trailerBytes', offset: 0x20, type: 'u64', meaning: 'trailer header + hashes, in bytes' },
+  { name: 'imageBytes', offset: 0x28, type: 'u64', meaning: 'size of the whole image, footer included' },
+  { name: 'trailerChecksum', offset: 0x30, type: 'hash64', meaning: 'xxh64 of the trailer (header and hashes)' },
+  { name: 'footerChecksum', offset: 0x38, type: 'hash64', meaning: 'xxh64 of bytes 0x00–0x37' },
+]);
+
+export function encodeTrailerHeader(t: Omit<TrailerHeader, 'magic' | 'hashAlgo' | 'reserved' | 'reserved2'>): Uint8Array {
+  return TRAILER_HEADER.encode({ ...t, magic: MAGIC_TRAILER, hashAlgo: HASH_ALGO.XXH64, reserved: 0, reserved2: 0 });
+}
+
+export function decodeTrailerHeader(buf: Uint8Array): TrailerHeader {
+  const t = TRAILER_HEADER.decode(buf);
+  if (!sameBytes(t.magic, MAGIC_TRAILER)) throw new FormatError('EMAGIC', 'trailer: bad magic');
+  if (t.hashAlgo !== HASH_ALGO.XXH64) throw new FormatError('ECORRUPT', `trailer: unknown hash algorithm ${t.hashAlgo}`);
+  return t;
+}
+
+export function encodeFooter(f: Omit<Footer, 'magic' | 'footerChecksum'>): Uint8Array {
+  const buf = FOOTER.encode({ ...f, magic: MAGIC_FOOTER, footerChecksum: 0n });
+  new DataView(buf.buffer, buf.byteOffset).setBigUint64(0x38, hash64(buf.subarray(0, 0x38)), true);
+  return buf;
+}
+
+/** Decodes the last 64 bytes of an image; ETRUNC if they are not a valid footer (a cut image). */
+export function decodeFooter(buf: Uint8Array, imageBytes: number, imageUuid: Uint8Array): Footer {
+  const f = FOOTER.decode(buf);
+  if (!sameBytes(f.magic, MAGIC_FOOTER) || hash64(buf.subarray(0, 0x38)) !== f.footerChecksum) {
+    throw new FormatError('ETRUNC', 'image is incomplete: no valid footer at the end (truncated?)');
+  }
+  if (!sameBytes(f.imageUuid, imageUuid)) throw new FormatError('ECORRUPT', 'footer belongs to another image (UUID differs)');
+  if (f.imageBytes !== imageBytes) throw new FormatError('ETRUNC', `image size ${imageBytes} differs from the ${f.imageBytes} bytes the footer records`);
+  if (f.trailerOffset + f.trailerBytes + FOOTER_SIZE !== imageBytes) throw new FormatError('ECORRUPT', 'footer: trailer position does not add up');
+  return f;
+}

@@ -1,0 +1,35 @@
+/**
+ * Picks the filesystem driver for a volume and asks it which blocks are used and which are
+ * control blocks. A volume no driver recognises is treated as raw: every block is used, none is
+ * control, and the caller tells the user so.
+ */
+import type { RandomSource } from '../io/index.js';
+import { classifyExt4 } from './ext4/classify.js';
+import { isExtSuperblock, SUPERBLOCK_OFFSET } from './ext4/layout/index.js';
+import { RunList } from './run-list.js';
+import type { BlockClassification } from './types.js';
+
+export interface Classification extends BlockClassification {
+  /** Control-block contents the driver already read (so the backup does not read them again). */
+  controlData: Map<number, Uint8Array>;
+  recognised: boolean;
+}
+
+export async function classifyVolume(src: RandomSource, log: (m: string) => void = () => undefined): Promise<Classification> {
+  const probeLen = Math.min(src.sizeBytes, SUPERBLOCK_OFFSET + 1024);
+  const probe = await src.readAt(0, probeLen);
+  if (probeLen === SUPERBLOCK_OFFSET + 1024 && isExtSuperblock(probe.subarray(SUPERBLOCK_OFFSET))) {
+    const c = await classifyExt4(src, { log });
+    return { ...c, recognised: true };
+  }
+  return classifyRaw(src.sizeBytes);
+}
+
+export function classifyRaw(volumeBytes: number): Classification {
+  const blockSize = volumeBytes % 4096 === 0 ? 4096 : 512;
+  const blockCount = Math.ceil(volumeBytes / blockSize);
+  return {
+    fsType: 'raw', blockSize, blockCount, used: new RunList().add(0, blockCount), control: new RunList(),
+    label: '', fsUuid: '', warnings: [], controlData: new Map(), recognised: false,
+  };
+}

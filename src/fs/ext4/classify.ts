@@ -1,0 +1,511 @@
+/**
+ * classifyExt4: which blocks of an ext2/3/4 volume a backup must store (`used`) and which of
+ * those a reader needs to walk the tree and stat every file without file data (`control`).
+ * used = block bitmaps of initialised groups ∪ every group's fixed metadata ∪ every block an
+ * in-use inode references (so a bitmap that disagrees with the inodes errs towards storing more),
+ * widened to whole clusters with bigalloc and clipped to the filesystem (and the volume).
+ * Reads are few and large: bitmaps, then the in-use part of the inode tables, then the extent /
+ * indirect map blocks one tree level at a time for all inodes at once (sorted, coalesced, up to
+ * 8 in flight), then one sorted sweep over the control blocks not read yet. File data is never
+ * read; no block is read twice; nothing past the volume is read. Every block read is a control
+ * block and is returned in `controlData` (subarrays of larger read buffers: treat as read-only).
+ * Untrusted input: a bad superblock or an unreadable descriptor table throws (FormatError, or the
+ * IoError of the read); anything else that is damaged becomes a line in `warnings` naming the
+ * group or inode, and classification carries on, counting more blocks as used rather than fewer.
+ * Owns no I/O of its own beyond `src.readAt`; one call at a time per source is not required.
+ */
+import { FormatError } from '../../errors/index.js';
+import type { ByteReader } from '../../io/index.js';
+import { RunList } from '../run-list.js';
+import type { BlockClassification } from '../types.js';
+import { highestSetBit, forEachSetRun, testBit } from './bitmap.js';
+import { BlockFetcher } from './classify-reader.js';
+import { Ext4Geometry } from './geometry.js';
+import {
+  BG_FLAGS, COMPAT, INCOMPAT, RO_COMPAT, INODE_FLAGS, JOURNAL_INO, RESIZE_INO, EXT_MAX_DEPTH,
+  S_IFMT, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG,
+  SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, decodeSuperblock, decodeGroupDesc, decodeInode, decodeExtentNode,
+  hasCompat, hasIncompat, hasRoCompat, uuidString, type GroupDesc, type Inode, type ExtentNode, type Superblock,
+} from './layout/index.js';
+
+export interface Ext4Classification extends BlockClassification {
+  fsType: 'ext2' | 'ext3' | 'ext4';
+  /** Contents of the control blocks read while classifying, by block number (read-only views). */
+  controlData: Map<number, Uint8Array>;
+}
+
+export interface ClassifyExt4Options {
+  log?: (msg: string) => void;
+  /** Most bytes of not-yet-read control blocks fetched into controlData at the end (default 512 MiB). */
+  prefetchLimitBytes?: number;
+}
+
+/** Which of an inode's mapped blocks are control blocks (map blocks always are). */
+type DataRole = 'none' | 'all' | 'first';
+
+interface Owner { ino: number; role: DataRole; warnings: number }
+
+interface PendingMap {
+  blockNo: number;
+  owner: Owner;
+  /** 'ext': an extent node expected at `level` (its depth); 'ind': an indirect block, level 1..3. */
+  kind: 'ext' | 'ind';
+  level: number;
+}
+
+const MAX_WARNINGS = 1000;
+const MAX_WARNINGS_PER_INODE = 3;
+
+/** Features ext3 (and blkid's idea of it) knows; anything else makes the volume ext4. */
+const EXT3_INCOMPAT = INCOMPAT.FILETYPE | INCOMPAT.RECOVER | INCOMPAT.META_BG;
+const EXT3_RO_COMPAT = RO_COMPAT.SPARSE_SUPER | RO_COMPAT.LARGE_FILE | RO_COMPAT.BTREE_DIR;
+
+export function ext4FsType(sb: Superblock): 'ext2' | 'ext3' | 'ext4' {
+  if ((sb.featureIncompat & ~EXT3_INCOMPAT) !== 0 || (sb.featureRoCompat & ~EXT3_RO_COMPAT) !== 0) return 'ext4';
+  return hasCompat(sb, COMPAT.HAS_JOURNAL) ? 'ext3' : 'ext2';
+}
+
+export async function classifyExt4(src: ByteReader, opts: ClassifyExt4Options = {}): Promise<Ext4Classification> {
+  return new Classifier(src, opts).run();
+}
+
+class Classifier {
+  private readonly log: (msg: string) => void;
+  private readonly warnings: string[] = [];
+  private suppressed = 0;
+  private sb!: Superblock;
+  private geo!: Ext4Geometry;
+  private fetcher!: BlockFetcher;
+  private readonly used = new RunList();
+  private readonly control = new RunList();
+  private descs: GroupDesc[] = [];
+  /** Map blocks (extent nodes, indirect blocks) already queued: a second reference is a loop or corruption. */
+  private readonly visited = new Set<number>();
+  private pending: PendingMap[] = [];
+  private specialRoles = new Map<number, DataRole>();
+  private inodesWalked = 0;
+
+  constructor(private readonly src: ByteReader, private readonly opts: ClassifyExt4Options) {
+    this.log = opts.log ?? ((): void => undefined);
+  }
+
+  async run(): Promise<Ext4Classification> {
+    const t0 = performance.now();
+    const lap = (what: string): void => this.log(`ext4 classify: ${what} (${(performance.now() - t0).toFixed(0)} ms)`);
+    await this.readSuperblock();
+    await this.readDescriptors();
+    lap(`superblock and ${this.descs.length} group descriptors`);
+    this.addFixedMetadata();
+    await this.readBitmapsAndCountUsed();
+    lap('bitmaps');
+    const inUse = await this.readInodeTables();
+    lap('inode tables');
+    this.scanInodes(inUse);
+    lap(`${this.inodesWalked} in-use inodes`);
+    await this.walkMaps();
+    lap('extent and indirect maps');
+    const result = await this.finish();
+    lap(`done: ${result.used.blockCount} used, ${result.control.blockCount} control blocks, ` +
+      `${this.fetcher.reads} reads, ${this.fetcher.bytesRead} bytes, ${result.warnings.length} warnings`);
+    return result;
+  }
+
+  // ---- warnings ----------------------------------------------------------------------------
+
+  private warn(msg: string): void {
+    if (this.warnings.length < MAX_WARNINGS) { this.warnings.push(msg); this.log(`ext4 classify: warning: ${msg}`); } else this.suppressed++;
+  }
+
+  private warnInode(owner: Owner, msg: string): void {
+    owner.warnings++;
+    if (owner.warnings <= MAX_WARNINGS_PER_INODE) this.warn(`inode ${owner.ino}: ${msg}`);
+    else if (owner.warnings === MAX_WARNINGS_PER_INODE + 1) this.warn(`inode ${owner.ino}: further problems not listed`);
+  }
+
+  // ---- superblock and descriptors -----------------------------------------------------------
+
+  private async readSuperblock(): Promise<void> {
+    const headBytes = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE;
+    if (this.src.sizeBytes < headBytes) {
+      throw new FormatError('ETRUNC', `ext4: the volume (${this.src.sizeBytes} bytes) is too small to hold a superblock`,
+        { sizeBytes: this.src.sizeBytes });
+    }
+    const head = await this.src.readAt(0, headBytes);
+    const sbBytes = head.subarray(SUPERBLOCK_OFFSET);
+    const sb = decodeSuperblock(sbBytes); // the volume size is checked below: a short volume is a warning
+    this.sb = sb;
+    this.geo = new Ext4Geometry(sb);
+    const bs = sb.blockSize;
+    const volumeBlocks = Math.floor(this.src.sizeBytes / bs);
+    if (volumeBlocks < sb.blocksCount) {
+      this.warn(`the volume is truncated: the filesystem has ${sb.blocksCount} blocks but the volume only ${volumeBlocks}; ` +
+        'blocks past the end are left out');
+    }
+    this.fetcher = new BlockFetcher(this.src, bs, Math.min(sb.blocksCount, volumeBlocks));
+    this.fetcher.reads = 1;
+    this.fetcher.bytesRead = headBytes;
+    if (bs === 1024) {
+      this.fetcher.put(0, head.subarray(0, 1024));
+      this.fetcher.put(1, sbBytes);
+    } else if (bs === 2048) {
+      this.fetcher.put(0, head);
+    } else if (this.src.sizeBytes >= bs) {
+      const block0 = new Uint8Array(bs);
+      block0.set(head);
+      block0.set(await this.src.readAt(headBytes, bs - headBytes), headBytes);
+      this.fetcher.reads++;
+      this.fetcher.bytesRead += bs - headBytes;
+      this.fetcher.put(0, block0);
+    }
+    // Reserved inodes whose blocks are all control (a reader or fsck needs their contents).
+    const roles = this.specialRoles;
+    roles.set(RESIZE_INO, 'all');
+    roles.set(3, 'all'); // user and group quota inodes (reserved numbers)
+    roles.set(4, 'all');
+    for (const q of [sb.usrQuotaInum, sb.grpQuotaInum, sb.prjQuotaInum]) if (q) roles.set(q, 'all');
+    if (hasCompat(sb, COMPAT.ORPHAN_FILE) && sb.orphanFileInum) roles.set(sb.orphanFileInum, 'all');
+    if (hasCompat(sb, COMPAT.HAS_JOURNAL) && sb.journalDev === 0) {
+      const journalIno = sb.journalInum || JOURNAL_INO;
+      roles.set(journalIno, hasIncompat(sb, INCOMPAT.RECOVER) ? 'all' : 'first');
+    }
+    if (hasIncompat(sb, INCOMPAT.MMP)) {
+      const view = new DataView(sbBytes.buffer, sbBytes.byteOffset, sbBytes.byteLength);
+      const mmpBlock = view.getUint32(0x168, true) + view.getUint32(0x16c, true) * 0x100000000; // s_mmp_block
+      if (mmpBlock > 0 && mmpBlock < sb.blocksCount) this.addControl(mmpBlock, 1);
+      else this.warn(`the multi-mount protection block ${mmpBlock} is outside the filesystem`);
+    }
+  }
+
+  private async readDescriptors(): Promise<void> {
+    const { sb, geo } = this;
+    const descBlockNos: number[] = [];
+    for (let i = 0; i < geo.gdtBlocks; i++) {
+      const b = geo.descBlock(i);
+      if (!(b > 0 && b < this.fetcher.limitBlocks)) {
+        throw new FormatError('ETRUNC', `ext4: group descriptor block ${i} (block ${b}) is outside the volume`, { block: b });
+      }
+      descBlockNos.push(b);
+    }
+    const { failed } = await this.fetcher.fetch(descBlockNos);
+    if (failed.length > 0) throw this.fetcher.firstError ?? new FormatError('ETRUNC', `ext4: cannot read group descriptor block ${failed[0]}`);
+    const csum = this.hasGroupCsum();
+    for (let g = 0; g < sb.groupCount; g++) {
+      const buf = this.fetcher.blocks.get(descBlockNos[Math.floor(g / geo.descPerBlock)]!)!;
+      const gd = decodeGroupDesc(buf, g % geo.descPerBlock, sb.descSize);
+      if (!csum) { gd.flags = 0; gd.itableUnused = 0; } // the uninit flags mean nothing without group checksums
+      this.descs.push(gd);
+    }
+    for (const b of descBlockNos) this.control.add(b, 1);
+  }
+
+  private hasGroupCsum(): boolean {
+    return hasRoCompat(this.sb, RO_COMPAT.GDT_CSUM) || hasRoCompat(this.sb, RO_COMPAT.METADATA_CSUM);
+  }
+
+  private get inodeTableBlocks(): number { return Math.ceil((this.sb.inodesPerGroup * this.sb.inodeSize) / this.sb.blockSize); }
+
+  /** Whether [blockNo, blockNo+len) lies inside the filesystem (block 0 is never metadata's). */
+  private inFs(blockNo: number, len = 1): boolean { return blockNo > 0 && blockNo + len <= this.sb.blocksCount; }
+
+  private addControl(start: number, len: number): void { this.used.add(start, len); this.control.add(start, len); }
+
+  /** Superblocks, descriptor tables (with backups and reserved GDT), bitmaps and inode tables. */
+  private addFixedMetadata(): void {
+    const itBlocks = this.inodeTableBlocks;
+    for (let g = 0; g < this.descs.length; g++) {
+      for (const r of this.geo.superAndGdtRuns(g)) this.addControl(r.start, r.len);
+      const gd = this.descs[g]!;
+      if (this.inFs(gd.blockBitmap)) this.addControl(gd.blockBitmap, 1);
+      else this.warn(`group ${g}: block bitmap location ${gd.blockBitmap} is outside the filesystem`);
+      if (this.inFs(gd.inodeBitmap)) this.addControl(gd.inodeBitmap, 1);
+      else this.warn(`group ${g}: inode bitmap location ${gd.inodeBitmap} is outside the filesystem`);
+      if (this.inFs(gd.inodeTable, itBlocks)) this.used.add(gd.inodeTable, itBlocks);
+      else this.warn(`group ${g}: inode table location ${gd.inodeTable} (+${itBlocks}) is outside the filesystem`);
+    }
+  }
+
+  // ---- bitmaps -------------------------------------------------------------------------------
+
+  private async readBitmapsAndCountUsed(): Promise<void> {
+    const { sb, geo } = this;
+    const wanted: number[] = [];
+    for (const gd of this.descs) {
+      if (this.inFs(gd.blockBitmap)) wanted.push(gd.blockBitmap);
+      if (this.inFs(gd.inodeBitmap)) wanted.push(gd.inodeBitmap);
+    }
+    await this.fetcher.fetch(wanted);
+    const ratio = sb.clusterRatio;
+    const clustersPerGroup = sb.blocksPerGroup / ratio;
+    const firstCluster = Math.floor(sb.firstDataBlock / ratio);
+    for (let g = 0; g < this.descs.length; g++) {
+      const gd = this.descs[g]!;
+      if (gd.flags & BG_FLAGS.BLOCK_UNINIT) continue; // no valid bitmap: only its fixed metadata is used
+      const bitmap = this.inFs(gd.blockBitmap) ? this.fetcher.blocks.get(gd.blockBitmap) : undefined;
+      if (!bitmap) {
+        this.warn(`group ${g}: cannot read its block bitmap; all of the group's blocks are counted as used`);
+        this.used.add(geo.groupFirstBlock(g), geo.groupBlockCount(g));
+        continue;
+      }
+      const baseCluster = firstCluster + g * clustersPerGroup;
+      forEachSetRun(bitmap, clustersPerGroup, (first, len) => this.used.add((baseCluster + first) * ratio, len * ratio));
+    }
+  }
+
+  // ---- inode tables --------------------------------------------------------------------------
+
+  /** Reads the in-use part of every group's inode table; returns each group's in-use inode count. */
+  private async readInodeTables(): Promise<number[]> {
+    const { sb } = this;
+    const csum = this.hasGroupCsum();
+    const inUse: number[] = [];
+    const wanted: number[] = [];
+    for (let g = 0; g < this.descs.length; g++) {
+      const gd = this.descs[g]!;
+      let n = 0;
+      if (!(gd.flags & BG_FLAGS.INODE_UNINIT) && this.inFs(gd.inodeTable, this.inodeTableBlocks)) {
+        const bitmap = this.inFs(gd.inodeBitmap) ? this.fetcher.blocks.get(gd.inodeBitmap) : undefined;
+        const high = bitmap ? highestSetBit(bitmap, sb.inodesPerGroup) + 1 : sb.inodesPerGroup;
+        if (!bitmap) this.warn(`group ${g}: cannot read its inode bitmap; every inode with links is taken as in use`);
+        if (csum) {
+          n = sb.inodesPerGroup - Math.min(gd.itableUnused, sb.inodesPerGroup);
+          if (high > n) {
+            if (bitmap) this.warn(`group ${g}: the inode bitmap marks inodes in the never-used end of the table`);
+            n = high;
+          }
+        } else n = high;
+        n = Math.max(0, Math.min(n, sb.inodesCount - g * sb.inodesPerGroup));
+      }
+      inUse.push(n);
+      const blocks = Math.ceil((n * sb.inodeSize) / sb.blockSize);
+      if (blocks > 0) {
+        this.control.add(gd.inodeTable, blocks);
+        for (let i = 0; i < blocks; i++) wanted.push(gd.inodeTable + i);
+      }
+    }
+    const { failed } = await this.fetcher.fetch(wanted);
+    if (failed.length) this.warn(`cannot read ${failed.length} inode table blocks (first: block ${failed[0]}); their inodes are skipped`);
+    return inUse;
+  }
+
+  private scanInodes(inUse: number[]): void {
+    const { sb } = this;
+    const bs = sb.blockSize;
+    const isz = sb.inodeSize;
+    for (let g = 0; g < this.descs.length; g++) {
+      const gd = this.descs[g]!;
+      const n = inUse[g]!;
+      if (n === 0) continue;
+      const bitmap = this.inFs(gd.inodeBitmap) ? this.fetcher.blocks.get(gd.inodeBitmap) : undefined;
+      for (let i = 0; i < n; i++) {
+        if (bitmap && !testBit(bitmap, i)) continue;
+        const ino = g * sb.inodesPerGroup + i + 1;
+        const posBytes = i * isz;
+        const block = this.fetcher.blocks.get(gd.inodeTable + Math.floor(posBytes / bs));
+        if (!block) continue; // warned when the read failed
+        let inode: Inode;
+        try {
+          inode = decodeInode(block, posBytes % bs, isz);
+        } catch (e) {
+          this.warn(`inode ${ino}: cannot decode (${(e as Error).message})`);
+          continue;
+        }
+        if (ino >= sb.firstIno && inode.linksCount === 0) continue; // deleted (or an orphan: the bitmap has its blocks)
+        this.planInode(ino, inode);
+      }
+    }
+  }
+
+  /** Marks what the inode itself names and queues its map blocks. */
+  private planInode(ino: number, inode: Inode): void {
+    const { sb } = this;
+    this.inodesWalked++;
+    const type = inode.mode & S_IFMT;
+    const owner: Owner = { ino, role: 'none', warnings: 0 };
+    if (inode.fileAcl !== 0) {
+      if (this.inFs(inode.fileAcl)) this.addControl(inode.fileAcl, 1);
+      else this.warnInode(owner, `extended attribute block ${inode.fileAcl} is outside the filesystem`);
+    }
+    if (ino >= sb.firstIno) {
+      if (type === S_IFCHR || type === S_IFBLK || type === S_IFIFO || type === S_IFSOCK) return; // i_block holds no map
+      if (type !== S_IFREG && type !== S_IFDIR && type !== S_IFLNK) {
+        this.warnInode(owner, `has links but file type 0${type.toString(8)} is invalid; its blocks are not followed`);
+        return;
+      }
+    }
+    if (inode.flags & INODE_FLAGS.INLINE_DATA) return;
+    if (type === S_IFLNK && this.isFastSymlink(inode)) return;
+    owner.role = this.specialRoles.get(ino) ??
+      (type === S_IFDIR || type === S_IFLNK || (inode.flags & INODE_FLAGS.EA_INODE) ? 'all' : 'none');
+    if (inode.flags & INODE_FLAGS.EXTENTS) {
+      let root: ExtentNode;
+      try {
+        root = decodeExtentNode(inode.iBlock);
+      } catch (e) {
+        this.warnInode(owner, `bad extent tree root (${(e as Error).message}); its blocks are not followed`);
+        return;
+      }
+      this.walkExtentNode(owner, root);
+      return;
+    }
+    const view = new DataView(inode.iBlock.buffer, inode.iBlock.byteOffset, inode.iBlock.byteLength);
+    let runStart = 0, runLen = 0, runFileBlock = 0;
+    for (let i = 0; i < 12; i++) { // direct blocks: file blocks 0..11
+      const b = view.getUint32(i * 4, true);
+      if (runLen > 0 && b === runStart + runLen) { runLen++; continue; }
+      if (runLen > 0) this.addData(owner, runStart, runLen, runFileBlock);
+      runStart = b; runLen = b === 0 ? 0 : 1; runFileBlock = i;
+    }
+    if (runLen > 0) this.addData(owner, runStart, runLen, runFileBlock);
+    for (let level = 1; level <= 3; level++) this.queueMap(owner, view.getUint32((11 + level) * 4, true), 'ind', level);
+  }
+
+  /** ext4_inode_is_fast_symlink: no data blocks besides an xattr block (the target is in i_block). */
+  private isFastSymlink(inode: Inode): boolean {
+    let sectors = inode.blocksRaw;
+    if (hasRoCompat(this.sb, RO_COMPAT.HUGE_FILE) && (inode.flags & INODE_FLAGS.HUGE_FILE)) sectors *= this.sb.blockSize / 512;
+    if (inode.fileAcl !== 0) sectors -= this.sb.clusterSize / 512;
+    return sectors <= 0;
+  }
+
+  // ---- maps ----------------------------------------------------------------------------------
+
+  /** Data blocks of an inode. `fileBlock` is the file block of `start` when known (0 matters for role 'first'). */
+  private addData(owner: Owner, start: number, len: number, fileBlock: number): void {
+    const limit = this.sb.blocksCount;
+    if (start <= 0 || start >= limit) {
+      this.warnInode(owner, `data block ${start} is outside the filesystem`);
+      return;
+    }
+    if (start + len > limit) {
+      this.warnInode(owner, `data blocks ${start}+${len} run past the end of the filesystem`);
+      len = limit - start;
+    }
+    this.used.add(start, len);
+    if (owner.role === 'all') this.control.add(start, len);
+    else if (owner.role === 'first' && fileBlock === 0) this.control.add(start, 1);
+  }
+
+  private queueMap(owner: Owner, blockNo: number, kind: 'ext' | 'ind', level: number): void {
+    if (blockNo === 0 && kind === 'ind') return; // no map at this level
+    if (!this.inFs(blockNo)) {
+      this.warnInode(owner, `${kind === 'ext' ? 'extent tree' : 'indirect'} block ${blockNo} is outside the filesystem`);
+      return;
+    }
+    if (this.visited.has(blockNo)) {
+      if (!hasRoCompat(this.sb, RO_COMPAT.SHARED_BLOCKS)) this.warnInode(owner, `map block ${blockNo} is referenced more than once (loop?); followed once`);
+      return;
+    }
+    this.visited.add(blockNo);
+    this.addControl(blockNo, 1);
+    this.pending.push({ blockNo, owner, kind, level });
+  }
+
+  private walkExtentNode(owner: Owner, node: ExtentNode): void {
+    if ('leaves' in node) {
+      for (const e of node.leaves) if (e.lenBlocks > 0) this.addData(owner, e.volumeBlock, e.lenBlocks, e.fileBlock);
+      return;
+    }
+    for (const ix of node.indexes) this.queueMap(owner, ix.childBlock, 'ext', node.depth - 1);
+  }
+
+  /** Reads the queued map blocks one level at a time (all inodes together), until none is left. */
+  private async walkMaps(): Promise<void> {
+    const limit = this.sb.blocksCount;
+    for (let wave = 0; this.pending.length > 0; wave++) {
+      const batch = this.pending;
+      this.pending = [];
+      if (wave > EXT_MAX_DEPTH + 3) { // cannot happen: levels strictly decrease
+        for (const p of batch) this.warnInode(p.owner, `map block ${p.blockNo} is nested too deeply; not followed`);
+        break;
+      }
+      await this.fetcher.fetch(batch.map((p) => p.blockNo));
+      for (const p of batch) {
+        const buf = this.fetcher.blocks.get(p.blockNo);
+        if (!buf) {
+          this.warnInode(p.owner, `cannot read ${p.kind === 'ext' ? 'extent tree' : 'indirect'} block ${p.blockNo}`);
+          continue;
+        }
+        if (p.kind === 'ext') {
+          let node: ExtentNode;
+          try {
+            node = decodeExtentNode(buf);
+          } catch (e) {
+            this.warnInode(p.owner, `bad extent tree block ${p.blockNo} (${(e as Error).message}); its blocks are not followed`);
+            continue;
+          }
+          if (node.depth !== p.level) {
+            this.warnInode(p.owner, `extent tree block ${p.blockNo} has depth ${node.depth}, expected ${p.level}`);
+            if (node.depth > p.level) continue; // following it could go on for ever
+          }
+          this.walkExtentNode(p.owner, node);
+          continue;
+        }
+        const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+        let runStart = 0, runLen = 0, bad = 0;
+        for (let off = 0; off < buf.byteLength; off += 4) {
+          const b = view.getUint32(off, true);
+          if (b === 0) continue;
+          if (b >= limit) { bad++; continue; }
+          if (p.level > 1) { this.queueMap(p.owner, b, 'ind', p.level - 1); continue; }
+          if (runLen > 0 && b === runStart + runLen) { runLen++; continue; }
+          if (runLen > 0) this.addData(p.owner, runStart, runLen, -1);
+          runStart = b; runLen = 1;
+        }
+        if (runLen > 0) this.addData(p.owner, runStart, runLen, -1);
+        if (bad) this.warnInode(p.owner, `indirect block ${p.blockNo} holds ${bad} block numbers outside the filesystem`);
+      }
+    }
+  }
+
+  // ---- result --------------------------------------------------------------------------------
+
+  private async finish(): Promise<Ext4Classification> {
+    const { sb, fetcher } = this;
+    const limit = fetcher.limitBlocks;
+    this.used.addAll(this.control);
+    let used = this.used.normalise();
+    const ratio = sb.clusterRatio;
+    if (ratio > 1) { // every block of an allocated cluster is used
+      const widened = new RunList();
+      for (const r of used.list()) {
+        const start = Math.floor(r.start / ratio) * ratio;
+        widened.add(start, Math.ceil((r.start + r.len) / ratio) * ratio - start);
+      }
+      used = widened.normalise();
+    }
+    used = used.clip(limit);
+    const control = this.control.normalise().clip(limit);
+
+    // Fetch the control blocks not read yet (directories, xattr blocks, backups...) in one sorted sweep.
+    const held = new RunList();
+    for (const b of [...fetcher.blocks.keys()].sort((a, b) => a - b)) held.add(b, 1);
+    const rest = control.minus(held).normalise();
+    const budgetBlocks = Math.floor((this.opts.prefetchLimitBytes ?? 512 << 20) / sb.blockSize);
+    const toFetch: { start: number; len: number }[] = [];
+    let planned = 0;
+    for (const r of rest.list()) {
+      if (planned >= budgetBlocks) break;
+      const len = Math.min(r.len, budgetBlocks - planned);
+      toFetch.push({ start: r.start, len });
+      planned += len;
+    }
+    if (planned < rest.blockCount) this.log(`ext4 classify: ${rest.blockCount - planned} control blocks left for the backup to read`);
+    const { failed } = await fetcher.fetchRuns(toFetch);
+    if (failed.length) this.warn(`cannot read ${failed.length} control blocks (first: block ${failed[0]})`);
+
+    const controlData = fetcher.blocks;
+    for (const b of [...controlData.keys()]) if (!control.has(b)) controlData.delete(b);
+    if (this.suppressed) this.warnings.push(`${this.suppressed} more warnings not listed`);
+    return {
+      fsType: ext4FsType(sb),
+      blockSize: sb.blockSize,
+      blockCount: sb.blocksCount,
+      used,
+      control,
+      label: sb.volumeName,
+      fsUuid: uuidString(sb.uuid),
+      warnings: this.warnings,
+      controlData,
+    };
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * ImageReader: opens a v1 image from a random-access source. Mount cost is at most two reads
+ * and both are cheap to place: the 64-byte footer (tells whether the image is complete and
+ * identifies it for the header cache), then, unless the cache already has it, the header in one
+ * sequential pass from offset 0. Frames are read on demand and verified; a mismatch is
+ * FormatError('ECHECKSUM') naming the frame and its logical blocks, never wrong bytes.
+ * Returned frame payloads are fresh buffers (callers may cache them). Calls may interleave.
+ */
+import { Xxh64 } from '@node-rs/xxhash';
+import { FormatError, isImgError } from '../errors/index.js';
+import {
+  BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
+  decodeFooter, decodeFrameHeader, hash64, hashBlocks, type Footer, type ImageHeader, FIXED_HEADER_SIZE,
+} from '../format/index.js';
+import type { RandomSource } from '../io/index.js';
+
+/** Where a mount keeps header bytes between mounts (see src/volume/header-cache.ts). */
+export interface HeaderCache {
+  get(key: string, headerBytes: number): Promise<Uint8Array | undefined>;
+  put(key: string, header: Uint8Array): Promise<void>;
+}
+
+/** How much to read first when the header size is not yet known. */
+const FIRST_READ = 1 << 20;
+
+export interface OpenedHeader { header: ImageHeader; map: BlockMap; /** all control blocks, in logical order */ controlArea: Uint8Array; headerBytes: Uint8Array }
+
+/** Decodes and verifies a complete header (fixed header through the header-end record). */
+export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeader {
+  const header = decodeFixedHeader(bytes.subarray(0, Math.min(bytes.byteLength, FIXED_HEADER_SIZE)), imageBytes);
+  if (bytes.byteLength < header.dataOffset) throw new FormatError('ETRUNC', 'image truncated inside the header');
+  const h = new Xxh64();
+  h.update(bytes.subarray(0, header.headerEndOffset));
+  checkHeaderEnd(bytes.subarray(header.headerEndOffset, header.dataOffset), header, h.digest());
+  const map = decodeBlockMap(bytes.subarray(header.mapOffset, header.mapOffset + header.mapRuns * 16), header.mapRuns, header.blockCount);
+  if (map.controlBlocks !== header.controlBlocks || map.dataBlocks !== header.dataBlocks) {
+    throw new FormatError('ECORRUPT', 'block map does not add up to the header\'s block counts');
+  }
+  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset) };
+}
+
+export class ImageReader {
+  /** Frames present in the file (all of them unless the image is truncated). */
+  readonly framesPresent: number;
+
+  private constructor(
+    readonly src: RandomSource,
+    readonly header: ImageHeader,
+    readonly map: BlockMap,
+    readonly controlArea: Uint8Array,
+    /** The footer, or undefined when the image is incomplete (truncated). */
+    readonly footer: Footer | undefined,
+    readonly truncatedReason: string | undefined,
+    readonly headerFromCache: boolean,
+  ) {
+    this.framesPresent = footer ? header.frameCount : this.countFramesPresent();
+  }
+
+  /** Frames wholly inside a (truncated) file. */
+  private countFramesPresent(): number {
+    const h = this.header;
+    if (h.frameCount === 0) return 0;
+    const full = Math.max(0, Math.floor((this.src.sizeBytes - h.dataOffset) / h.frameBytes));
+    if (full < h.frameCount - 1) return full;
+    const lastEnd = this.frameOffset(h.frameCount - 1) + this.lastFrameBytes();
+    return lastEnd <= this.src.sizeBytes ? h.frameCount : h.frameCount - 1;
+  }
+
+  private lastFrameBytes(): number {
+    const h = this.header;
+    const lastBlocks = h.dataBlocks - (h.frameCount - 1) * h.frameBlocks;
+    return FRAME_HEADER_SIZE + lastBlocks * h.blockSize;
+  }
+
+  static async open(src: RandomSource, opts: { cache?: HeaderCache } = {}): Promise<ImageReader> {
+    if (src.sizeBytes < FIXED_HEADER_SIZE) {
+      // too short for anything: say "bad magic" if even that is wrong
+      const head = await src.readAt(0, src.sizeBytes);
+      decodeFixedHeader(head, src.sizeBytes);
+    }
+    // 1. The footer: complete image? which cache entry?
+    let footer: Footer | undefined;
+    let footerError: string | undefined;
+    let footerBytes: Uint8Array | undefined;
+    if (src.sizeBytes >= FIXED_HEADER_SIZE + FOOTER_SIZE) footerBytes = await src.readAt(src.sizeBytes - FOOTER_SIZE, FOOTER_SIZE);
+    const cacheKey = footerBytes ? `${Buffer.from(footerBytes.subarray(8, 24)).toString('hex')}-${src.sizeBytes}-${Buffer.from(footerBytes.subarray(0x30, 0x40)).toString('hex')}` : undefined;
+
+    // 2. The header: from the cache, or one sequential read from offset 0
+    let opened: OpenedHeader | undefined;
+    let fromCache = false;
+    if (opts.cache && cacheKey) {
+      const cached = await opts.cache.get(cacheKey, -1).catch(() => undefined);
+      if (cached) {
+        try { opened = parseHeader(cached, src.sizeBytes); fromCache = true; } catch { opened = undefined; }
+      }
+    }
+    if (!opened) {
+      const first = await src.readAt(0, Math.min(FIRST_READ, src.sizeBytes));
+      const fixed = decodeFixedHeader(first.subarray(0, Math.min(first.byteLength, FIXED_HEADER_SIZE)), src.sizeBytes);
+      let bytes = first;
+      if (fixed.dataOffset > first.byteLength) {
+        bytes = new Uint8Array(fixed.dataOffset);
+        bytes.set(first);
+        bytes.set(await src.readAt(first.byteLength, fixed.dataOffset - first.byteLength), first.byteLength);
+      }
+      opened = parseHeader(bytes.subarray(0, fixed.dataOffset), src.sizeBytes);
+      if (opts.cache && cacheKey) await opts.cache.put(cacheKey, opened.headerBytes).catch(() => undefined);
+    }
+    if (footerBytes) {
+      try {
+        footer = decodeFooter(footerBytes, src.sizeBytes, opened.header.imageUuid);
+      } catch (e) {
+        if (!isImgError(e)) throw e;
+        footerError = e.message;
+      }
+    } else footerError = 'image is incomplete: no footer';
+    return new ImageReader(src, opened.header, opened.map, opened.controlArea, footer, footerError, fromCache);
+  }
+
+  get complete(): boolean { return this.footer !== undefined; }
+
+  frameOffset(frameIndex: number): number { return this.header.dataOffset + frameIndex * this.header.frameBytes; }
+
+  frameBlockCount(frameIndex: number): number {
+    const h = this.header;
+    return Math.min(h.frameBlocks, h.dataBlocks - frameIndex * h.frameBlocks);
+  }
+
+  /** Control block `index` (a view into the header: do not modify). */
+  controlBlock(index: number): Uint8Array {
+    const bs = this.header.blockSize;
+    return this.controlArea.subarray(index * bs, (index + 1) * bs);
+  }
+
+  /**
+   * Reads `count` consecutive frames in one read and verifies each. Returns their payloads.
+   * A damaged frame throws FormatError('ECHECKSUM' | 'EMAGIC' | ...) with `frame`, `firstBlock`, `lastBlock`.
+   */
+  async readFrames(first: number, count: number): Promise<Uint8Array[]> {
+    const h = this.header;
+    if (first < 0 || count < 1 || first + count > h.frameCount) throw new FormatError('ERANGE', `frame ${first}+${count} is outside the image`, { frame: first });
+    if (first + count > this.framesPresent) {
+      throw new FormatError('ETRUNC', `frame ${first + count - 1} is missing: the image is truncated`, this.frameBlocksDetail(Math.max(first, this.framesPresent)));
+    }
+    let len = 0;
+    for (let i = 0; i < count; i++) len += FRAME_HEADER_SIZE + this.frameBlockCount(first + i) * h.blockSize;
+    const buf = await this.src.readAt(this.frameOffset(first), len);
+    const out: Uint8Array[] = [];
+    let off = 0;
+    for (let i = 0; i < count; i++) {
+      const idx = first + i;
+      const blocks = this.frameBlockCount(idx);
+      out.push(this.verifyFrame(idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + blocks * h.blockSize)));
+      off += FRAME_HEADER_SIZE + blocks * h.blockSize;
+    }
+    return out;
+  }
+
+  /** Checks one frame's header and payload; returns the payload. */
+  verifyFrame(idx: number, headerBytes: Uint8Array, payload: Uint8Array): Uint8Array {
+    const h = this.header;
+    const blocks = this.frameBlockCount(idx);
+    try {
+      const fh = decodeFrameHeader(headerBytes, { frameIndex: idx, blockCount: blocks, blockSize: h.blockSize });
+      const hashes = new BigUint64Array(blocks);
+      if (hashBlocks(payload, h.blockSize, hashes) !== fh.payloadChecksum) {
+        throw new FormatError('ECHECKSUM', `frame ${idx}: data checksum mismatch`);
+      }
+      return payload;
+    } catch (e) {
+      if (e instanceof FormatError) {
+        throw new FormatError(e.code, `${e.message} (logical blocks ${this.frameBlocksDetail(idx).firstBlock}–${this.frameBlocksDetail(idx).lastBlock})`, { ...e.detail, ...this.frameBlocksDetail(idx) });
+      }
+      throw e;
+    }
+  }
+
+  /** The frame index and the logical block range it covers, according to the block map. */
+  frameBlocksDetail(idx: number): { frame: number; firstBlock: number; lastBlock: number } {
+    const firstData = idx * this.header.frameBlocks;
+    return { frame: idx, firstBlock: this.map.dataBlockAt(firstData), lastBlock: this.map.dataBlockAt(firstData + this.frameBlockCount(idx) - 1) };
+  }
+
+  /** Checks the trailer's own checksum (a full verify also compares every block hash). */
+  async readTrailerHashes(): Promise<BigUint64Array> {
+    if (!this.footer) throw new FormatError('ETRUNC', this.truncatedReason ?? 'image is incomplete');
+    const f = this.footer;
+    const bytes = await this.src.readAt(f.trailerOffset, f.trailerBytes);
+    if (hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
+    const n = (f.trailerBytes - 48) / 8;
+    if (n !== this.header.controlBlocks + this.header.dataBlocks) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
+    return new BigUint64Array(bytes.slice(48).buffer);
+  }
+}
+

@@ -1,0 +1,147 @@
+/**
+ * ImageWriter: writes a v1 image to a Sink strictly forward: header (fixed header, block map,
+ * control blocks, header-end record), then data blocks packed into frames as they are appended,
+ * then the trailer (per-block hashes) and the footer. Nothing is patched afterwards, so the sink
+ * may be a pipe. Calls must be made in order and not overlap: writeHeader, appendData*, finish.
+ * Buffers passed to appendData are held (not copied) until written: don't reuse them.
+ */
+import { InternalError } from '../errors/index.js';
+import {
+  FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_FLAGS, TRAILER_HEADER_SIZE, FS_TYPE,
+  controlOffsetFor, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, encodeHeaderEnd,
+  encodeTrailerHeader, hash64, hashBlocks, textField, type FsTypeName, type MapRun, BlockMap,
+} from '../format/index.js';
+import { xxh64, Xxh64 } from '@node-rs/xxhash';
+import type { Sink } from '../io/index.js';
+
+export interface ImageParams {
+  blockSize: number;
+  frameBlocks: number;
+  volumeBytes: number;
+  fsType: FsTypeName;
+  imageUuid: Uint8Array;
+  createdSec: number;
+  fsUuid: Uint8Array;
+  fsLabel: string;
+  sourceName: string;
+  writer: string;
+  allBlocks: boolean;
+  runs: MapRun[];
+}
+
+export class ImageWriter {
+  readonly map: BlockMap;
+  private readonly controlHashes: BigUint64Array;
+  private readonly dataHashes: BigUint64Array;
+  private pending: Uint8Array[] = [];
+  private pendingBlocks = 0;
+  private dataWritten = 0;
+  private frameIndex = 0;
+  private state: 'new' | 'data' | 'done' = 'new';
+
+  constructor(private readonly sink: Sink, private readonly p: ImageParams) {
+    this.map = new BlockMap(p.runs, Math.ceil(p.volumeBytes / p.blockSize));
+    this.controlHashes = new BigUint64Array(this.map.controlBlocks);
+    this.dataHashes = new BigUint64Array(this.map.dataBlocks);
+  }
+
+  get frameBytes(): number { return FRAME_HEADER_SIZE + this.p.frameBlocks * this.p.blockSize; }
+
+  /** Writes the header. `controlArea` holds every control block in logical order. */
+  async writeHeader(controlArea: Uint8Array): Promise<number> {
+    if (this.state !== 'new') throw new InternalError('writeHeader called twice');
+    const { p, map } = this;
+    if (controlArea.byteLength !== map.controlBlocks * p.blockSize) throw new InternalError('control area has the wrong size');
+    const controlOffset = controlOffsetFor(map.runCount);
+    const fixed = encodeFixedHeader({
+      flags: p.allBlocks ? HEADER_FLAGS.ALL_BLOCKS : 0, fsType: FS_TYPE[p.fsType], imageUuid: p.imageUuid,
+      createdSec: p.createdSec, blockSize: p.blockSize, frameBlocks: p.frameBlocks, volumeBytes: p.volumeBytes,
+      blockCount: map.blockCount, controlBlocks: map.controlBlocks, dataBlocks: map.dataBlocks, mapRuns: map.runCount,
+      mapOffset: FIXED_HEADER_SIZE, controlOffset, headerEndOffset: controlOffset + controlArea.byteLength,
+      fsUuid: p.fsUuid, fsLabel: textField(p.fsLabel, 16), writer: textField(p.writer, 32), sourceName: textField(p.sourceName, 64),
+    });
+    const mapBytes = encodeBlockMap(p.runs);
+    const pad = new Uint8Array(controlOffset - FIXED_HEADER_SIZE - mapBytes.byteLength);
+    for (let i = 0; i < map.controlBlocks; i++) {
+      this.controlHashes[i] = xxh64(controlArea.subarray(i * p.blockSize, (i + 1) * p.blockSize));
+    }
+    const h = new Xxh64();
+    for (const part of [fixed, mapBytes, pad, controlArea]) h.update(part);
+    const end = encodeHeaderEnd(controlOffset + controlArea.byteLength, h.digest());
+    await this.sink.writev([fixed, mapBytes, pad, controlArea, end]);
+    this.state = 'data';
+    return this.sink.bytesWritten;
+  }
+
+  /** Appends data blocks (a multiple of blockSize), in increasing logical order. */
+  async appendData(blocks: Uint8Array): Promise<void> {
+    if (this.state !== 'data') throw new InternalError('appendData outside the data phase');
+    const bs = this.p.blockSize;
+    let off = 0;
+    while (off < blocks.byteLength) {
+      const want = (this.p.frameBlocks - this.pendingBlocks) * bs;
+      const piece = blocks.subarray(off, off + want);
+      this.pending.push(piece);
+      this.pendingBlocks += piece.byteLength / bs;
+      off += piece.byteLength;
+      if (this.pendingBlocks === this.p.frameBlocks) await this.flushFrame();
+    }
+  }
+
+  private async flushFrame(): Promise<void> {
+    if (this.pendingBlocks === 0) return;
+    const { p } = this;
+    const first = this.dataWritten;
+    const count = this.pendingBlocks;
+    if (first + count > this.map.dataBlocks) throw new InternalError('more data blocks than the block map holds');
+    const hashes = this.dataHashes.subarray(first, first + count);
+    let k = 0;
+    for (const piece of this.pending) {
+      const n = piece.byteLength / p.blockSize;
+      hashBlocks(piece, p.blockSize, hashes.subarray(k, k + n));
+      k += n;
+    }
+    const payloadChecksum = hash64(new Uint8Array(hashes.buffer, hashes.byteOffset, count * 8));
+    const header = encodeFrameHeader({
+      frameIndex: this.frameIndex, blockCount: count, firstDataIndex: first,
+      firstBlock: this.map.dataBlockAt(first), lastBlock: this.map.dataBlockAt(first + count - 1),
+      payloadBytes: count * p.blockSize, payloadChecksum,
+    });
+    await this.sink.writev([header, ...this.pending]);
+    this.pending = [];
+    this.pendingBlocks = 0;
+    this.dataWritten += count;
+    this.frameIndex++;
+  }
+
+  /** Writes the last frame, the trailer and the footer. Returns the image size. */
+  async finish(): Promise<number> {
+    if (this.state !== 'data') throw new InternalError('finish outside the data phase');
+    await this.flushFrame();
+    if (this.dataWritten !== this.map.dataBlocks) {
+      throw new InternalError(`wrote ${this.dataWritten} data blocks, the block map has ${this.map.dataBlocks}`);
+    }
+    const total = this.map.controlBlocks + this.map.dataBlocks;
+    const hashes = new BigUint64Array(total);
+    let k = 0;
+    for (const r of this.map.runs()) {
+      const src = r.kind === 'control' ? this.controlHashes : this.dataHashes;
+      const first = this.map.locate(r.start).index;
+      hashes.set(src.subarray(first, first + r.len), k);
+      k += r.len;
+    }
+    const trailerHeader = encodeTrailerHeader({ frameCount: this.frameIndex, dataBlocks: this.dataWritten, hashCount: total });
+    const hashBytes = new Uint8Array(hashes.buffer);
+    const h = new Xxh64();
+    h.update(trailerHeader).update(hashBytes);
+    const trailerOffset = this.sink.bytesWritten;
+    const trailerBytes = TRAILER_HEADER_SIZE + hashBytes.byteLength;
+    const footer = encodeFooter({
+      imageUuid: this.p.imageUuid, trailerOffset, trailerBytes, imageBytes: trailerOffset + trailerBytes + FOOTER_SIZE,
+      trailerChecksum: h.digest(),
+    });
+    await this.sink.writev([trailerHeader, hashBytes, footer]);
+    this.state = 'done';
+    return this.sink.bytesWritten;
+  }
+}
