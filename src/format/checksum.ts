@@ -9,7 +9,7 @@ import { xxh64 } from '@node-rs/xxhash';
 export function hash64(bytes: Uint8Array): bigint { return xxh64(bytes); }
 
 /** Hashes each `blockSize` slice of payload into `out` (u64 LE each); returns xxh64 of `out`. */
-export function hashBlocks(payload: Uint8Array, blockSize: number, out: BigUint64Array): bigint {
+export function hashBlocks(payload: Uint8Array, blockSize: number, out: BigUint64Array<ArrayBufferLike>): bigint {
   const n = payload.byteLength / blockSize;
   for (let i = 0; i < n; i++) out[i] = xxh64(payload.subarray(i * blockSize, (i + 1) * blockSize));
   return xxh64(new Uint8Array(out.buffer, out.byteOffset, n * 8));

@@ -10,9 +10,10 @@ import { Xxh64 } from '@node-rs/xxhash';
 import { FormatError, isImgError } from '../errors/index.js';
 import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
-  decodeFooter, decodeFrameHeader, hash64, hashBlocks, type Footer, type ImageHeader, FIXED_HEADER_SIZE,
+  decodeFooter, hash64, type Footer, type ImageHeader, FIXED_HEADER_SIZE,
 } from '../format/index.js';
 import type { RandomSource } from '../io/index.js';
+import { frameBlockCount, frameBlocksDetail, verifyFrame } from './frame-check.js';
 
 /** Where a mount keeps header bytes between mounts (see src/volume/header-cache.ts). */
 export interface HeaderCache {
@@ -121,10 +122,7 @@ export class ImageReader {
 
   frameOffset(frameIndex: number): number { return this.header.dataOffset + frameIndex * this.header.frameBytes; }
 
-  frameBlockCount(frameIndex: number): number {
-    const h = this.header;
-    return Math.min(h.frameBlocks, h.dataBlocks - frameIndex * h.frameBlocks);
-  }
+  frameBlockCount(frameIndex: number): number { return frameBlockCount(this.header, frameIndex); }
 
   /** Control block `index` (a view into the header: do not modify). */
   controlBlock(index: number): Uint8Array {
@@ -133,53 +131,45 @@ export class ImageReader {
   }
 
   /**
-   * Reads `count` consecutive frames in one read and verifies each. Returns their payloads.
-   * A damaged frame throws FormatError('ECHECKSUM' | 'EMAGIC' | ...) with `frame`, `firstBlock`, `lastBlock`.
+   * Reads `count` consecutive frames in one read and verifies each. Each result is the frame's
+   * payload, or the FormatError (ECHECKSUM, EMAGIC, ETRUNC...) that names the frame and its
+   * logical blocks: one damaged frame does not spoil its neighbours.
    */
-  async readFrames(first: number, count: number): Promise<Uint8Array[]> {
+  async readFrames(first: number, count: number): Promise<(Uint8Array | FormatError)[]> {
     const h = this.header;
     if (first < 0 || count < 1 || first + count > h.frameCount) throw new FormatError('ERANGE', `frame ${first}+${count} is outside the image`, { frame: first });
-    if (first + count > this.framesPresent) {
-      throw new FormatError('ETRUNC', `frame ${first + count - 1} is missing: the image is truncated`, this.frameBlocksDetail(Math.max(first, this.framesPresent)));
+    const present = Math.max(0, Math.min(count, this.framesPresent - first));
+    const out: (Uint8Array | FormatError)[] = [];
+    if (present > 0) {
+      let len = 0;
+      for (let i = 0; i < present; i++) len += FRAME_HEADER_SIZE + this.frameBlockCount(first + i) * h.blockSize;
+      const buf = await this.src.readAt(this.frameOffset(first), len);
+      let off = 0;
+      for (let i = 0; i < present; i++) {
+        const idx = first + i;
+        const end = off + FRAME_HEADER_SIZE + this.frameBlockCount(idx) * h.blockSize;
+        try {
+          out.push(this.verifyFrame(idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, end)));
+        } catch (e) {
+          if (!(e instanceof FormatError)) throw e;
+          out.push(e);
+        }
+        off = end;
+      }
     }
-    let len = 0;
-    for (let i = 0; i < count; i++) len += FRAME_HEADER_SIZE + this.frameBlockCount(first + i) * h.blockSize;
-    const buf = await this.src.readAt(this.frameOffset(first), len);
-    const out: Uint8Array[] = [];
-    let off = 0;
-    for (let i = 0; i < count; i++) {
-      const idx = first + i;
-      const blocks = this.frameBlockCount(idx);
-      out.push(this.verifyFrame(idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + blocks * h.blockSize)));
-      off += FRAME_HEADER_SIZE + blocks * h.blockSize;
+    for (let idx = first + present; idx < first + count; idx++) {
+      out.push(new FormatError('ETRUNC', `frame ${idx} is missing: the image is truncated`, this.frameBlocksDetail(idx)));
     }
     return out;
   }
 
   /** Checks one frame's header and payload; returns the payload. */
-  verifyFrame(idx: number, headerBytes: Uint8Array, payload: Uint8Array): Uint8Array {
-    const h = this.header;
-    const blocks = this.frameBlockCount(idx);
-    try {
-      const fh = decodeFrameHeader(headerBytes, { frameIndex: idx, blockCount: blocks, blockSize: h.blockSize });
-      const hashes = new BigUint64Array(blocks);
-      if (hashBlocks(payload, h.blockSize, hashes) !== fh.payloadChecksum) {
-        throw new FormatError('ECHECKSUM', `frame ${idx}: data checksum mismatch`);
-      }
-      return payload;
-    } catch (e) {
-      if (e instanceof FormatError) {
-        throw new FormatError(e.code, `${e.message} (logical blocks ${this.frameBlocksDetail(idx).firstBlock}–${this.frameBlocksDetail(idx).lastBlock})`, { ...e.detail, ...this.frameBlocksDetail(idx) });
-      }
-      throw e;
-    }
+  verifyFrame(idx: number, headerBytes: Uint8Array, payload: Uint8Array, hashesOut?: BigUint64Array): Uint8Array {
+    return verifyFrame(this, idx, headerBytes, payload, hashesOut);
   }
 
   /** The frame index and the logical block range it covers, according to the block map. */
-  frameBlocksDetail(idx: number): { frame: number; firstBlock: number; lastBlock: number } {
-    const firstData = idx * this.header.frameBlocks;
-    return { frame: idx, firstBlock: this.map.dataBlockAt(firstData), lastBlock: this.map.dataBlockAt(firstData + this.frameBlockCount(idx) - 1) };
-  }
+  frameBlocksDetail(idx: number): { frame: number; firstBlock: number; lastBlock: number } { return frameBlocksDetail(this, idx); }
 
   /** Checks the trailer's own checksum (a full verify also compares every block hash). */
   async readTrailerHashes(): Promise<BigUint64Array> {

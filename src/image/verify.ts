@@ -3,7 +3,7 @@
  * checksum), then the trailer, whose per-block hashes pin down the exact damaged blocks.
  * Never throws for damage it can describe: it returns the list. I/O errors still throw.
  */
-import { FRAME_HEADER_SIZE, hashBlocks } from '../format/index.js';
+import { FRAME_HEADER_SIZE } from '../format/index.js';
 import { isImgError } from '../errors/index.js';
 import type { ImageReader } from './image-reader.js';
 
@@ -30,13 +30,12 @@ export async function verifyImage(img: ImageReader, onProgress?: (done: number, 
       const n = img.frameBlockCount(idx);
       const payload = buf.subarray(off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + n * h.blockSize);
       try {
-        img.verifyFrame(idx, buf.subarray(off, off + FRAME_HEADER_SIZE), payload);
+        img.verifyFrame(idx, buf.subarray(off, off + FRAME_HEADER_SIZE), payload, dataHashes.subarray(idx * h.frameBlocks, idx * h.frameBlocks + n));
       } catch (e) {
         if (!isImgError(e)) throw e;
         badFrames.add(idx);
         damage.push({ ...img.frameBlocksDetail(idx), what: e.message });
       }
-      hashBlocks(payload, h.blockSize, dataHashes.subarray(idx * h.frameBlocks, idx * h.frameBlocks + n));
       off += FRAME_HEADER_SIZE + n * h.blockSize;
       checked++;
     }

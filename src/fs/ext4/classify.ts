@@ -19,13 +19,14 @@ import type { ByteReader } from '../../io/index.js';
 import { RunList } from '../run-list.js';
 import type { BlockClassification } from '../types.js';
 import { highestSetBit, forEachSetRun, testBit } from './bitmap.js';
+import { readInodeMapFields, type InodeMapFields } from './classify-inode.js';
 import { BlockFetcher } from './classify-reader.js';
 import { Ext4Geometry } from './geometry.js';
 import {
   BG_FLAGS, COMPAT, INCOMPAT, RO_COMPAT, INODE_FLAGS, JOURNAL_INO, RESIZE_INO, EXT_MAX_DEPTH,
   S_IFMT, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG,
-  SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, decodeSuperblock, decodeGroupDesc, decodeInode, decodeExtentNode,
-  hasCompat, hasIncompat, hasRoCompat, uuidString, type GroupDesc, type Inode, type ExtentNode, type Superblock,
+  SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, decodeSuperblock, decodeGroupDesc, decodeExtentNode,
+  hasCompat, hasIncompat, hasRoCompat, uuidString, type GroupDesc, type ExtentNode, type Superblock,
 } from './layout/index.js';
 
 export interface Ext4Classification extends BlockClassification {
@@ -91,7 +92,8 @@ class Classifier {
 
   async run(): Promise<Ext4Classification> {
     const t0 = performance.now();
-    const lap = (what: string): void => this.log(`ext4 classify: ${what} (${(performance.now() - t0).toFixed(0)} ms)`);
+    const lap = (what: string): void => this.log(`ext4 classify: ${what} (${(performance.now() - t0).toFixed(0)} ms, ` +
+      `${this.fetcher.reads} reads, ${this.fetcher.bytesRead} bytes so far)`);
     await this.readSuperblock();
     await this.readDescriptors();
     lap(`superblock and ${this.descs.length} group descriptors`);
@@ -296,15 +298,23 @@ class Classifier {
       const n = inUse[g]!;
       if (n === 0) continue;
       const bitmap = this.inFs(gd.inodeBitmap) ? this.fetcher.blocks.get(gd.inodeBitmap) : undefined;
+      let blockNo = -1;
+      let block: Uint8Array | undefined;
+      let view: DataView | undefined;
       for (let i = 0; i < n; i++) {
         if (bitmap && !testBit(bitmap, i)) continue;
         const ino = g * sb.inodesPerGroup + i + 1;
         const posBytes = i * isz;
-        const block = this.fetcher.blocks.get(gd.inodeTable + Math.floor(posBytes / bs));
-        if (!block) continue; // warned when the read failed
-        let inode: Inode;
+        const b = gd.inodeTable + Math.floor(posBytes / bs);
+        if (b !== blockNo) {
+          blockNo = b;
+          block = this.fetcher.blocks.get(b);
+          view = block && new DataView(block.buffer, block.byteOffset, block.byteLength);
+        }
+        if (!block || !view) continue; // warned when the read failed
+        let inode: InodeMapFields;
         try {
-          inode = decodeInode(block, posBytes % bs, isz);
+          inode = readInodeMapFields(block, view, posBytes % bs);
         } catch (e) {
           this.warn(`inode ${ino}: cannot decode (${(e as Error).message})`);
           continue;
@@ -316,7 +326,7 @@ class Classifier {
   }
 
   /** Marks what the inode itself names and queues its map blocks. */
-  private planInode(ino: number, inode: Inode): void {
+  private planInode(ino: number, inode: InodeMapFields): void {
     const { sb } = this;
     this.inodesWalked++;
     const type = inode.mode & S_IFMT;
@@ -360,7 +370,7 @@ class Classifier {
   }
 
   /** ext4_inode_is_fast_symlink: no data blocks besides an xattr block (the target is in i_block). */
-  private isFastSymlink(inode: Inode): boolean {
+  private isFastSymlink(inode: InodeMapFields): boolean {
     let sectors = inode.blocksRaw;
     if (hasRoCompat(this.sb, RO_COMPAT.HUGE_FILE) && (inode.flags & INODE_FLAGS.HUGE_FILE)) sectors *= this.sb.blockSize / 512;
     if (inode.fileAcl !== 0) sectors -= this.sb.clusterSize / 512;

@@ -1,0 +1,37 @@
+/**
+ * Checking one frame against the image header it belongs to; shared by the random-access reader,
+ * the stream walker and the verifier. A failure is a FormatError whose detail names the frame and
+ * the logical blocks it holds (from the block map), so callers can report exactly what is lost.
+ */
+import { FormatError } from '../errors/index.js';
+import { decodeFrameHeader, hashBlocks, type BlockMap, type ImageHeader } from '../format/index.js';
+
+export interface FrameContext { header: ImageHeader; map: BlockMap }
+
+export function frameBlockCount(h: ImageHeader, idx: number): number {
+  return Math.min(h.frameBlocks, h.dataBlocks - idx * h.frameBlocks);
+}
+
+export function frameBlocksDetail(c: FrameContext, idx: number): { frame: number; firstBlock: number; lastBlock: number } {
+  const firstData = idx * c.header.frameBlocks;
+  return { frame: idx, firstBlock: c.map.dataBlockAt(firstData), lastBlock: c.map.dataBlockAt(firstData + frameBlockCount(c.header, idx) - 1) };
+}
+
+/** Checks frame `idx`'s header and payload; returns the payload. `hashesOut` receives the block hashes. */
+export function verifyFrame(c: FrameContext, idx: number, headerBytes: Uint8Array, payload: Uint8Array,
+  hashesOut: BigUint64Array = new BigUint64Array(frameBlockCount(c.header, idx))): Uint8Array {
+  const h = c.header;
+  const blocks = frameBlockCount(h, idx);
+  try {
+    const fh = decodeFrameHeader(headerBytes, { frameIndex: idx, blockCount: blocks, blockSize: h.blockSize });
+    if (payload.byteLength !== blocks * h.blockSize) throw new FormatError('ETRUNC', `frame ${idx}: payload truncated`);
+    if (hashBlocks(payload, h.blockSize, hashesOut) !== fh.payloadChecksum) {
+      throw new FormatError('ECHECKSUM', `frame ${idx}: data checksum mismatch`);
+    }
+    return payload;
+  } catch (e) {
+    if (!(e instanceof FormatError)) throw e;
+    const d = frameBlocksDetail(c, idx);
+    throw new FormatError(e.code, `${e.message} (logical blocks ${d.firstBlock}–${d.lastBlock})`, { ...e.detail, ...d });
+  }
+}

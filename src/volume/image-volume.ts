@@ -1,0 +1,117 @@
+/**
+ * ImageVolume: the logical volume an image describes, as a ByteReader. A read is split into
+ * runs by the block map; each run is served by one layer: control blocks from the header (in
+ * memory), data blocks from verified frames (an LRU of frame payloads, bounded in bytes, with
+ * concurrent loads of one frame shared), unused blocks as zeros. Sequential reads trigger
+ * readahead: the next frames are fetched in the same read request.
+ * Returned buffers are fresh (callers own them). Calls may interleave freely.
+ */
+import { LRUCache } from 'lru-cache';
+import { IoError } from '../errors/index.js';
+import type { ImageReader } from '../image/image-reader.js';
+import type { ByteReader } from '../io/index.js';
+
+export interface ImageVolumeOptions {
+  /** Bytes of frame payloads kept in memory (default 32 MiB). */
+  cacheBytes?: number;
+  /** Frames fetched ahead when reads are sequential (default 8 = 1 MiB). */
+  readaheadFrames?: number;
+}
+
+export class ImageVolume implements ByteReader {
+  readonly sizeBytes: number;
+  readonly blockSize: number;
+  private readonly frames: LRUCache<number, Uint8Array>;
+  private readonly loading = new Map<number, Promise<Uint8Array>>();
+  private readonly readahead: number;
+  private lastFrame = -2;
+  /** Reads served, by layer (for tests and the benchmark). */
+  readonly stats = { controlBlocks: 0, dataBlocks: 0, zeroBlocks: 0, frameLoads: 0 };
+
+  constructor(readonly image: ImageReader, opts: ImageVolumeOptions = {}) {
+    this.sizeBytes = image.header.volumeBytes;
+    this.blockSize = image.header.blockSize;
+    this.readahead = opts.readaheadFrames ?? 8;
+    this.frames = new LRUCache<number, Uint8Array>({
+      maxSize: Math.max(opts.cacheBytes ?? 32 << 20, image.header.frameBytes * (this.readahead + 2)),
+      sizeCalculation: (v) => v.byteLength,
+    });
+  }
+
+  async readAt(posBytes: number, lenBytes: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 || posBytes + lenBytes > this.sizeBytes) {
+      throw new IoError('ESHORT', `volume read of ${lenBytes} bytes at ${posBytes} is past its end (${this.sizeBytes})`, { posBytes, lenBytes });
+    }
+    const out = new Uint8Array(lenBytes);
+    const bs = this.blockSize;
+    const jobs: Promise<void>[] = [];
+    let pos = posBytes;
+    while (pos < posBytes + lenBytes) {
+      const block = Math.floor(pos / bs);
+      const inBlock = pos - block * bs;
+      const loc = this.image.map.locate(block);
+      const runBytes = Math.min(loc.runLeft * bs - inBlock, posBytes + lenBytes - pos);
+      const dst = pos - posBytes;
+      if (loc.kind === 'control') {
+        const start = loc.index * bs + inBlock;
+        out.set(this.image.controlArea.subarray(start, start + runBytes), dst);
+        this.stats.controlBlocks += Math.ceil(runBytes / bs);
+      } else if (loc.kind === 'data') {
+        jobs.push(this.copyData(loc.index, inBlock, runBytes, out, dst));
+      } else {
+        this.stats.zeroBlocks += Math.ceil(runBytes / bs);
+      }
+      pos += runBytes;
+    }
+    await Promise.all(jobs);
+    return out;
+  }
+
+  /** Copies `len` bytes starting `inBlock` bytes into data block `dataIndex` (consecutive data blocks). */
+  private async copyData(dataIndex: number, inBlock: number, len: number, out: Uint8Array, dst: number): Promise<void> {
+    const bs = this.blockSize;
+    const fb = this.image.header.frameBlocks;
+    let byteInData = dataIndex * bs + inBlock; // offset within the concatenated data blocks
+    let left = len;
+    const frameBytes = fb * bs;
+    const first = Math.floor(byteInData / frameBytes);
+    const last = Math.floor((byteInData + len - 1) / frameBytes);
+    const payloads = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => this.frame(first + i)));
+    for (const payload of payloads) {
+      const off = byteInData % frameBytes;
+      const n = Math.min(left, payload.byteLength - off);
+      out.set(payload.subarray(off, off + n), dst);
+      dst += n; left -= n; byteInData += n;
+    }
+    this.stats.dataBlocks += Math.ceil(len / bs);
+  }
+
+  /** The verified payload of frame `idx`, from the cache or the image (with readahead). */
+  private frame(idx: number): Promise<Uint8Array> {
+    const hit = this.frames.get(idx);
+    if (hit) { this.lastFrame = idx; return Promise.resolve(hit); }
+    const pending = this.loading.get(idx);
+    if (pending) return pending;
+    const sequential = idx === this.lastFrame + 1 || idx === this.lastFrame;
+    this.lastFrame = idx;
+    let count = 1;
+    if (sequential) {
+      const max = Math.min(this.readahead, this.image.framesPresent - idx);
+      while (count < max && !this.frames.has(idx + count) && !this.loading.has(idx + count)) count++;
+    }
+    const batch = this.image.readFrames(idx, count);
+    this.stats.frameLoads++;
+    for (let i = 0; i < count; i++) {
+      const p = batch.then((results) => {
+        const r = results[i]!;
+        if (r instanceof Error) throw r; // damaged frame: only its own blocks fail, and it is not cached
+        this.frames.set(idx + i, r);
+        return r;
+      });
+      p.catch(() => undefined); // readahead frames nobody asked for must not crash the process
+      this.loading.set(idx + i, p);
+    }
+    batch.finally(() => { for (let i = 0; i < count; i++) this.loading.delete(idx + i); }).catch(() => undefined);
+    return this.loading.get(idx)!;
+  }
+}
