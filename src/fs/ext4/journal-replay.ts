@@ -308,13 +308,15 @@ export class PatchedReader implements ByteReader {
   get sizeBytes(): number { return this.base.sizeBytes; }
 
   async readAt(posBytes: number, lenBytes: number): Promise<Uint8Array> {
-    const buf = await this.base.readAt(posBytes, lenBytes);
-    if (lenBytes === 0 || this.sorted.length === 0) return buf;
+    const base = await this.base.readAt(posBytes, lenBytes);
+    if (lenBytes === 0 || this.sorted.length === 0) return base;
     const bs = this.blockSize;
     const first = Math.floor(posBytes / bs);
     const last = Math.floor((posBytes + lenBytes - 1) / bs);
     let lo = 0, hi = this.sorted.length;
     while (lo < hi) { const mid = (lo + hi) >>> 1; if (this.sorted[mid]! < first) lo = mid + 1; else hi = mid; }
+    if (lo >= this.sorted.length || this.sorted[lo]! > last) return base;
+    const buf = base.slice(); // the base may hand out buffers it still uses
     for (let i = lo; i < this.sorted.length && this.sorted[i]! <= last; i++) {
       const b = this.sorted[i]!;
       const data = this.patches.get(b)!;
