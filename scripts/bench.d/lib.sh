@@ -40,7 +40,7 @@ read_counters() {
 
 # alloc_bytes PATH: allocated bytes of the regular files in PATH (a file or a tree); sparse
 # files count what is allocated, directories don't count
-alloc_bytes() { find "$1" -type f -printf '%b\n' 2>/dev/null | awk '{ s += $1 } END { print s * 512 }'; }
+alloc_bytes() { find "$1" -type f -printf '%b\n' 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s * 512 }'; }
 
 # fresh_dir DIR: empty directory DIR
 fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }

@@ -1,0 +1,142 @@
+import t from 'tap';
+import fc from 'fast-check';
+import {
+  BlockMap, FIXED_HEADER, FOOTER, FRAME_HEADER, HEADER_END, MAP_RUN, TRAILER_HEADER, decodeBlockMap, decodeFixedHeader,
+  decodeFooter, decodeFrameHeader, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, controlOffsetFor,
+  type MapRun, type Struct,
+} from '../../src/format/index.js';
+import { ImgError } from '../../src/errors/index.js';
+
+const seed = Number(process.env.FC_SEED ?? Date.now() % 100000);
+t.comment(`fast-check seed ${seed}`);
+
+function header(over: Partial<Parameters<typeof encodeFixedHeader>[0]> = {}) {
+  return encodeFixedHeader({
+    flags: 0, fsType: 3, imageUuid: new Uint8Array(16).fill(1), createdSec: 1700000000, blockSize: 4096, frameBlocks: 32,
+    volumeBytes: 4096 * 100, blockCount: 100, controlBlocks: 3, dataBlocks: 10, mapRuns: 2, mapOffset: 256,
+    controlOffset: controlOffsetFor(2), headerEndOffset: controlOffsetFor(2) + 3 * 4096,
+    fsUuid: new Uint8Array(16), fsLabel: new Uint8Array(0), writer: new TextEncoder().encode('test'), sourceName: new Uint8Array(0), ...over,
+  });
+}
+
+t.test('fixed header round-trips and derives the layout', async (t) => {
+  const h = decodeFixedHeader(header());
+  t.equal(h.blockSize, 4096);
+  t.equal(h.dataOffset, controlOffsetFor(2) + 3 * 4096 + 32);
+  t.equal(h.frameCount, 1);
+  t.equal(h.frameBytes, 64 + 32 * 4096);
+  // decode -> encode gives the same bytes
+  const again = FIXED_HEADER.encode(FIXED_HEADER.decode(header()));
+  t.same([...again], [...header()]);
+});
+
+t.test('every header error code has a row', async (t) => {
+  const flip = (off: number): Uint8Array => { const b = header(); b[off]! ^= 0xff; return b; };
+  const rows: [string, Uint8Array, string][] = [
+    ['bad magic', flip(0), 'EMAGIC'],
+    ['other major version', (() => { const b = header(); b[8] = 2; return b; })(), 'EUNSUPPORTED'],
+    ['checksum', flip(0x40), 'ECHECKSUM'],
+    ['truncated', header().subarray(0, 100), 'ETRUNC'],
+    ['block size not a power of two', header({ blockSize: 3000 }), 'ECORRUPT'],
+    ['block count mismatch', header({ blockCount: 7 }), 'ECORRUPT'],
+    ['more stored than the volume', header({ controlBlocks: 90, dataBlocks: 20, headerEndOffset: controlOffsetFor(2) + 90 * 4096 }), 'ECORRUPT'],
+    ['wrong control offset', header({ controlOffset: 8192 }), 'ECORRUPT'],
+    ['compressed', header({ flags: 1 }), 'EUNSUPPORTED'],
+    ['unknown flag', header({ flags: 0x80 }), 'ECORRUPT'],
+    ['giant frame', header({ frameBlocks: 1 << 20 }), 'ECORRUPT'],
+  ];
+  for (const [name, bytes, code] of rows) {
+    t.throws(() => decodeFixedHeader(bytes), { code }, name);
+  }
+  t.throws(() => decodeFixedHeader(header(), 1000), { code: 'ETRUNC' }, 'image shorter than its header');
+});
+
+const runsArb = fc.array(fc.record({ gap: fc.integer({ min: 0, max: 1000 }), len: fc.integer({ min: 1, max: 5000 }), control: fc.boolean() }), { maxLength: 200 })
+  .map((xs) => { let pos = 0; return xs.map((x) => { const start = pos + x.gap; pos = start + x.len; return { start, len: x.len, kind: x.control ? 'control' : 'data' } as MapRun; }); });
+
+t.test('block map: random runs survive encode/decode and locate agrees with a naive model', async (t) => {
+  fc.assert(fc.property(runsArb, (runs) => {
+    const blockCount = (runs.at(-1)?.start ?? 0) + (runs.at(-1)?.len ?? 0) + 10;
+    const map = decodeBlockMap(encodeBlockMap(runs), runs.length, blockCount);
+    const back = [...map.runs()];
+    if (JSON.stringify(back) !== JSON.stringify(runs)) return false;
+    let c = 0, d = 0;
+    for (const r of runs) {
+      for (const b of [r.start, r.start + r.len - 1]) {
+        const loc = map.locate(b);
+        const idx = (r.kind === 'control' ? c : d) + (b - r.start);
+        if (loc.kind !== r.kind || loc.index !== idx) return false;
+        if (r.kind === 'data' && map.dataBlockAt(idx) !== b) return false;
+      }
+      if (r.start > 0 && !runs.some((x) => x.start <= r.start - 1 && r.start - 1 < x.start + x.len) && map.locate(r.start - 1).kind !== 'unused') return false;
+      if (r.kind === 'control') c += r.len; else d += r.len;
+    }
+    return map.controlBlocks === c && map.dataBlocks === d;
+  }), { seed, numRuns: 300 });
+});
+
+t.test('block map refuses overlap, bad kinds and runs past the end', async (t) => {
+  const enc = encodeBlockMap([{ start: 0, len: 10, kind: 'data' }, { start: 5, len: 10, kind: 'control' }]);
+  t.throws(() => decodeBlockMap(enc, 2, 100), { code: 'ECORRUPT' }, 'overlap');
+  const kind = encodeBlockMap([{ start: 0, len: 1, kind: 'data' }]); kind[12] = 9;
+  t.throws(() => decodeBlockMap(kind, 1, 100), { code: 'ECORRUPT' }, 'kind');
+  t.throws(() => decodeBlockMap(encodeBlockMap([{ start: 95, len: 10, kind: 'data' }]), 1, 100), { code: 'ECORRUPT' }, 'past end');
+  t.throws(() => decodeBlockMap(new Uint8Array(10), 1, 100), { code: 'ETRUNC' }, 'short');
+  t.throws(() => new BlockMap([{ start: 0, len: 1, kind: 'data' }], 10).dataBlockAt(5), { code: 'ERANGE' });
+});
+
+t.test('frame header round-trip and checks', async (t) => {
+  const f = encodeFrameHeader({ frameIndex: 3, blockCount: 2, firstDataIndex: 6, firstBlock: 10, lastBlock: 12, payloadBytes: 8192, payloadChecksum: 42n });
+  const d = decodeFrameHeader(f, { frameIndex: 3, blockCount: 2, blockSize: 4096 });
+  t.equal(d.firstBlock, 10);
+  t.equal(d.payloadChecksum, 42n);
+  t.throws(() => decodeFrameHeader(f, { frameIndex: 4, blockCount: 2, blockSize: 4096 }), { code: 'ECORRUPT' }, 'wrong index');
+  const bad = f.slice(); bad[0x20]! ^= 1;
+  t.throws(() => decodeFrameHeader(bad, { frameIndex: 3, blockCount: 2, blockSize: 4096 }), { code: 'ECHECKSUM' }, 'flipped');
+  const magic = f.slice(); magic[0] = 0;
+  t.throws(() => decodeFrameHeader(magic, { frameIndex: 3, blockCount: 2, blockSize: 4096 }), { code: 'EMAGIC' }, 'magic');
+});
+
+t.test('footer: valid, from another image, or missing', async (t) => {
+  const uuid = new Uint8Array(16).fill(5);
+  const f = encodeFooter({ imageUuid: uuid, trailerOffset: 1000, trailerBytes: 100, imageBytes: 1164, trailerChecksum: 7n });
+  t.equal(decodeFooter(f, 1164, uuid).trailerOffset, 1000);
+  t.throws(() => decodeFooter(f, 1164, new Uint8Array(16)), { code: 'ECORRUPT' }, 'other image');
+  t.throws(() => decodeFooter(f, 2000, uuid), { code: 'ETRUNC' }, 'size differs');
+  t.throws(() => decodeFooter(new Uint8Array(64), 1164, uuid), { code: 'ETRUNC' }, 'zeros');
+});
+
+t.test('every decoder lets only ImgError escape on mutated input', async (t) => {
+  const inputs: [string, Uint8Array, (b: Uint8Array) => unknown][] = [
+    ['fixed header', header(), (b) => decodeFixedHeader(b)],
+    ['block map', encodeBlockMap([{ start: 0, len: 3, kind: 'control' }, { start: 9, len: 4, kind: 'data' }]), (b) => decodeBlockMap(b, 2, 20)],
+    ['frame header', encodeFrameHeader({ frameIndex: 0, blockCount: 1, firstDataIndex: 0, firstBlock: 0, lastBlock: 0, payloadBytes: 4096, payloadChecksum: 1n }),
+      (b) => decodeFrameHeader(b, { frameIndex: 0, blockCount: 1, blockSize: 4096 })],
+    ['footer', encodeFooter({ imageUuid: new Uint8Array(16), trailerOffset: 0, trailerBytes: 48, imageBytes: 112, trailerChecksum: 0n }), (b) => decodeFooter(b, 112, new Uint8Array(16))],
+  ];
+  for (const [name, bytes, decode] of inputs) {
+    fc.assert(fc.property(fc.integer({ min: 0, max: bytes.byteLength - 1 }), fc.integer({ min: 1, max: 255 }), fc.integer({ min: 0, max: bytes.byteLength }),
+      (pos, x, cut) => {
+        for (const b of [(() => { const c = bytes.slice(); c[pos]! ^= x; return c; })(), bytes.slice(0, cut)]) {
+          try { decode(b); } catch (e) { if (!(e instanceof ImgError)) return false; }
+        }
+        return true;
+      }), { seed, numRuns: 500 });
+    t.pass(`${name}: only ImgError`);
+  }
+});
+
+/** docs/FORMAT.md's tables must list exactly the codec fields (name, offset, size). */
+t.test('docs/FORMAT.md agrees with the field tables', async (t) => {
+  const { readFile } = await import('node:fs/promises');
+  const { fieldSize } = await import('../../src/format/struct.js');
+  const doc = await readFile(new URL('../../../docs/FORMAT.md', import.meta.url), 'utf8');
+  const structs: Struct<object>[] = [FIXED_HEADER, MAP_RUN, HEADER_END, FRAME_HEADER, TRAILER_HEADER, FOOTER];
+  for (const s of structs) {
+    const section = doc.split(/^### /m).find((x) => x.startsWith(`${s.name}\n`) || x.startsWith(`${s.name} `));
+    t.ok(section, `FORMAT.md has a section "### ${s.name}"`);
+    if (!section) continue;
+    const rows = [...section.matchAll(/^\| 0x([0-9A-Fa-f]+) \| (\d+) \| [^|]+\| `(\w+)` \|/gm)].map((m) => [parseInt(m[1]!, 16), Number(m[2]), m[3]]);
+    t.same(rows, s.fields.map((f) => [f.offset, fieldSize(f.type), f.name]), `${s.name}: rows match`);
+  }
+});
