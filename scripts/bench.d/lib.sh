@@ -68,6 +68,9 @@ record() {
   (IFS=$'\t'; printf '%s\n' "${out[*]}") >>"$ROWS"
 }
 
+# row_field ID N: field N (1-based, see record) of the recorded row ID
+row_field() { awk -F'\t' -v id="$1" -v n="$2" '$1 == id { print $n }' "$ROWS"; }
+
 # measure ID SECTION TOOL OPERATION [options] -- COMMAND ARGS...
 #   Runs COMMAND $RUNS times. Each run: PRE hook; sync + drop caches; read the source disk's
 #   counters; time COMMAND (wall clock, date +%s%N); read the counters again; POST hook.

@@ -182,6 +182,10 @@ lines.push('## Versions', '', '| package | version |', '| --- | --- |');
 for (const [k, v] of Object.entries(meta)) if (k.startsWith('version.')) lines.push(`| ${k.slice(8)} | ${v} |`);
 lines.push('');
 lines.push(`Machine: ${meta.machine}. Bench duration: ${fmtDuration(num(meta.duration_s))}.`);
+lines.push(`Load average at start / end: ${meta['load.start']} / ${meta['load.end']}` +
+  (Math.max(...[meta['load.start'], meta['load.end']].map((l) => num((l || '').split(' ')[0]) ?? 0)) > num(meta.cores)
+    ? ` (above the ${meta.cores} cores: other jobs were running, times are inflated; bytes and requests are not affected)`
+    : '') + '.');
 const md = lines.join('\n') + '\n';
 fs.writeFileSync(mdPath, md);
 process.stdout.write(md);

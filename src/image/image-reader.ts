@@ -7,7 +7,7 @@
  * Returned frame payloads are fresh buffers (callers may cache them). Calls may interleave.
  */
 import { Xxh64 } from '@node-rs/xxhash';
-import { FormatError, isImgError } from '../errors/index.js';
+import { FormatError, InternalError, isImgError } from '../errors/index.js';
 import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
   decodeFooter, hash64, type Footer, type ImageHeader, FIXED_HEADER_SIZE,
@@ -48,7 +48,8 @@ export class ImageReader {
     readonly src: RandomSource,
     readonly header: ImageHeader,
     readonly map: BlockMap,
-    readonly controlArea: Uint8Array,
+    /** All control blocks (a view into the header), until releaseControlArea(). */
+    private _controlArea: Uint8Array,
     /** The footer, or undefined when the image is incomplete (truncated). */
     readonly footer: Footer | undefined,
     readonly truncatedReason: string | undefined,
@@ -119,6 +120,24 @@ export class ImageReader {
   }
 
   get complete(): boolean { return this.footer !== undefined; }
+
+  get controlArea(): Uint8Array {
+    if (this.controlReleased) throw new InternalError('the control area was released (control blocks come from a cache now)');
+    return this._controlArea;
+  }
+
+  /** True once releaseControlArea() dropped the in-memory header. */
+  controlReleased = false;
+
+  /**
+   * Drops the in-memory header, for a caller that serves control blocks from elsewhere (the mount's
+   * disk-backed ControlCache): a large header need not stay in memory. controlArea and
+   * controlBlock() throw InternalError afterwards.
+   */
+  releaseControlArea(): void {
+    this.controlReleased = true;
+    this._controlArea = new Uint8Array(0);
+  }
 
   frameOffset(frameIndex: number): number { return this.header.dataOffset + frameIndex * this.header.frameBytes; }
 

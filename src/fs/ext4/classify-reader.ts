@@ -6,8 +6,8 @@
  * again. Blocks at or past `limitBlocks` (the end of the filesystem or of the volume, whichever
  * is first) are never read. A failed read loses only its own blocks: fetch() reports them in
  * `failed` and the caller decides what to warn about.
- * Knows nothing about ext4 structures. Concurrent fetch() calls are allowed but may read a
- * block twice; the classifier calls it one batch at a time.
+ * Knows nothing about ext4 structures. Concurrent fetch() calls may interleave: a block already
+ * being read by one is waited for by the other, never read twice.
  */
 import { isImgError } from '../../errors/index.js';
 import type { ByteReader } from '../../io/index.js';
@@ -31,62 +31,69 @@ export class BlockFetcher {
   /** Stores a block that was read some other way (the superblock's block). */
   put(blockNo: number, data: Uint8Array): void { this.blocks.set(blockNo, data); }
 
-  /** Reads every wanted block that is not already held. `wanted` may be unsorted and repeat. */
+  /**
+   * Reads every wanted block that is neither held nor being read by another fetch() (those are
+   * waited for, not read again). `wanted` may be unsorted and repeat.
+   */
   async fetch(wanted: Iterable<number>): Promise<FetchResult> {
     const todo: number[] = [];
     const failed: number[] = [];
+    const waits = new Set<Promise<void>>();
+    const waited: number[] = [];
     for (const b of wanted) {
       if (this.blocks.has(b)) continue;
+      const p = this.inflight.get(b);
+      if (p) { waits.add(p); waited.push(b); continue; }
       if (!Number.isSafeInteger(b) || b < 0 || b >= this.limitBlocks) failed.push(b); else todo.push(b);
     }
     todo.sort((a, b) => a - b);
     const maxBlocks = Math.max(1, Math.floor(this.maxReadBytes / this.blockSize));
-    const runs: { start: number; len: number }[] = [];
+    const runs: Run[] = [];
     for (const b of todo) {
       const last = runs[runs.length - 1];
       if (last && b < last.start + last.len) continue; // repeated
       if (last && b === last.start + last.len && last.len < maxBlocks) last.len++;
       else runs.push({ start: b, len: 1 });
     }
-    await this.readRuns(runs, failed);
+    await Promise.all([this.readRuns(runs, failed), ...waits]);
+    for (const b of waited) if (!this.blocks.has(b)) failed.push(b);
     return { failed };
   }
 
-  /** Reads whole runs (already sorted and within the limit), for the final sweep over a RunList. */
-  async fetchRuns(runs: readonly { start: number; len: number }[]): Promise<FetchResult> {
-    const failed: number[] = [];
-    const maxBlocks = Math.max(1, Math.floor(this.maxReadBytes / this.blockSize));
-    const split: { start: number; len: number }[] = [];
-    for (const r of runs) {
-      const end = Math.min(r.start + r.len, this.limitBlocks);
-      for (let s = r.start; s < end; s += maxBlocks) split.push({ start: s, len: Math.min(maxBlocks, end - s) });
-      for (let b = Math.max(r.start, end); b < r.start + r.len; b++) failed.push(b);
-    }
-    await this.readRuns(split, failed);
-    return { failed };
-  }
+  private readonly inflight = new Map<number, Promise<void>>();
 
-  private async readRuns(runs: { start: number; len: number }[], failed: number[]): Promise<void> {
+  private async readRuns(runs: Run[], failed: number[]): Promise<void> {
+    // every block is marked in flight before the first await, so a concurrent fetch() waits for it
+    const done = runs.map((r) => {
+      let resolve!: () => void;
+      const p = new Promise<void>((res) => { resolve = res; });
+      for (let i = 0; i < r.len; i++) this.inflight.set(r.start + i, p);
+      return resolve;
+    });
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < runs.length) {
-        const r = runs[next++]!;
-        let buf: Uint8Array;
+        const k = next++;
+        const r = runs[k]!;
         try {
-          buf = await this.src.readAt(r.start * this.blockSize, r.len * this.blockSize);
+          const buf = await this.src.readAt(r.start * this.blockSize, r.len * this.blockSize);
+          this.reads++;
+          this.bytesRead += buf.byteLength;
+          for (let i = 0; i < r.len; i++) {
+            this.blocks.set(r.start + i, buf.subarray(i * this.blockSize, (i + 1) * this.blockSize));
+          }
         } catch (e) {
           if (!isImgError(e)) throw e; // our bug, not the volume's
           this.firstError ??= e;
           for (let i = 0; i < r.len; i++) failed.push(r.start + i);
-          continue;
-        }
-        this.reads++;
-        this.bytesRead += buf.byteLength;
-        for (let i = 0; i < r.len; i++) {
-          this.blocks.set(r.start + i, buf.subarray(i * this.blockSize, (i + 1) * this.blockSize));
+        } finally {
+          for (let i = 0; i < r.len; i++) this.inflight.delete(r.start + i);
+          done[k]!();
         }
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.concurrency, runs.length) }, worker));
   }
 }
+
+interface Run { start: number; len: number }

@@ -19,14 +19,14 @@ import type { ByteReader } from '../../io/index.js';
 import { RunList } from '../run-list.js';
 import type { BlockClassification } from '../types.js';
 import { highestSetBit, forEachSetRun, testBit } from './bitmap.js';
-import { readInodeMapFields, type InodeMapFields } from './classify-inode.js';
+import { readInodeMapFields, type InodeMapFields } from './classify-fields.js';
 import { BlockFetcher } from './classify-reader.js';
 import { Ext4Geometry } from './geometry.js';
 import {
   BG_FLAGS, COMPAT, INCOMPAT, RO_COMPAT, INODE_FLAGS, JOURNAL_INO, RESIZE_INO, EXT_MAX_DEPTH,
   S_IFMT, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG,
-  SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, decodeSuperblock, decodeGroupDesc, decodeExtentNode,
-  hasCompat, hasIncompat, hasRoCompat, uuidString, type GroupDesc, type ExtentNode, type Superblock,
+  SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, EXTENT_MAGIC, EXT_INIT_MAX_LEN, decodeSuperblock, decodeGroupDesc,
+  hasCompat, hasIncompat, hasRoCompat, uuidString, type GroupDesc, type Superblock,
 } from './layout/index.js';
 
 export interface Ext4Classification extends BlockClassification {
@@ -104,9 +104,13 @@ class Classifier {
     lap('inode tables');
     this.scanInodes(inUse);
     lap(`${this.inodesWalked} in-use inodes`);
-    await this.walkMaps();
-    lap('extent and indirect maps');
-    const result = await this.finish();
+    // The map blocks of deeper trees and the control blocks known by now (directories, xattr
+    // blocks, backups) are read at the same time; the fetcher never reads a block twice.
+    const walking = this.walkMaps();
+    await Promise.all([walking, this.prefetchControl()]);
+    lap('extent and indirect maps, most control blocks');
+    await this.prefetchControl();
+    const result = this.finish();
     lap(`done: ${result.used.blockCount} used, ${result.control.blockCount} control blocks, ` +
       `${this.fetcher.reads} reads, ${this.fetcher.bytesRead} bytes, ${result.warnings.length} warnings`);
     return result;
@@ -266,7 +270,8 @@ class Classifier {
       let n = 0;
       if (!(gd.flags & BG_FLAGS.INODE_UNINIT) && this.inFs(gd.inodeTable, this.inodeTableBlocks)) {
         const bitmap = this.inFs(gd.inodeBitmap) ? this.fetcher.blocks.get(gd.inodeBitmap) : undefined;
-        const high = bitmap ? highestSetBit(bitmap, sb.inodesPerGroup) + 1 : sb.inodesPerGroup;
+        // without a bitmap: every inode with links counts (and, lacking itable_unused, the whole table is read)
+        const high = bitmap ? highestSetBit(bitmap, sb.inodesPerGroup) + 1 : csum ? 0 : sb.inodesPerGroup;
         if (!bitmap) this.warn(`group ${g}: cannot read its inode bitmap; every inode with links is taken as in use`);
         if (csum) {
           n = sb.inodesPerGroup - Math.min(gd.itableUnused, sb.inodesPerGroup);
@@ -314,19 +319,19 @@ class Classifier {
         if (!block || !view) continue; // warned when the read failed
         let inode: InodeMapFields;
         try {
-          inode = readInodeMapFields(block, view, posBytes % bs);
+          inode = readInodeMapFields(view, posBytes % bs);
         } catch (e) {
           this.warn(`inode ${ino}: cannot decode (${(e as Error).message})`);
           continue;
         }
         if (ino >= sb.firstIno && inode.linksCount === 0) continue; // deleted (or an orphan: the bitmap has its blocks)
-        this.planInode(ino, inode);
+        this.planInode(ino, inode, view);
       }
     }
   }
 
   /** Marks what the inode itself names and queues its map blocks. */
-  private planInode(ino: number, inode: InodeMapFields): void {
+  private planInode(ino: number, inode: InodeMapFields, table: DataView): void {
     const { sb } = this;
     this.inodesWalked++;
     const type = inode.mode & S_IFMT;
@@ -346,27 +351,20 @@ class Classifier {
     if (type === S_IFLNK && this.isFastSymlink(inode)) return;
     owner.role = this.specialRoles.get(ino) ??
       (type === S_IFDIR || type === S_IFLNK || (inode.flags & INODE_FLAGS.EA_INODE) ? 'all' : 'none');
+    const iBlock = inode.iBlockOffset;
     if (inode.flags & INODE_FLAGS.EXTENTS) {
-      let root: ExtentNode;
-      try {
-        root = decodeExtentNode(inode.iBlock);
-      } catch (e) {
-        this.warnInode(owner, `bad extent tree root (${(e as Error).message}); its blocks are not followed`);
-        return;
-      }
-      this.walkExtentNode(owner, root);
+      this.walkExtentNode(owner, table, iBlock, 60, 'root', undefined);
       return;
     }
-    const view = new DataView(inode.iBlock.buffer, inode.iBlock.byteOffset, inode.iBlock.byteLength);
     let runStart = 0, runLen = 0, runFileBlock = 0;
     for (let i = 0; i < 12; i++) { // direct blocks: file blocks 0..11
-      const b = view.getUint32(i * 4, true);
+      const b = table.getUint32(iBlock + i * 4, true);
       if (runLen > 0 && b === runStart + runLen) { runLen++; continue; }
       if (runLen > 0) this.addData(owner, runStart, runLen, runFileBlock);
       runStart = b; runLen = b === 0 ? 0 : 1; runFileBlock = i;
     }
     if (runLen > 0) this.addData(owner, runStart, runLen, runFileBlock);
-    for (let level = 1; level <= 3; level++) this.queueMap(owner, view.getUint32((11 + level) * 4, true), 'ind', level);
+    for (let level = 1; level <= 3; level++) this.queueMap(owner, table.getUint32(iBlock + (11 + level) * 4, true), 'ind', level);
   }
 
   /** ext4_inode_is_fast_symlink: no data blocks besides an xattr block (the target is in i_block). */
@@ -410,12 +408,38 @@ class Classifier {
     this.pending.push({ blockNo, owner, kind, level });
   }
 
-  private walkExtentNode(owner: Owner, node: ExtentNode): void {
-    if ('leaves' in node) {
-      for (const e of node.leaves) if (e.lenBlocks > 0) this.addData(owner, e.volumeBlock, e.lenBlocks, e.fileBlock);
+  /**
+   * Walks one extent node in place (the 60-byte root in i_block, or a whole block): marks the
+   * leaves' blocks, queues the index entries' children. Checks what layout/extent.ts
+   * decodeExtentNode checks (magic, depth ≤ EXT_MAX_DEPTH, entries ≤ max, max entries fit) but
+   * allocates nothing: it runs once per in-use inode. A child must be exactly one level lower.
+   */
+  private walkExtentNode(owner: Owner, view: DataView, off: number, lenBytes: number, where: string, expectDepth: number | undefined): void {
+    const magic = view.getUint16(off, true);
+    const entries = view.getUint16(off + 2, true);
+    const max = view.getUint16(off + 4, true);
+    const depth = view.getUint16(off + 6, true);
+    let bad = '';
+    if (magic !== EXTENT_MAGIC) bad = `bad magic 0x${magic.toString(16)}`;
+    else if (depth > EXT_MAX_DEPTH) bad = `depth ${depth} is too deep`;
+    else if (entries > max || 12 + max * 12 > lenBytes) bad = `${entries}/${max} entries do not fit ${lenBytes} bytes`;
+    if (bad) {
+      this.warnInode(owner, `bad extent tree ${where} (${bad}); its blocks are not followed`);
       return;
     }
-    for (const ix of node.indexes) this.queueMap(owner, ix.childBlock, 'ext', node.depth - 1);
+    if (expectDepth !== undefined && depth !== expectDepth) {
+      this.warnInode(owner, `extent tree ${where} has depth ${depth}, expected ${expectDepth}`);
+      if (depth > expectDepth) return; // following it could go on for ever
+    }
+    for (let i = 0, e = off + 12; i < entries; i++, e += 12) {
+      if (depth === 0) { // ext4_extent: ee_block, ee_len, ee_start_hi, ee_start_lo
+        let len = view.getUint16(e + 4, true);
+        if (len > EXT_INIT_MAX_LEN) len -= EXT_INIT_MAX_LEN; // uninitialised: allocated all the same
+        if (len > 0) this.addData(owner, view.getUint16(e + 6, true) * 0x100000000 + view.getUint32(e + 8, true), len, view.getUint32(e, true));
+      } else { // ext4_extent_idx: ei_block, ei_leaf_lo, ei_leaf_hi
+        this.queueMap(owner, view.getUint16(e + 8, true) * 0x100000000 + view.getUint32(e + 4, true), 'ext', depth - 1);
+      }
+    }
   }
 
   /** Reads the queued map blocks one level at a time (all inodes together), until none is left. */
@@ -435,22 +459,11 @@ class Classifier {
           this.warnInode(p.owner, `cannot read ${p.kind === 'ext' ? 'extent tree' : 'indirect'} block ${p.blockNo}`);
           continue;
         }
+        const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
         if (p.kind === 'ext') {
-          let node: ExtentNode;
-          try {
-            node = decodeExtentNode(buf);
-          } catch (e) {
-            this.warnInode(p.owner, `bad extent tree block ${p.blockNo} (${(e as Error).message}); its blocks are not followed`);
-            continue;
-          }
-          if (node.depth !== p.level) {
-            this.warnInode(p.owner, `extent tree block ${p.blockNo} has depth ${node.depth}, expected ${p.level}`);
-            if (node.depth > p.level) continue; // following it could go on for ever
-          }
-          this.walkExtentNode(p.owner, node);
+          this.walkExtentNode(p.owner, view, 0, buf.byteLength, `block ${p.blockNo}`, p.level);
           continue;
         }
-        const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
         let runStart = 0, runLen = 0, bad = 0;
         for (let off = 0; off < buf.byteLength; off += 4) {
           const b = view.getUint32(off, true);
@@ -469,7 +482,28 @@ class Classifier {
 
   // ---- result --------------------------------------------------------------------------------
 
-  private async finish(): Promise<Ext4Classification> {
+  /** Control blocks not read yet, clipped to what can be read, within the prefetch budget. */
+  private prefetchBudgetBlocks = -1;
+
+  /** Reads the control blocks known so far that are not held yet (up to the prefetch budget). */
+  private async prefetchControl(): Promise<void> {
+    const { fetcher } = this;
+    if (this.prefetchBudgetBlocks < 0) this.prefetchBudgetBlocks = Math.floor((this.opts.prefetchLimitBytes ?? 512 << 20) / this.sb.blockSize);
+    const wanted: number[] = [];
+    for (const r of this.control.list()) {
+      const end = Math.min(r.start + r.len, fetcher.limitBlocks);
+      for (let b = r.start; b < end && this.prefetchBudgetBlocks > 0; b++) {
+        if (!fetcher.blocks.has(b) && !this.prefetchTried.has(b)) { wanted.push(b); this.prefetchTried.add(b); this.prefetchBudgetBlocks--; }
+      }
+    }
+    if (this.prefetchBudgetBlocks <= 0) this.log('ext4 classify: prefetch budget used up; the backup reads the other control blocks');
+    const { failed } = await fetcher.fetch(wanted);
+    if (failed.length) this.warn(`cannot read ${failed.length} control blocks (first: block ${failed[0]})`);
+  }
+
+  private readonly prefetchTried = new Set<number>();
+
+  private finish(): Ext4Classification {
     const { sb, fetcher } = this;
     const limit = fetcher.limitBlocks;
     this.used.addAll(this.control);
@@ -485,23 +519,6 @@ class Classifier {
     }
     used = used.clip(limit);
     const control = this.control.normalise().clip(limit);
-
-    // Fetch the control blocks not read yet (directories, xattr blocks, backups...) in one sorted sweep.
-    const held = new RunList();
-    for (const b of [...fetcher.blocks.keys()].sort((a, b) => a - b)) held.add(b, 1);
-    const rest = control.minus(held).normalise();
-    const budgetBlocks = Math.floor((this.opts.prefetchLimitBytes ?? 512 << 20) / sb.blockSize);
-    const toFetch: { start: number; len: number }[] = [];
-    let planned = 0;
-    for (const r of rest.list()) {
-      if (planned >= budgetBlocks) break;
-      const len = Math.min(r.len, budgetBlocks - planned);
-      toFetch.push({ start: r.start, len });
-      planned += len;
-    }
-    if (planned < rest.blockCount) this.log(`ext4 classify: ${rest.blockCount - planned} control blocks left for the backup to read`);
-    const { failed } = await fetcher.fetchRuns(toFetch);
-    if (failed.length) this.warn(`cannot read ${failed.length} control blocks (first: block ${failed[0]})`);
 
     const controlData = fetcher.blocks;
     for (const b of [...controlData.keys()]) if (!control.has(b)) controlData.delete(b);

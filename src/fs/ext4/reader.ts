@@ -22,7 +22,7 @@ import {
   BG_FLAGS, COMPAT, decodeDirBlock, decodeGroupDesc, decodeInode, decodeInodeXattrs, decodeSuperblock, decodeXattrBlock,
   FT, hasCompat, hasIncompat, hasRoCompat, INCOMPAT, INODE_FLAGS, RO_COMPAT, ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR,
   S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, type RawDirent, type Superblock,
-  type Xattr,
+  type Xattr, XATTR_MAGIC,
 } from './layout/index.js';
 import { BlockMap, buildExtentMap, buildIndirectMap, mapLimit, type MapContext } from './tree-block-map.js';
 import { ACL_ACCESS, ACL_DEFAULT, ext4AclToXattr, isVisibleXattr, XATTR_INLINE_DATA } from './tree-xattr.js';
@@ -60,12 +60,22 @@ const TYPE_OF_FT: Record<number, FileType> = {
   [FT.REG]: 'file', [FT.DIR]: 'dir', [FT.CHR]: 'chr', [FT.BLK]: 'blk', [FT.FIFO]: 'fifo', [FT.SOCK]: 'sock', [FT.SYMLINK]: 'symlink',
 };
 
-/** One decoded inode, as cached: the Stat plus what the readers need. `raw` is a private copy. */
+/**
+ * One decoded inode, as cached: the Stat plus what the readers need. The raw bytes (i_block, the
+ * in-inode xattrs) are not copied: they are fetched again from the cached inode-table chunk when
+ * needed (inodeBytes), which keeps tens of thousands of cached inodes free of tiny buffers.
+ */
 interface InodeRec {
   readonly ino: number;
   readonly stat: Stat;
   readonly flags: number;
   readonly fileAcl: number;
+  /** The in-inode xattr area starts with the xattr magic. */
+  readonly ibodyXattrs: boolean;
+}
+
+/** Raw areas of one inode: views of a cached inode-table chunk, for internal use only. */
+interface InodeBytes {
   /** The 60-byte i_block area. */
   readonly iBlock: Uint8Array;
   /** In-inode xattr area (after i_extra_isize). */
@@ -235,10 +245,11 @@ export class Ext4Tree implements FsTree {
   async readdir(dirIno: number): Promise<DirEntry[]> {
     const dir = await this.dir(dirIno);
     const out: DirEntry[] = new Array(dir.inos.length);
+    const names = dir.names.slice(); // one copy for the caller; each name is a view of it
     let start = 0;
     for (let i = 0; i < dir.inos.length; i++) {
       const end = dir.nameEnd[i]!;
-      out[i] = { name: dir.names.slice(start, end), ino: dir.inos[i]!, type: TYPES[dir.types[i]!]! };
+      out[i] = { name: names.subarray(start, end), ino: dir.inos[i]!, type: TYPES[dir.types[i]!]! };
       start = end;
     }
     return out;
@@ -261,7 +272,7 @@ export class Ext4Tree implements FsTree {
     if (rec.flags & INODE_FLAGS.INLINE_DATA) return this.readData(rec, 0, Math.min(size, SYMLINK_MAX));
     // ext4_inode_is_fast_symlink(): no data blocks besides an xattr block → the target is in i_block.
     const eaBlocks = rec.fileAcl ? this.sb.clusterSize / 512 : 0;
-    if (rec.stat.blocks - eaBlocks === 0) return rec.iBlock.slice(0, Math.min(size, INLINE_IBLOCK_BYTES - 1));
+    if (rec.stat.blocks - eaBlocks === 0) return (await this.inodeBytes(rec)).iBlock.slice(0, Math.min(size, INLINE_IBLOCK_BYTES - 1));
     return this.readData(rec, 0, Math.min(size, SYMLINK_MAX));
   }
 
@@ -337,7 +348,7 @@ export class Ext4Tree implements FsTree {
     if (!Number.isSafeInteger(ino) || ino < 1 || ino > this.sb.inodesCount) {
       return Promise.reject(new FsError('ENOENT', `ext4: no inode ${ino}`, { inode: ino }));
     }
-    return this.load(ino * KINDS + K_INODE, () => this.loadInode(ino), (r) => 600 + r.iBlock.buffer.byteLength);
+    return this.load(ino * KINDS + K_INODE, () => this.loadInode(ino), () => 500);
   }
 
   private async loadInode(ino: number): Promise<InodeRec> {
@@ -350,12 +361,8 @@ export class Ext4Tree implements FsTree {
     if (this.descCsum && ((this.groupFlags[g]! & BG_FLAGS.INODE_UNINIT) || idx >= ipg - this.itableUnused[g]!)) {
       throw gone('is in an uninitialised part of the inode table');
     }
-    const byteOff = idx * sb.inodeSize;
-    const chunkIdx = Math.floor(byteOff / this.itableChunkBytes);
-    const chunk = await this.inodeChunk(g, chunkIdx);
-    const o = byteOff - chunkIdx * this.itableChunkBytes;
-    const raw = chunk.slice(o, o + sb.inodeSize);
-    const inode = decodeInode(raw, 0, sb.inodeSize);
+    const [chunk, o] = await this.inodeLocation(ino);
+    const inode = decodeInode(chunk, o, sb.inodeSize);
     if (inode.mode === 0 || (inode.linksCount === 0 && inode.dtime !== 0)) throw gone('is not in use');
     const fmt = inode.mode & S_IFMT;
     const type = TYPE_OF_MODE.get(fmt);
@@ -371,7 +378,25 @@ export class Ext4Tree implements FsTree {
       rdev: type === 'chr' || type === 'blk' ? decodeRdev(inode.iBlock) : 0,
       size, blocks, atimeNs: inode.atimeNs, mtimeNs: inode.mtimeNs, ctimeNs: inode.ctimeNs,
     };
-    return { ino, stat, flags: inode.flags, fileAcl: inode.fileAcl, iBlock: inode.iBlock, ibody: inode.inlineXattrs };
+    const x = inode.inlineXattrs;
+    const ibodyXattrs = x.byteLength >= 4 && new DataView(x.buffer, x.byteOffset, 4).getUint32(0, true) === XATTR_MAGIC;
+    return { ino, stat, flags: inode.flags, fileAcl: inode.fileAcl, ibodyXattrs };
+  }
+
+  /** The cached inode-table chunk holding inode `ino` and the inode's offset in it. */
+  private async inodeLocation(ino: number): Promise<[Uint8Array, number]> {
+    const ipg = this.sb.inodesPerGroup;
+    const g = Math.floor((ino - 1) / ipg);
+    const byteOff = ((ino - 1) % ipg) * this.sb.inodeSize;
+    const chunkIdx = Math.floor(byteOff / this.itableChunkBytes);
+    return [await this.inodeChunk(g, chunkIdx), byteOff - chunkIdx * this.itableChunkBytes];
+  }
+
+  /** i_block and the in-inode xattr area of a decoded inode (views of the cache: never hand them out). */
+  private async inodeBytes(rec: InodeRec): Promise<InodeBytes> {
+    const [chunk, o] = await this.inodeLocation(rec.ino);
+    const inode = decodeInode(chunk, o, this.sb.inodeSize);
+    return { iBlock: inode.iBlock, ibody: inode.inlineXattrs };
   }
 
   private inodeChunk(g: number, chunkIdx: number): Promise<Uint8Array> {
@@ -397,15 +422,17 @@ export class Ext4Tree implements FsTree {
         readBlocks: this.readBlocks, blockSize: this.blockSize, blocksCount: this.sb.blocksCount,
         limitBlocks: Math.ceil(rec.stat.size / this.blockSize), ino: rec.ino,
       };
-      return rec.flags & INODE_FLAGS.EXTENTS ? buildExtentMap(rec.iBlock, ctx) : buildIndirectMap(rec.iBlock, ctx);
+      const { iBlock } = await this.inodeBytes(rec);
+      return rec.flags & INODE_FLAGS.EXTENTS ? buildExtentMap(iBlock, ctx) : buildIndirectMap(iBlock, ctx);
     }, (m) => m.byteSize);
   }
 
   /** i_block followed by the system.data xattr value: an inline-data inode's bytes. */
-  private inlineData(rec: InodeRec): Uint8Array {
-    const extra = decodeInodeXattrs(rec.ibody).find((x) => x.name === XATTR_INLINE_DATA)?.value ?? new Uint8Array(0);
+  private async inlineData(rec: InodeRec): Promise<Uint8Array> {
+    const { iBlock, ibody } = await this.inodeBytes(rec);
+    const extra = decodeInodeXattrs(ibody).find((x) => x.name === XATTR_INLINE_DATA)?.value ?? new Uint8Array(0);
     const out = new Uint8Array(INLINE_IBLOCK_BYTES + extra.byteLength);
-    out.set(rec.iBlock.subarray(0, INLINE_IBLOCK_BYTES));
+    out.set(iBlock.subarray(0, INLINE_IBLOCK_BYTES));
     out.set(extra, INLINE_IBLOCK_BYTES);
     return out;
   }
@@ -416,7 +443,7 @@ export class Ext4Tree implements FsTree {
     if (posBytes >= size || lenBytes === 0) return new Uint8Array(0);
     const n = Math.min(lenBytes, size - posBytes);
     if (rec.flags & INODE_FLAGS.INLINE_DATA) {
-      const data = this.inlineData(rec);
+      const data = await this.inlineData(rec);
       const out = new Uint8Array(n);
       if (posBytes < data.byteLength) out.set(data.subarray(posBytes, Math.min(data.byteLength, posBytes + n)));
       return out;
@@ -465,7 +492,7 @@ export class Ext4Tree implements FsTree {
     const raw: RawDirent[] = [];
     let parent = ino;
     if (rec.flags & INODE_FLAGS.INLINE_DATA) {
-      const data = this.inlineData(rec);
+      const data = await this.inlineData(rec);
       parent = new DataView(data.buffer).getUint32(0, true);
       this.decodeDirArea(data.subarray(4, INLINE_IBLOCK_BYTES), ino, raw);
       if (data.byteLength > INLINE_IBLOCK_BYTES) this.decodeDirArea(data.subarray(INLINE_IBLOCK_BYTES), ino, raw);
@@ -535,9 +562,10 @@ export class Ext4Tree implements FsTree {
   // ---- extended attributes ------------------------------------------------------------------
 
   private xattrs(rec: InodeRec): Promise<XattrList> {
-    if (rec.fileAcl === 0 && rec.ibody.byteLength < 4) return Promise.resolve({ list: [], bytes: 0 });
+    if (rec.fileAcl === 0 && !rec.ibodyXattrs) return Promise.resolve({ list: [], bytes: 0 });
     return this.load(rec.ino * KINDS + K_XATTRS, async () => {
-      const list: Xattr[] = decodeInodeXattrs(rec.ibody).map((x) => ({ ...x, value: x.value.slice() }));
+      const { ibody } = await this.inodeBytes(rec);
+      const list: Xattr[] = decodeInodeXattrs(ibody).map((x) => ({ ...x, value: x.value.slice() }));
       if (rec.fileAcl !== 0) list.push(...(await this.xattrBlock(rec.fileAcl)).list);
       let bytes = 100;
       for (const x of list) bytes += 80 + x.name.length + x.value.byteLength;

@@ -271,6 +271,17 @@ t.test('volumes built by e2fsprogs', { skip: missingTools.length ? `missing tool
     t.ok(inControl.length >= 1 && inControl.length <= 2, `clean journal: only its superblock (and extent tree block) is control (${inControl.length})`);
   });
 
+  t.test('needs_recovery set: every journal block is control', async (t) => {
+    const fx = fixtures.get('ext4-4k') ?? (await buildExtFixture('ext4-4k'));
+    const img = join(work, 'needs-recovery.img');
+    await copyFile(fx.image, img);
+    await debugfs(img, 'feature needs_recovery', true);
+    const c = await checkVolume(t, img, work, 'needs-recovery', { fsType: 'ext4' });
+    const journal = await inodeBlocks(img, '<8>');
+    t.ok(journal.length > 100, `${journal.length} journal blocks`);
+    t.same(journal.filter((b) => !c.control.has(b)), [], 'all journal blocks are control');
+  });
+
   t.test('ext3 converted to extents: old files on block maps, new ones on extents', async (t) => {
     const fx = fixtures.get('ext3-2k') ?? (await buildExtFixture('ext3-2k'));
     const img = join(work, 'ext3-extents.img');

@@ -77,7 +77,7 @@ async function manifestOfExt4(tree: Ext4Tree): Promise<Walked> {
 
 const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck', 'dumpe2fs', 'getfattr', 'setfattr']);
 if (!tools.ok) {
-  t.skip(`e2fsprogs/attr tools missing: ${tools.missing.join(', ')}`);
+  t.plan(0, `e2fsprogs/attr tools missing: ${tools.missing.join(', ')}`);
 } else {
   for (const layout of EXT_LAYOUTS) {
     t.test(`walk ${layout}: the tree equals the fixture's source tree`, async (t) => {

@@ -1,0 +1,95 @@
+/**
+ * DevFuseMount: a FUSE mount served by our own protocol session (session.ts) on a /dev/fuse we
+ * open ourselves. The kernel mount is made by mount(8) with `-i -t fuse.<subtype> -o fd=3,...`:
+ * the child inherits our descriptor as fd 3 and mount(2) binds it to the new superblock. That
+ * needs CAP_SYS_ADMIN (root); binding.ts falls back to fuse-native (fusermount) otherwise.
+ * After mounting, the backing device's readahead is raised to `readaheadKiB` (best effort), since
+ * FUSE can only lower it from the bdi default at INIT.
+ * `ended` resolves when the kernel drops the connection (unmount, abort).
+ */
+import { close as closeCb, open as openCb } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { MountError } from '../errors/index.js';
+import { lastLine, runCommand } from './command.js';
+import type { MountOptions } from './mount-options.js';
+import { mountAt } from './mount-table.js';
+import type { FuseOps } from './ops.js';
+import { FuseSession } from './session.js';
+
+const closeFd = promisify(closeCb);
+const openFd = promisify(openCb);
+
+export interface DevFuseRequest {
+  mountPoint: string;
+  source: string;
+  ops: FuseOps;
+  options: MountOptions;
+  readOnly: boolean;
+  maxWrite: number;
+  readdirplus: boolean;
+  readaheadKiB: number;
+  log: (m: string) => void;
+}
+
+export class DevFuseMount {
+  readonly kind = 'kernel' as const;
+  private closed = false;
+
+  private constructor(readonly mountPoint: string, private readonly fd: number, readonly session: FuseSession) {}
+
+  get ended(): Promise<void> { return this.session.ended; }
+
+  static async mount(r: DevFuseRequest): Promise<DevFuseMount> {
+    let fd: number;
+    try {
+      fd = await openFd('/dev/fuse', 'r+');
+    } catch (e) {
+      throw new MountError(`cannot open /dev/fuse: ${(e as Error).message}`, {}, e);
+    }
+    const o = r.options;
+    const data = [
+      'fd=3', 'rootmode=40000', `user_id=${process.getuid?.() ?? 0}`, `group_id=${process.getgid?.() ?? 0}`,
+      ...(o.defaultPermissions ? ['default_permissions'] : []),
+      ...(o.allowOther || o.allowRoot ? ['allow_other'] : []),
+      ...(o.maxRead !== undefined ? [`max_read=${o.maxRead}`] : []),
+      r.readOnly ? 'ro' : 'rw',
+      ...o.flags,
+    ];
+    const type = `fuse.${o.subtype ?? 'imgmount'}`;
+    const res = await runCommand('mount', ['-i', '-t', type, '-o', data.join(','), o.fsname ?? r.source, r.mountPoint], { extraFds: [fd] });
+    if (res.status !== 0) {
+      await closeFd(fd).catch(() => undefined);
+      throw new MountError(`${r.mountPoint}: mount failed: ${lastLine(res.stderr) || `mount exited with status ${res.status}`}`);
+    }
+    const session = new FuseSession({
+      fd, ops: r.ops, maxWrite: r.maxWrite, maxReadahead: r.readaheadKiB * 1024, readdirplus: r.readdirplus,
+      posixAcl: o.defaultPermissions, log: r.log,
+    });
+    session.start();
+    const m = new DevFuseMount(r.mountPoint, fd, session);
+    await m.raiseReadahead(r.readaheadKiB).catch((e: unknown) => r.log(`readahead not raised: ${(e as Error).message}`));
+    return m;
+  }
+
+  private async raiseReadahead(kib: number): Promise<void> {
+    const e = await mountAt(this.mountPoint);
+    if (!e) return;
+    await writeFile(`/sys/class/bdi/${e.dev}/read_ahead_kb`, `${kib}\n`);
+  }
+
+  /** umount(8) of the mount point (lazy: detach now, finish when the last user is gone). */
+  async unmount(lazy = false): Promise<void> {
+    const res = await runCommand('umount', [...(lazy ? ['-l'] : []), this.mountPoint]);
+    if (res.status !== 0) throw new MountError(`${this.mountPoint}: ${lastLine(res.stderr) || 'umount failed'}`, { busy: /busy/i.test(res.stderr) });
+  }
+
+  /** Closes the device (after `ended`, or to abort the connection). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.session.stop();
+    await closeFd(this.fd).catch(() => undefined);
+  }
+}
+

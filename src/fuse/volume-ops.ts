@@ -1,0 +1,140 @@
+/**
+ * VolumeOps: the raw-volume view, a FuseOps whose root directory holds one file, the logical
+ * volume (for `mount -o loop`, a VM, dd). Reads go to the top of the volume stack (unused blocks
+ * read as zeros); writes, when the view is writable, go to the transient overlay and never
+ * below. The file's size is fixed: truncation to another size is EPERM, as is creating files.
+ * Time changes are accepted and kept in memory (cp -p, touch); owner and mode changes are EPERM.
+ * Calls may interleave; the overlay serialises writes.
+ */
+import { constants } from 'node:os';
+import { FsError } from '../errors/index.js';
+import type { Stat, StatFs } from '../fs/types.js';
+import type { ByteReader } from '../io/index.js';
+import type { Overlay } from '../volume/overlay.js';
+import { ERRNO, Errno } from './errno.js';
+import type { Entry, FuseOps, ListEntry, OpenResult, SetattrRequest, Timeouts } from './ops.js';
+
+const ROOT = 1;
+const FILE = 2;
+const O_ACCMODE = 3;
+
+export interface VolumeOpsOptions {
+  fileName: string;
+  /** Where reads come from: the top of the stack. */
+  volume: ByteReader;
+  /** Where writes go; undefined: read-only view. */
+  overlay?: Overlay;
+  /** Sync the overlay on fsync (kept writes); transient writes need no durability. */
+  durable: boolean;
+  blockSize: number;
+  timeNs: bigint;
+  uid: number;
+  gid: number;
+  timeouts: Timeouts;
+}
+
+export class VolumeOps implements FuseOps {
+  readonly readOnly: boolean;
+  readonly blksize = 128 * 1024;
+  readonly timeouts: Timeouts;
+  private readonly name: Buffer;
+  private readonly rootStat: Stat;
+  private fileStat: Stat;
+
+  constructor(private readonly o: VolumeOpsOptions) {
+    this.readOnly = !o.overlay;
+    this.timeouts = o.timeouts;
+    this.name = Buffer.from(o.fileName, 'utf8');
+    const t = o.timeNs;
+    this.rootStat = {
+      ino: ROOT, type: 'dir', mode: 0o040000 | (this.readOnly ? 0o555 : 0o755), nlink: 2, uid: o.uid, gid: o.gid, rdev: 0,
+      size: 4096, blocks: 8, atimeNs: t, mtimeNs: t, ctimeNs: t,
+    };
+    this.fileStat = {
+      ino: FILE, type: 'file', mode: 0o100000 | (this.readOnly ? 0o444 : 0o644), nlink: 1, uid: o.uid, gid: o.gid, rdev: 0,
+      size: o.volume.sizeBytes, blocks: Math.ceil(o.volume.sizeBytes / 512), atimeNs: t, mtimeNs: t, ctimeNs: t,
+    };
+  }
+
+  private statOf(nodeid: number): Stat {
+    if (nodeid === ROOT) return this.rootStat;
+    if (nodeid === FILE) return this.fileStat;
+    throw new FsError('ENOENT', `no node ${nodeid}`);
+  }
+
+  async lookup(parent: number, name: Uint8Array): Promise<Entry | null> {
+    if (parent !== ROOT) throw new Errno(ERRNO.ENOTDIR);
+    if (Buffer.compare(Buffer.from(name), this.name) === 0) return { nodeid: FILE, attr: this.fileStat };
+    if (name.byteLength === 1 && name[0] === 0x2e) return { nodeid: ROOT, attr: this.rootStat };
+    return null;
+  }
+
+  getattr(nodeid: number): Stat { return this.statOf(nodeid); }
+
+  async setattr(nodeid: number, req: SetattrRequest): Promise<Stat> {
+    const st = this.statOf(nodeid);
+    if (this.readOnly) throw new FsError('EROFS', 'the volume is mounted read-only');
+    if (req.mode !== undefined || req.uid !== undefined || req.gid !== undefined) throw new Errno(ERRNO.EPERM);
+    if (req.size !== undefined && (nodeid !== FILE || req.size !== st.size)) throw new Errno(ERRNO.EPERM, 'the volume has a fixed size');
+    if (nodeid === FILE && (req.atimeNs !== undefined || req.mtimeNs !== undefined)) {
+      this.fileStat = { ...st, atimeNs: req.atimeNs ?? st.atimeNs, mtimeNs: req.mtimeNs ?? st.mtimeNs };
+    }
+    return this.statOf(nodeid);
+  }
+
+  async readlink(): Promise<Uint8Array> { throw new FsError('EINVAL', 'not a symlink'); }
+
+  async open(nodeid: number, flags: number): Promise<OpenResult> {
+    if (nodeid !== FILE) throw new Errno(ERRNO.EISDIR);
+    if ((flags & O_ACCMODE) !== constants.O_RDONLY && this.readOnly) throw new FsError('EROFS', 'the volume is mounted read-only');
+    if (flags & constants.O_TRUNC) throw new Errno(ERRNO.EPERM, 'the volume has a fixed size');
+    return { keepCache: true };
+  }
+
+  async read(nodeid: number, _fh: number, posBytes: number, lenBytes: number): Promise<Uint8Array> {
+    if (nodeid !== FILE) throw new Errno(ERRNO.EISDIR);
+    const size = this.fileStat.size;
+    if (posBytes >= size || lenBytes === 0) return new Uint8Array(0);
+    return this.o.volume.readAt(posBytes, Math.min(lenBytes, size - posBytes));
+  }
+
+  async write(nodeid: number, _fh: number, posBytes: number, data: Uint8Array): Promise<number> {
+    if (nodeid !== FILE) throw new Errno(ERRNO.EISDIR);
+    const ov = this.o.overlay;
+    if (!ov) throw new FsError('EROFS', 'the volume is mounted read-only');
+    const size = this.fileStat.size;
+    if (posBytes >= size) throw new Errno(ERRNO.ENOSPC, 'write past the end of the volume');
+    const n = Math.min(data.byteLength, size - posBytes);
+    await ov.writeAt(posBytes, data.subarray(0, n));
+    return n;
+  }
+
+  async release(): Promise<void> { /* nothing per open file */ }
+
+  async fsync(): Promise<void> {
+    if (this.o.overlay && this.o.durable) await this.o.overlay.flush();
+  }
+
+  async opendir(nodeid: number): Promise<OpenResult> {
+    if (nodeid !== ROOT) throw new Errno(ERRNO.ENOTDIR);
+    return { keepCache: true, cacheDir: true };
+  }
+
+  async readdir(nodeid: number): Promise<ListEntry[]> {
+    if (nodeid !== ROOT) throw new Errno(ERRNO.ENOTDIR);
+    return [
+      { name: Buffer.from('.'), nodeid: ROOT, ino: ROOT, type: 'dir' },
+      { name: Buffer.from('..'), nodeid: ROOT, ino: ROOT, type: 'dir' },
+      { name: this.name, nodeid: FILE, ino: FILE, type: 'file' },
+    ];
+  }
+
+  async statfs(): Promise<StatFs> {
+    const bs = this.o.blockSize;
+    return { blockSize: bs, blocks: Math.ceil(this.fileStat.size / bs), blocksFree: 0, files: 2, filesFree: 0, nameMax: 255 };
+  }
+
+  async listxattr(): Promise<string[]> { return []; }
+
+  async getxattr(): Promise<Uint8Array> { throw new FsError('ENODATA', 'no extended attributes'); }
+}

@@ -1,0 +1,198 @@
+/**
+ * ImageInput: an image opened for a restore, from a file (seekable) or standard input (forward
+ * only), with its header decoded and verified, and one forward pass over the data frames that
+ * a restore wants (readFramesOnce). The header is read once, sequentially, from offset 0 (plus
+ * the 64-byte footer of a file, which says whether the image is complete).
+ *
+ * Skip rule for a seekable source: wanted frames are read in batches of consecutive frames; a
+ * gap of at most `gapBytes` (default 1 MiB, about what a disk streams in one seek time) between
+ * two wanted frames is read and dropped so the two share one request; a larger gap is sought
+ * over. A stream cannot seek: gaps are read and dropped, never buffered. Frames are never read
+ * twice and never out of order. Wanted frames are verified; unwanted ones are not even hashed.
+ * One pass per input; the callback runs for one batch at a time, in image order.
+ */
+import { FormatError, InternalError } from '../errors/index.js';
+import { FRAME_HEADER_SIZE } from '../format/index.js';
+import { ImageReader, type OpenedHeader } from '../image/image-reader.js';
+import { readHeaderStream } from '../image/image-stream.js';
+import { frameBlockCount, frameBlocksDetail, verifyFrame } from '../image/frame-check.js';
+import { FileSource, StreamSource, type ReadStats, type RandomSource, type SequentialSource } from '../io/index.js';
+
+export interface FrameResult { frame: number; payload: Uint8Array | FormatError }
+
+export interface FramePassOptions {
+  /** Seekable sources: gaps up to this many bytes between wanted frames are read through. */
+  gapBytes?: number;
+  /** Largest single read. */
+  maxReadBytes?: number;
+  /** Reads issued ahead of the one being processed (seekable sources). */
+  readsAhead?: number;
+}
+
+export const DEFAULT_GAP_BYTES = 1 << 20;
+const DEFAULT_MAX_READ_BYTES = 8 << 20;
+const DEFAULT_READS_AHEAD = 3;
+
+export class ImageInput {
+  private passed = false;
+
+  private constructor(
+    readonly name: string,
+    readonly opened: OpenedHeader,
+    private readonly random: RandomSource | undefined,
+    private readonly seq: SequentialSource | undefined,
+    /** Frames wholly present (fewer than frameCount only for a truncated image file). */
+    readonly framesPresent: number,
+    /** Why the image is incomplete (a file without a valid footer), if it is. */
+    readonly incomplete: string | undefined,
+  ) {}
+
+  /** Opens `path`, or standard input for '-', and reads and verifies the header. */
+  static async open(path: string, stdin: () => SequentialSource = () => StreamSource.stdin()): Promise<ImageInput> {
+    if (path === '-') {
+      const seq = stdin();
+      try {
+        const opened = await readHeaderStream(seq);
+        return new ImageInput('stdin', opened, undefined, seq, opened.header.frameCount, undefined);
+      } catch (e) {
+        await seq.close();
+        throw e;
+      }
+    }
+    const src = await FileSource.open(path);
+    return ImageInput.fromRandom(src);
+  }
+
+  static async fromRandom(src: RandomSource): Promise<ImageInput> {
+    try {
+      const img = await ImageReader.open(src);
+      const opened: OpenedHeader = { header: img.header, map: img.map, controlArea: img.controlArea, headerBytes: new Uint8Array(0) };
+      return new ImageInput(src.name, opened, src, undefined, img.framesPresent, img.complete ? undefined : img.truncatedReason);
+    } catch (e) {
+      await src.close();
+      throw e;
+    }
+  }
+
+  static async fromSequential(seq: SequentialSource): Promise<ImageInput> {
+    const opened = await readHeaderStream(seq);
+    return new ImageInput(seq.name, opened, undefined, seq, opened.header.frameCount, undefined);
+  }
+
+  get seekable(): boolean { return this.random !== undefined; }
+  get stats(): ReadStats { return (this.random ?? this.seq)!.stats; }
+  get headerBytes(): number { return this.opened.header.dataOffset; }
+
+  async close(): Promise<void> { await (this.random ?? this.seq)!.close(); }
+
+  private frameLen(idx: number): number {
+    return FRAME_HEADER_SIZE + frameBlockCount(this.opened.header, idx) * this.opened.header.blockSize;
+  }
+
+  private frameOffset(idx: number): number {
+    const h = this.opened.header;
+    return h.dataOffset + idx * h.frameBytes;
+  }
+
+  private check(idx: number, buf: Uint8Array, off: number): FrameResult {
+    const len = this.frameLen(idx);
+    try {
+      return { frame: idx, payload: verifyFrame(this.opened, idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, off + len)) };
+    } catch (e) {
+      if (!(e instanceof FormatError)) throw e;
+      return { frame: idx, payload: e };
+    }
+  }
+
+  private missing(idx: number): FrameResult {
+    return { frame: idx, payload: new FormatError('ETRUNC', `frame ${idx} is missing: the image is truncated`, frameBlocksDetail(this.opened, idx)) };
+  }
+
+  /**
+   * Reads the `wanted` frames (sorted, distinct) once, in order, and hands each batch's verified
+   * payloads (or their errors) to `onBatch`, which may keep the payload buffers.
+   */
+  async readFramesOnce(wanted: readonly number[], onBatch: (frames: FrameResult[]) => Promise<void>, opts: FramePassOptions = {}): Promise<void> {
+    if (this.passed) throw new InternalError('ImageInput: the frame pass may run only once');
+    this.passed = true;
+    for (let i = 1; i < wanted.length; i++) {
+      if (!(wanted[i]! > wanted[i - 1]!)) throw new InternalError('readFramesOnce: wanted frames must be sorted and distinct');
+    }
+    const maxRead = Math.max(opts.maxReadBytes ?? DEFAULT_MAX_READ_BYTES, this.opened.header.frameBytes);
+    if (this.random) await this.passRandom(this.random, wanted, onBatch, opts.gapBytes ?? DEFAULT_GAP_BYTES, maxRead, opts.readsAhead ?? DEFAULT_READS_AHEAD);
+    else await this.passStream(this.seq!, wanted, onBatch, maxRead);
+  }
+
+  private async passRandom(src: RandomSource, wanted: readonly number[], onBatch: (f: FrameResult[]) => Promise<void>,
+    gapBytes: number, maxRead: number, readsAhead: number): Promise<void> {
+    // Batches: [first, last] frame ranges read in one request.
+    interface Batch { first: number; last: number; frames: number[] }
+    const batches: Batch[] = [];
+    const missing: number[] = [];
+    for (const f of wanted) {
+      if (f >= this.framesPresent) { missing.push(f); continue; }
+      const b = batches[batches.length - 1];
+      const gap = b ? this.frameOffset(f) - (this.frameOffset(b.last) + this.frameLen(b.last)) : Infinity;
+      if (b && gap <= gapBytes && this.frameOffset(f) + this.frameLen(f) - this.frameOffset(b.first) <= maxRead) {
+        b.last = f; b.frames.push(f);
+      } else {
+        batches.push({ first: f, last: f, frames: [f] });
+      }
+    }
+    const reads: Promise<Uint8Array>[] = [];
+    let issued = 0;
+    const issue = (): void => {
+      while (issued < batches.length && reads.length < readsAhead) {
+        const b = batches[issued++]!;
+        const p = src.readAt(this.frameOffset(b.first), this.frameOffset(b.last) + this.frameLen(b.last) - this.frameOffset(b.first));
+        p.catch(() => undefined); // awaited below, in order
+        reads.push(p);
+      }
+    };
+    issue();
+    for (let i = 0; i < batches.length; i++) {
+      const buf = await reads.shift()!;
+      issue();
+      const b = batches[i]!;
+      const base = this.frameOffset(b.first);
+      await onBatch(b.frames.map((f) => this.check(f, buf, this.frameOffset(f) - base)));
+    }
+    if (missing.length) await onBatch(missing.map((f) => this.missing(f)));
+  }
+
+  private async passStream(seq: SequentialSource, wanted: readonly number[], onBatch: (f: FrameResult[]) => Promise<void>, maxRead: number): Promise<void> {
+    let i = 0;
+    while (i < wanted.length) {
+      const first = wanted[i]!;
+      let last = first;
+      let j = i + 1;
+      while (j < wanted.length && wanted[j] === last + 1 && this.frameOffset(wanted[j]!) + this.frameLen(wanted[j]!) - this.frameOffset(first) <= maxRead) {
+        last = wanted[j]!; j++;
+      }
+      const skip = this.frameOffset(first) - seq.posBytes;
+      if (skip < 0) throw new InternalError('readFramesOnce: stream position is past a wanted frame');
+      const len = this.frameOffset(last) + this.frameLen(last) - this.frameOffset(first);
+      let buf: Uint8Array;
+      try {
+        if (skip > 0) await seq.skip(skip);
+        buf = await seq.readUpTo(len);
+      } catch (e) {
+        // the stream ended inside a gap: everything from here is missing
+        if (!(e instanceof Error && (e as { code?: string }).code === 'ESHORT')) throw e;
+        buf = new Uint8Array(0);
+      }
+      const out: FrameResult[] = [];
+      for (let f = first; f <= last; f++) {
+        const off = this.frameOffset(f) - this.frameOffset(first);
+        out.push(off + this.frameLen(f) <= buf.byteLength ? this.check(f, buf, off) : this.missing(f));
+      }
+      if (buf.byteLength < len) {
+        for (; j < wanted.length; j++) out.push(this.missing(wanted[j]!));
+        await onBatch(out);
+        return;
+      }
+      await onBatch(out);
+      i = j;
+    }
+  }
+}

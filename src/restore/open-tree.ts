@@ -1,0 +1,23 @@
+/**
+ * openHeaderTree: the filesystem tree of an image, read from its header alone (HeaderVolume), so
+ * that listing and restore planning never read a data frame. Picks the driver from the header's
+ * filesystem type; an image of an unrecognised (raw) volume has no tree to restore files from.
+ */
+import { UnsupportedError } from '../errors/index.js';
+import { fsTypeName } from '../format/index.js';
+import type { OpenedHeader } from '../image/image-reader.js';
+import { openExt4 } from '../fs/ext4/reader.js';
+import type { FsTree } from '../fs/types.js';
+import { HeaderVolume } from './header-volume.js';
+
+export interface HeaderTree { tree: FsTree; volume: HeaderVolume }
+
+export async function openHeaderTree(opened: OpenedHeader, log?: (m: string) => void): Promise<HeaderTree> {
+  const h = opened.header;
+  const volume = new HeaderVolume({ map: opened.map, controlArea: opened.controlArea, blockSize: h.blockSize, volumeBytes: h.volumeBytes });
+  const type = fsTypeName(h.fsType);
+  if (type === 'ext2' || type === 'ext3' || type === 'ext4') {
+    return { tree: await openExt4(volume, { log }), volume };
+  }
+  throw new UnsupportedError(`the image holds no filesystem imgrestore can read (${type ?? `type ${h.fsType}`}): restore the whole volume with --volume`);
+}
