@@ -3,8 +3,7 @@
  * Callbacks take a negative errno (0 = success). Times in stats are Dates or milliseconds.
  */
 declare module 'fuse-native' {
-  type Cb = (err: number, ...rest: unknown[]) => void;
-
+  namespace Fuse {
   interface NativeStat {
     mode: number; uid: number; gid: number; size: number; dev?: number; nlink: number; ino: number; rdev: number;
     blksize: number; blocks: number; atime: Date | number; mtime: Date | number; ctime: Date | number;
@@ -38,8 +37,10 @@ declare module 'fuse-native' {
     entryTimeout?: number; fsname?: string; subtype?: string; timeout?: number | false; displayFolder?: boolean;
   }
 
+  }
+
   class Fuse {
-    constructor(mnt: string, ops: FuseHandlers, opts?: FuseOptions);
+    constructor(mnt: string, ops: Fuse.FuseHandlers, opts?: Fuse.FuseOptions);
     mount(cb: (err: Error | null) => void): void;
     unmount(cb: (err: Error | null) => void): void;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;

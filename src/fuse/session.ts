@@ -17,7 +17,7 @@ import type { Stat } from '../fs/types.js';
 import { ERRNO, Errno, toErrno } from './errno.js';
 import type { FuseOps, ListEntry } from './ops.js';
 import {
-  ATTR_SIZE, cString, decodeInHeader, decodeInitIn, decodeReadIn, decodeSetattrIn, direntSize, dtypeOf, encodeAttrOut,
+  cString, decodeInHeader, decodeInitIn, decodeReadIn, decodeSetattrIn, direntSize, dtypeOf, encodeAttrOut,
   encodeInitOut, encodeOpenOut, encodeOutHeader, encodeStatfsOut, encodeU32Out, ENTRY_OUT_SIZE, FATTR, FOPEN,
   FUSE_KERNEL_MINOR, FUSE_KERNEL_VERSION, INIT, MODIFYING_OPS, OP, OP_NAME, OUT_HEADER_SIZE, writeDirent, writeEntryOut,
   WRITE_IN_SIZE, type InHeader,
@@ -94,7 +94,7 @@ export class FuseSession {
         return;
       }
       this.post();
-      let r: void | Promise<void>;
+      let r: void | Promise<void> = undefined;
       try {
         r = this.dispatch(buf, n);
       } catch (e) {
@@ -344,4 +344,3 @@ function openOut(r: { fh?: number; keepCache?: boolean; directIo?: boolean; cach
   return encodeOpenOut(r.fh ?? 0, flags);
 }
 
-export { ATTR_SIZE };

@@ -10,7 +10,7 @@
  * Buffers returned are the tree's (fresh). Calls may interleave.
  */
 import { LRUCache } from 'lru-cache';
-import { constants } from 'node:os';
+import { constants } from 'node:fs';
 import { FsError } from '../errors/index.js';
 import type { FsTree, Stat, StatFs } from '../fs/types.js';
 import { ERRNO, Errno } from './errno.js';

@@ -6,7 +6,7 @@
  * Time changes are accepted and kept in memory (cp -p, touch); owner and mode changes are EPERM.
  * Calls may interleave; the overlay serialises writes.
  */
-import { constants } from 'node:os';
+import { constants } from 'node:fs';
 import { FsError } from '../errors/index.js';
 import type { Stat, StatFs } from '../fs/types.js';
 import type { ByteReader } from '../io/index.js';

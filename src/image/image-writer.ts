@@ -14,6 +14,11 @@ import {
 import { xxh64, Xxh64 } from '@node-rs/xxhash';
 import type { Sink } from '../io/index.js';
 
+/** Frames are written in batches of about this size... */
+const BATCH_BYTES = 4 << 20;
+/** ...with up to this many batches being written at once. */
+const WRITES_IN_FLIGHT = 2;
+
 export interface ImageParams {
   blockSize: number;
   frameBlocks: number;
@@ -38,6 +43,10 @@ export class ImageWriter {
   private dataWritten = 0;
   private frameIndex = 0;
   private state: 'new' | 'data' | 'done' = 'new';
+  /** Frames waiting to be written together (fewer, larger writes). */
+  private batch: Uint8Array[] = [];
+  private batchBytes = 0;
+  private readonly inflight: Promise<void>[] = [];
 
   constructor(private readonly sink: Sink, private readonly p: ImageParams) {
     this.map = new BlockMap(p.runs, Math.ceil(p.volumeBytes / p.blockSize));
@@ -107,17 +116,32 @@ export class ImageWriter {
       firstBlock: this.map.dataBlockAt(first), lastBlock: this.map.dataBlockAt(first + count - 1),
       payloadBytes: count * p.blockSize, payloadChecksum,
     });
-    await this.sink.writev([header, ...this.pending]);
+    this.batch.push(header, ...this.pending);
+    this.batchBytes += header.byteLength + count * p.blockSize;
+    if (this.batchBytes >= BATCH_BYTES) await this.writeBatch();
     this.pending = [];
     this.pendingBlocks = 0;
     this.dataWritten += count;
     this.frameIndex++;
   }
 
+  /** Hands the batch to the sink without waiting for it, keeping at most WRITES_IN_FLIGHT going. */
+  private async writeBatch(): Promise<void> {
+    if (this.batch.length === 0) return;
+    while (this.inflight.length >= WRITES_IN_FLIGHT) await this.inflight.shift();
+    const w = this.sink.writev(this.batch);
+    w.catch(() => undefined); // awaited later; an early failure must not be an unhandled rejection
+    this.inflight.push(w);
+    this.batch = [];
+    this.batchBytes = 0;
+  }
+
   /** Writes the last frame, the trailer and the footer. Returns the image size. */
   async finish(): Promise<number> {
     if (this.state !== 'data') throw new InternalError('finish outside the data phase');
     await this.flushFrame();
+    await this.writeBatch();
+    while (this.inflight.length > 0) await this.inflight.shift();
     if (this.dataWritten !== this.map.dataBlocks) {
       throw new InternalError(`wrote ${this.dataWritten} data blocks, the block map has ${this.map.dataBlocks}`);
     }

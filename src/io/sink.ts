@@ -34,39 +34,28 @@ export class FileSink implements Sink {
     }
   }
 
-  async write(buf: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < buf.byteLength) {
+  /**
+   * Writes may be issued before earlier ones finish: each takes its file position when called,
+   * so bytes land in call order whatever order the OS completes them in.
+   */
+  async write(buf: Uint8Array): Promise<void> { await this.writev([buf]); }
+
+  async writev(bufs: Uint8Array[]): Promise<void> {
+    let pos = this.bytesWritten;
+    for (const b of bufs) this.bytesWritten += b.byteLength;
+    let rest = bufs.filter((b) => b.byteLength > 0);
+    while (rest.length > 0) {
+      let n: number;
       try {
-        const { bytesWritten } = await this.fh.write(buf, off, buf.byteLength - off);
-        off += bytesWritten;
+        ({ bytesWritten: n } = await this.fh.writev(rest, pos));
       } catch (e) {
         throw ioErrorFrom(e, this.name, 'write failed');
       }
-    }
-    this.bytesWritten += buf.byteLength;
-  }
-
-  async writev(bufs: Uint8Array[]): Promise<void> {
-    let total = 0;
-    for (const b of bufs) total += b.byteLength;
-    let written: number;
-    try {
-      ({ bytesWritten: written } = await this.fh.writev(bufs));
-    } catch (e) {
-      throw ioErrorFrom(e, this.name, 'write failed');
-    }
-    this.bytesWritten += written;
-    if (written < total) {
-      // a short writev: finish the rest piece by piece
-      let skip = written;
-      for (const b of bufs) {
-        if (skip >= b.byteLength) { skip -= b.byteLength; continue; }
-        const rest = b.subarray(skip);
-        skip = 0;
-        this.bytesWritten -= rest.byteLength;
-        await this.write(rest);
-      }
+      if (n === 0) throw ioErrorFrom(Object.assign(new Error('no progress'), { code: 'EIO' }), this.name, 'write failed');
+      pos += n;
+      // a short writev: drop what was written and go on with the rest
+      while (rest.length > 0 && n >= rest[0]!.byteLength) { n -= rest[0]!.byteLength; rest.shift(); }
+      if (n > 0) rest[0] = rest[0]!.subarray(n);
     }
   }
 

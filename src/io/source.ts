@@ -31,7 +31,8 @@ export abstract class RandomSource implements ByteReader {
       throw new IoError('ESHORT', `${this.name}: read of ${lenBytes} bytes at ${posBytes} is past the end (${this.sizeBytes} bytes)`,
         { posBytes, lenBytes, sizeBytes: this.sizeBytes });
     }
-    const buf = new Uint8Array(lenBytes);
+    // not zero-filled: every byte is overwritten by the reads below or we throw
+    const buf = new Uint8Array(Buffer.allocUnsafeSlow(lenBytes).buffer, 0, lenBytes);
     let done = 0;
     while (done < lenBytes) {
       const n = await this.readInto(buf, done, lenBytes - done, posBytes + done);

@@ -12,8 +12,8 @@
 import { constants as C, promises as fsp } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import type { FileHandle } from 'node:fs/promises';
 import { IoError } from '../errors/index.js';
+import { openFd } from './fd-io.js';
 
 export class EntryError extends Error {
   constructor(message: string, readonly errno?: string) { super(message); }
@@ -124,15 +124,15 @@ export class OutTree {
   }
 
   /** Creates a regular file for writing, exclusively, never through a symlink. */
-  async createFile(path: readonly Uint8Array[], mode: number): Promise<FileHandle> {
+  async createFile(path: readonly Uint8Array[], mode: number): Promise<number> {
     this.checkParent(path);
     const p = this.pathOf(path);
-    return this.create(p, () => fsp.open(p, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, mode));
+    return this.create(p, () => openFd(p, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, mode));
   }
 
   /** Reopens a file this restore created, for more writes. */
-  async reopen(path: readonly Uint8Array[]): Promise<FileHandle> {
-    return fsp.open(this.pathOf(path), C.O_WRONLY | C.O_NOFOLLOW);
+  async reopen(path: readonly Uint8Array[]): Promise<number> {
+    return openFd(this.pathOf(path), C.O_WRONLY | C.O_NOFOLLOW);
   }
 
   async hardlink(existing: readonly Uint8Array[], path: readonly Uint8Array[]): Promise<void> {

@@ -15,9 +15,9 @@
  * `overwrite`, and the metadata of a directory that already existed is left alone.
  * Returns a summary; throws only for what stops the whole restore (bad header, unusable DIR).
  */
-import type { FileHandle } from 'node:fs/promises';
 import { constants as C, promises as fsp } from 'node:fs';
 import { isImgError } from '../errors/index.js';
+import { closeFd, fchmodFd, fchownFd, ftruncateFd, futimesFd, openFd, writevAll } from './fd-io.js';
 import { showPath, selectTagged, type Problem } from './select.js';
 import { planRestore, type PlannedEntry, type PlannedFile, type RestorePlan } from './plan.js';
 import { EntryError, OutTree, runTool } from './out-tree.js';
@@ -79,7 +79,7 @@ interface FileState {
   /** Frame bytes not yet written or written off as damaged. */
   pending: number;
   created?: Promise<boolean>;
-  fh?: FileHandle;
+  fh?: number;
   users: number;
   lastUse: number;
   createMode: number;
@@ -98,14 +98,18 @@ export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOption
   const started = process.hrtime.bigint();
   const log = opts.log ?? ((): void => undefined);
   const { opened } = input;
+  const lap = (what: string): void => log(`${what}: ${(Number(process.hrtime.bigint() - started) / 1e6).toFixed(1)} ms`);
   const { tree } = await openHeaderTree(opened, log);
+  lap('tree opened');
   const sel = await selectTagged(tree, opts.paths, { literal: !!opts.literal });
+  lap(`${sel.entries.length} entries selected`);
   const plan = await planRestore(tree, opened.header, opened.map, opened.controlArea, sel.entries, { xattrs: opts.xattrs !== false });
+  lap(`planned: ${plan.segments.length} segments in ${plan.wantedFrames.length} frames`);
   const out = await OutTree.open(opts.dir, !!opts.overwrite);
   const r = new Restorer(input, plan, out, opts, log);
   const oldMask = process.umask(0);
   try {
-    await r.run();
+    await r.run(lap);
   } finally {
     process.umask(oldMask);
   }
@@ -165,10 +169,11 @@ class Restorer {
     throw e;
   }
 
-  async run(): Promise<void> {
+  async run(lap: (what: string) => void): Promise<void> {
     const total = this.plan.frameDataBytes;
-    const settled = await Promise.allSettled([this.createPhase(), this.framePass(total)]);
+    const settled = await Promise.allSettled([this.createPhase().then(() => lap('entries created')), this.framePass(total).then(() => lap('frames read'))]);
     await this.drain();
+    lap('writes done');
     for (const s of settled) if (s.status === 'rejected') throw s.reason;
     // every file is complete now unless its data never came (a bug, or a frame list gap)
     for (const st of this.files) {
@@ -181,11 +186,14 @@ class Restorer {
     await this.hardlinks();
     for (const st of this.files) this.reportDamage(st);
     await this.applyXattrs();
+    lap('links and xattrs done');
     await this.dirMetadata();
+    lap('directory metadata done');
     if (this.microOnly) {
       this.problems.push({ path: '/', message: `${this.microOnly} entries whose paths are not UTF-8 keep their times to the microsecond only` });
     }
     for (const m of await fixTimes(this.timeFixes)) this.problems.push({ path: '/', message: m });
+    lap(`${this.timeFixes.length} time fixes done`);
   }
 
   // ---- 1. directories, symlinks, special files --------------------------------------------
@@ -357,15 +365,7 @@ class Restorer {
       try {
         const fh = await this.acquire(st);
         try {
-          let off = pos;
-          let left = bufs;
-          for (;;) {
-            const { bytesWritten } = await fh.writev(left, off);
-            off += bytesWritten;
-            const total = left.reduce((n, b) => n + b.byteLength, 0);
-            if (bytesWritten >= total) break;
-            left = dropBytes(left, bytesWritten);
-          }
+          await writevAll(fh, bufs, pos);
           this.bytesWritten += len;
         } finally {
           this.release(st);
@@ -387,7 +387,7 @@ class Restorer {
     try {
       if (!(await this.parentReady(st.path))) throw new EntryError('its parent directory was not restored');
       await this.slot();
-      let fh: FileHandle;
+      let fh: number;
       try {
         fh = await this.out.createFile(st.path, st.createMode);
       } catch (e) {
@@ -398,10 +398,10 @@ class Restorer {
       st.lastUse = ++this.tick;
       this.idle.add(st);
       for (const piece of st.f.headerPieces) {
-        await fh.write(piece.bytes, 0, piece.bytes.byteLength, piece.posBytes);
+        await writevAll(fh, [piece.bytes], piece.posBytes);
         this.bytesWritten += piece.bytes.byteLength;
       }
-      if (st.f.truncate) await fh.truncate(st.f.stat.size);
+      if (st.f.truncate) await ftruncateFd(fh, st.f.stat.size);
       this.counts.files++;
       return true;
     } catch (e) {
@@ -420,10 +420,10 @@ class Restorer {
     try {
       const fh = await this.acquire(st);
       try {
-        if (st.needChown) await fh.chown(stat.uid, stat.gid);
-        if (st.createMode !== (stat.mode & 0o7777)) await fh.chmod(stat.mode & 0o7777);
+        if (st.needChown) await fchownFd(fh, stat.uid, stat.gid);
+        if (st.createMode !== (stat.mode & 0o7777)) await fchmodFd(fh, stat.mode & 0o7777);
         const p = this.out.pathOf(st.path);
-        await this.setTimes(p, stat.atimeNs, stat.mtimeNs, (a, m) => fh.utimes(a, m));
+        await this.setTimes(p, stat.atimeNs, stat.mtimeNs, (a, m) => futimesFd(fh, a, m));
         const e = this.plan.entries[st.f.entry]!;
         this.queueXattrs(e);
       } finally {
@@ -450,13 +450,13 @@ class Restorer {
     }
   }
 
-  private async acquire(st: FileState): Promise<FileHandle> {
+  private async acquire(st: FileState): Promise<number> {
     st.users++;
     this.idle.delete(st);
-    if (!st.fh) {
+    if (st.fh === undefined) {
       try {
         await this.slot();
-        if (st.fh) { this.openCount--; this.wake(); } // opened meanwhile by another writer
+        if (st.fh !== undefined) { this.openCount--; this.wake(); } // opened meanwhile by another writer
         else {
           try { st.fh = await this.out.reopen(st.path); } catch (e) { this.openCount--; this.wake(); throw e; }
           this.idle.delete(st);
@@ -472,15 +472,15 @@ class Restorer {
 
   private release(st: FileState): void {
     st.users--;
-    if (st.users === 0 && st.fh) { this.idle.add(st); this.wake(); }
+    if (st.users === 0 && st.fh !== undefined) { this.idle.add(st); this.wake(); }
   }
 
   private async closeHandle(st: FileState): Promise<void> {
     const fh = st.fh;
-    if (!fh || st.users > 0) return;
+    if (fh === undefined || st.users > 0) return;
     st.fh = undefined;
     this.idle.delete(st);
-    try { await fh.close(); } finally { this.openCount--; this.wake(); }
+    try { await closeFd(fh); } finally { this.openCount--; this.wake(); }
   }
 
   // ---- 3.–5. -----------------------------------------------------------------------------
@@ -537,13 +537,13 @@ class Restorer {
         const st = e.sel.stat;
         const p = this.out.pathOf(e.sel.path);
         try {
-          const fh = await fsp.open(p, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
+          const fd = await openFd(p, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
           try {
-            if (this.owners && (st.uid !== this.euid || st.gid !== this.egid || this.out.sgidParent(e.sel.path))) await fh.chown(st.uid, st.gid);
-            await fh.chmod(st.mode & 0o7777);
-            await this.setTimes(p, st.atimeNs, st.mtimeNs, (a, m) => fh.utimes(a, m));
+            if (this.owners && (st.uid !== this.euid || st.gid !== this.egid || this.out.sgidParent(e.sel.path))) await fchownFd(fd, st.uid, st.gid);
+            await fchmodFd(fd, st.mode & 0o7777);
+            await this.setTimes(p, st.atimeNs, st.mtimeNs, (a, m) => futimesFd(fd, a, m));
           } finally {
-            await fh.close();
+            await closeFd(fd);
           }
         } catch (err) {
           this.problem(e.sel.path, err);
@@ -551,16 +551,6 @@ class Restorer {
       });
     }
   }
-}
-
-function dropBytes(bufs: Uint8Array[], n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const b of bufs) {
-    if (n >= b.byteLength) { n -= b.byteLength; continue; }
-    out.push(n > 0 ? b.subarray(n) : b);
-    n = 0;
-  }
-  return out;
 }
 
 /** A path or name as getfattr --dump writes it: octal escapes for anything unusual. */

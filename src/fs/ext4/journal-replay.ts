@@ -3,8 +3,9 @@
  * would write to the volume, computed without writing. Three passes over the log from
  * s_start/s_sequence: SCAN finds the last committed transaction, REVOKE collects revoke records,
  * REPLAY copies each journaled block (un-escaped) to its home block unless a revoke record of the
- * same or a later transaction covers it. Checksums (csum v2/v3, crc32c) are verified as the kernel
- * does; the old v1 commit checksum (COMPAT_CHECKSUM) and fast-commit blocks are not replayed.
+ * same or a later transaction covers it. Checksums (v1 transaction crc32, v2/v3 crc32c) are checked
+ * as the kernel does: a corrupt commit ends the replay before that transaction (the kernel would
+ * then refuse to mount; we show what e2fsck -y recovers). Fast-commit blocks are not replayed.
  * The result also holds the two superblocks as recovery leaves them: the filesystem's with
  * INCOMPAT_RECOVER cleared (checksum updated) and the journal's marked empty (s_start = 0).
  * PatchedReader lays that map over the volume. Owns no tree logic, no caching.
@@ -13,10 +14,10 @@
 import { FormatError, UnsupportedError } from '../../errors/index.js';
 import type { ByteReader } from '../../io/index.js';
 import type { FileExtent } from '../types.js';
-import { crc32cLe } from './journal-crc32c.js';
+import { crc32Be, crc32cLe } from './journal-crc.js';
 import {
   COMMIT_CHECKSUM_OFFSET, decodeCommitHeader, decodeDescriptorTags, decodeJournalHeader, decodeJournalSuperblock,
-  decodeRevokeRecords, hasCsumV2or3, JBD2_BLOCKTYPE, JBD2_CHECKSUM_TYPE_CRC32C, JBD2_DEFAULT_FC_BLOCKS, JBD2_INCOMPAT,
+  decodeRevokeRecords, hasCsumV2or3, JBD2_BLOCKTYPE, JBD2_COMPAT, JBD2_CHECKSUM_TYPE_CRC32C, JBD2_DEFAULT_FC_BLOCKS, JBD2_INCOMPAT,
   JBD2_INCOMPAT_KNOWN, JBD2_MAGIC, JBD2_TAG_FLAG, JSB_CHECKSUM_OFFSET, JOURNAL_SUPERBLOCK_SIZE, type JournalSuperblock,
   type JournalTag,
 } from './layout/jbd2.js';
@@ -151,7 +152,6 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
     if (last <= jsb.first) throw new FormatError('ECORRUPT', 'jbd2: fast-commit area leaves no log');
     log('jbd2: the journal has a fast-commit area; fast-commit blocks are not replayed');
   }
-  if (jsb.featureCompat & 0x1) log('jbd2: v1 commit-block checksums (COMPAT_CHECKSUM) are not verified');
   const out = new Map<number, Uint8Array>();
   if (jsb.start === 0) {
     log('jbd2: the journal is empty; nothing to replay');
@@ -164,7 +164,9 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
   const wrap = (j: number): number => (j >= last ? j - (last - jsb.first) : j);
   const logBlocks = last - jsb.first;
   const asyncCommit = (jsb.featureIncompat & JBD2_INCOMPAT.ASYNC_COMMIT) !== 0;
+  const v1 = (jsb.featureCompat & JBD2_COMPAT.CHECKSUM) !== 0;
   let endTid: number | undefined;
+  let failedCommit: number | undefined;
   const revoked = new Map<number, number>();
   let replayed = 0, skipped = 0, transactions = 0;
 
@@ -174,6 +176,7 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
     let consumed = 0;
     let lastCommitTime = 0n;
     let needCheckCommitTime = false;
+    let crc32Sum = 0xffffffff; // v1: crc32_be over each transaction's descriptor and data blocks
     const advance = (n: number): void => {
       consumed += n;
       for (let k = 0; k < n; k++) next = wrap(next + 1);
@@ -193,6 +196,15 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
             needCheckCommitTime = true;
           }
           const tags = decodeDescriptorTags(blk, jsb);
+          if (p === PASS_SCAN && v1 && !needCheckCommitTime && endTid === undefined) {
+            crc32Sum = crc32Be(crc32Sum, blk);
+            for (let k = 0; k < tags.length; k++) {
+              const d = await jlog.block(next);
+              advance(1);
+              crc32Sum = crc32Be(crc32Sum, d);
+            }
+            continue;
+          }
           if (p !== PASS_REPLAY) { advance(tags.length); continue; }
           for (const tag of tags) {
             const dataBlock = next;
@@ -220,17 +232,25 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
         }
         case JBD2_BLOCKTYPE.COMMIT: {
           if (p === PASS_SCAN) {
-            const commitTime = decodeCommitHeader(blk).commitSec;
+            const ch = decodeCommitHeader(blk);
+            const commitTime = ch.commitSec;
             if (needCheckCommitTime) {
               if (commitTime >= lastCommitTime) {
                 throw new FormatError('ECHECKSUM', `jbd2: invalid checksum found in transaction ${nextTid}`);
               }
               break scan; // stale blocks of an earlier log: recovery ends here
             }
-            if (csum && !sums.commit(blk)) {
-              if (commitTime < lastCommitTime) break scan;
+            let bad = false;
+            if (v1) {
+              if (endTid !== undefined) { failedCommit = endTid; break scan; }
+              const ok = (crc32Sum === ch.checksum0 && ch.checksumType === 1 && ch.checksumSize === 4) ||
+                (ch.checksumType === 0 && ch.checksumSize === 0 && ch.checksum0 === 0);
+              if (ok) crc32Sum = 0xffffffff; else bad = true;
+            }
+            if (bad || (csum && !sums.commit(blk))) {
+              if (commitTime < lastCommitTime) break scan; // stale: recovery ends here
               endTid = nextTid;
-              if (!asyncCommit) break scan;
+              if (!asyncCommit) { failedCommit = nextTid; break scan; }
             }
             lastCommitTime = commitTime;
             transactions++;
@@ -257,6 +277,10 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
   };
 
   await pass(PASS_SCAN);
+  if (failedCommit !== undefined) {
+    log(`jbd2: transaction ${failedCommit} is corrupt (bad commit checksum): replaying only the transactions before it ` +
+        '(the kernel would refuse to mount; this is what e2fsck -y recovers)');
+  }
   await pass(PASS_REVOKE);
   await pass(PASS_REPLAY);
   log(`jbd2: replayed ${transactions} transaction(s) ${jsb.sequence}..${(endTid! - 1) >>> 0}: ` +

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openExt4, type Ext4Tree } from '../../../src/fs/ext4/reader.js';
 import { PatchedReader } from '../../../src/fs/ext4/journal-replay.js';
-import { crc32cLe } from '../../../src/fs/ext4/journal-crc32c.js';
+import { crc32Be, crc32cLe } from '../../../src/fs/ext4/journal-crc.js';
 import {
   decodeDescriptorTags, decodeJournalSuperblock, decodeRevokeRecords, JBD2_INCOMPAT, tagBytes, type JournalSuperblock,
 } from '../../../src/fs/ext4/layout/jbd2.js';
@@ -114,12 +114,14 @@ if (!tools.ok) {
     t.equal(Buffer.from(await tree.read(edit, 0, 4096)).toString(), cat.stdout, 'debugfs cat /journal/edit.txt');
   });
 
-  interface Case { name: string; blockSize: number; features: string; open: string; rotate?: boolean }
+  interface Case { name: string; blockSize: number; features: string; open: string; rotate?: boolean; replayed?: number }
   const cases: Case[] = [
     { name: 'csum v3, 64-bit tags, 1 KiB', blockSize: 1024, features: '64bit,metadata_csum', open: 'jo -c' },
     { name: 'csum v3, 32-bit tags, 4 KiB', blockSize: 4096, features: '^64bit,metadata_csum', open: 'jo -c' },
     { name: 'csum v2, 64-bit tags, 2 KiB', blockSize: 2048, features: '64bit,metadata_csum', open: 'jo -c -v 2' },
-    { name: 'csum v2, 32-bit tags, 1 KiB', blockSize: 1024, features: '^64bit,^metadata_csum', open: 'jo -c -v 2' },
+    // Without metadata_csum, `jo -c` gives v1 transaction checksums (crc32_be in the commit block). debugfs
+    // checksums its revoke-only transaction 2 in a way the kernel and e2fsck reject: recovery stops before it.
+    { name: 'v1 checksums, 32-bit tags, 1 KiB, transaction 2 corrupt', blockSize: 1024, features: '^64bit,^metadata_csum', open: 'jo -c', replayed: 1 },
     { name: 'no checksums, 64-bit tags, 4 KiB', blockSize: 4096, features: '64bit,^metadata_csum', open: 'jo' },
     { name: 'no checksums, 32-bit tags, 2 KiB (ext3)', blockSize: 2048, features: '^64bit,^metadata_csum,^extent,^flex_bg,^huge_file,^dir_nlink,^extra_isize', open: 'jo' },
     { name: 'csum v3, the log wraps around the journal end', blockSize: 1024, features: '64bit,metadata_csum', open: 'jo -c', rotate: true },
@@ -173,7 +175,8 @@ if (!tools.ok) {
       t.teardown(async () => { await src.close(); await fsck.close(); });
       const logs: string[] = [];
       const tree = await openExt4(src, { log: (m) => logs.push(m) });
-      t.match(logs.join('\n'), /replayed 3 transaction/, 'three committed transactions');
+      t.match(logs.join('\n'), new RegExp(`replayed ${c.replayed ?? 3} transaction`), `${c.replayed ?? 3} committed transactions replayed`);
+      if (c.replayed !== undefined) t.match(fix.stdout + fix.stderr, /transaction 2 was corrupt/, 'e2fsck too finds transaction 2 corrupt');
       const sbBlock = Math.floor(1024 / bs);
       t.same(await differingBlocks(tree.vol, fsck, bs, new Set([sbBlock])), [], 'every block but the superblock equals e2fsck\'s');
       const raw = await differingBlocks(src, fsck, bs, new Set([sbBlock]));
@@ -240,7 +243,8 @@ if (!tools.ok) {
     rv.writeUInt32BE(2000, 12);
     t.throws(() => decodeRevokeRecords(rv, jsb(0)), { code: 'ECORRUPT' }, 'r_count past the block');
     t.throws(() => decodeJournalSuperblock(Buffer.alloc(1024)), { code: 'EMAGIC' }, 'bad magic');
-    t.equal(crc32cLe(0xffffffff, Buffer.from('123456789')) ^ 0xffffffff, 0xe3069283, 'crc32c check value');
+    t.equal((crc32cLe(0xffffffff, Buffer.from('123456789')) ^ 0xffffffff) >>> 0, 0xe3069283, 'crc32c check value');
+    t.equal((crc32Be(0xffffffff, Buffer.from('123456789')) ^ 0xffffffff) >>> 0, 0xfc891918, 'crc32 (MSB-first, BZIP2) check value');
   });
 
   t.test('PatchedReader serves patches over the base', async (t) => {

@@ -1,0 +1,110 @@
+/**
+ * imgmount IMG MNT | imgmount -u MNT: argument parsing and output only. The mount's life is
+ * src/fuse/mount-daemon.ts, going to the background src/fuse/daemonize.ts, unmounting
+ * src/fuse/unmount.ts. The command that starts a background mount loads only what it needs to
+ * spawn the daemon and wait for its report (so it starts fast).
+ */
+import { Option } from 'commander';
+import { resolve } from 'node:path';
+import createDebug from 'debug';
+import { isImgError, UsageError } from '../errors/index.js';
+import { openLog, reportToParent, spawnDaemon } from '../fuse/daemonize.js';
+import { EXIT, exitCodeFor } from './exit.js';
+import { about, debugFor, program, run } from './run.js';
+
+// /dev/fuse reads each hold a libuv pool thread; the image and cache reads need their own.
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
+interface Opts {
+  foreground?: boolean; debug?: boolean; options: string[]; volume?: boolean; kernel?: boolean; cacheDir?: string;
+  keepWrites?: string; writes?: string; unmount?: boolean; verbose?: boolean; readyFd?: string;
+}
+
+async function main(): Promise<number> {
+  const cmd = program('imgmount', 'Mount an image: its file tree (default), its raw volume (--volume), or through the kernel\'s driver (--kernel).')
+    .usage('[options] IMG MNT\n       imgmount -u MNT')
+    .argument('[IMG]', 'image to mount (only read)')
+    .argument('[MNT]', 'mount point (an existing directory)')
+    .option('-f, --foreground', 'stay in the foreground until unmounted')
+    .option('-d, --debug', 'log every FUSE operation to stderr (implies -f; same as DEBUG=imgmount:*)')
+    .option('-o, --options <opts>', 'mount options, comma-separated (allow_other, ro, rw, uid=, gid=, umask=, ...)', (v: string, a: string[]) => [...a, v], [] as string[])
+    .option('--volume', 'show the raw logical volume as one file (for mount -o loop, a VM, dd)')
+    .option('--kernel', 'mount with the kernel\'s own filesystem driver (root; via a loop device)')
+    .option('--cache-dir <dir>', 'where headers, state and transient writes go (default $XDG_CACHE_HOME/imgmount or ~/.cache/imgmount)')
+    .option('--keep-writes <dir>', 'keep the transient writes in DIR at unmount')
+    .option('--writes <dir>', 'start from the writes an earlier mount kept in DIR')
+    .option('-u, --unmount', 'unmount MNT (also a dead mount left by a killed daemon)')
+    .option('-v, --verbose', 'say what was mounted and what was read from the image')
+    .addOption(new Option('--ready-fd <fd>').hideHelp())
+    .parse();
+  const o = cmd.opts<Opts>();
+  const args = cmd.args;
+  const { defaultCacheDir, ensurePrivateDir } = await import('../volume/cache-dir.js');
+  const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
+  if (o.debug) createDebug.enable(['imgmount:*', process.env.DEBUG].filter(Boolean).join(','));
+
+  if (o.unmount) {
+    if (args.length !== 1) throw new UsageError('-u takes the mount point only: imgmount -u MNT');
+    const { unmountCommand } = await import('../fuse/unmount.js');
+    await unmountCommand(args[0]!, cacheDir, (m) => process.stderr.write(`imgmount: ${m}\n`));
+    return EXIT.OK;
+  }
+  if (args.length !== 2) throw new UsageError('needs an image and a mount point: imgmount IMG MNT');
+  if (o.volume && o.kernel) throw new UsageError('--volume and --kernel exclude each other');
+  const { parseMountOptions } = await import('../fuse/mount-options.js');
+  const options = parseMountOptions(o.options);
+  if (options.debug) createDebug.enable(['imgmount:*', process.env.DEBUG].filter(Boolean).join(','));
+  const foreground = !!(o.foreground || o.debug || options.debug) && o.readyFd === undefined;
+  await ensurePrivateDir(cacheDir);
+
+  if (!foreground && o.readyFd === undefined) {
+    // the user's command: start the daemon and relay its report
+    const logFd = openLog(resolve(cacheDir, 'imgmount.log'));
+    const report = await spawnDaemon<import('../fuse/mount-daemon.js').ReadyInfo>(
+      [process.argv[1]!, ...process.argv.slice(2)], logFd, { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE });
+    if (!report.ok) {
+      process.stderr.write(`imgmount: ${report.message}\n`);
+      return report.status;
+    }
+    if (o.verbose) printReady(report.info);
+    return EXIT.OK;
+  }
+
+  // the daemon (background with --ready-fd, or foreground with -f)
+  const readyFd = o.readyFd !== undefined ? Number(o.readyFd) : undefined;
+  const { MountDaemon } = await import('../fuse/mount-daemon.js');
+  const pid = process.pid;
+  const log = (m: string): void => { process.stderr.write(`${new Date().toISOString()} imgmount[${pid}] ${args[1]}: ${m}\n`); };
+  let daemon: Awaited<ReturnType<typeof MountDaemon.start>>;
+  try {
+    daemon = await about(args[0]!, () => MountDaemon.start({
+      image: args[0]!, mountPoint: args[1]!, view: o.kernel ? 'kernel' : o.volume ? 'volume' : 'tree', options, cacheDir,
+      keepWrites: o.keepWrites, writes: o.writes, log,
+    }));
+  } catch (e) {
+    if (readyFd === undefined) throw e;
+    const status = isImgError(e) ? exitCodeFor(e.code) : EXIT.INTERNAL;
+    const message = isImgError(e) ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`;
+    log(status === EXIT.INTERNAL ? `internal error: ${(e as Error)?.stack ?? String(e)}` : message);
+    reportToParent(readyFd, { ok: false, message, status });
+    return status;
+  }
+  process.on('SIGTERM', () => daemon.stop());
+  process.on('SIGINT', () => daemon.stop());
+  process.on('SIGHUP', () => { if (foreground) daemon.stop(); });
+  process.on('SIGUSR1', () => log(`stats ${daemon.statsLine()}`));
+  if (readyFd !== undefined) {
+    reportToParent(readyFd, { ok: true, info: daemon.ready });
+    log(`mounted ${daemon.ready.image} (${daemon.ready.view} view, ${daemon.ready.binding})`);
+  } else if (o.verbose) printReady(daemon.ready);
+  await daemon.run();
+  if (debugFor('imgmount').enabled) log(`stats ${daemon.statsLine()}`);
+  return EXIT.OK;
+}
+
+function printReady(i: import('../fuse/mount-daemon.js').ReadyInfo): void {
+  process.stdout.write(`${i.image}: mounted at ${i.mountPoint} (${i.view} view, ${i.binding}${i.loopDevice ? ` ${i.loopDevice}` : ''}); ` +
+    `header ${i.headerFromCache ? 'from the cache' : 'from the image'}; read from the image: ${i.imageBytesRead} bytes in ${i.imageReads} reads\n`);
+}
+
+await run('imgmount', main);

@@ -1,0 +1,170 @@
+/**
+ * imgrestore: argument parsing and output only.
+ *   imgrestore IMG -C DIR PATH...      single-pass restore of tagged files (src/restore/tagged-restore.ts)
+ *   imgrestore --list IMG [PATH...]    tar -tv style listing, from the header alone
+ *   imgrestore --volume IMG TARGET     whole-volume restore (src/restore/volume-restore.ts)
+ * IMG may be '-' (standard input). Problems go to stderr, one line each; the summary to stdout.
+ * Imports stay lean (no FUSE, no mount code): a one-file restore is dominated by startup time.
+ */
+import { readFile } from 'node:fs/promises';
+import { UsageError } from '../errors/index.js';
+import type { Problem } from '../restore/select.js';
+import { ImageInput } from '../restore/image-input.js';
+import { EXIT } from './exit.js';
+import { Progress, formatBytes } from './progress.js';
+import { about, debugFor, program, run } from './run.js';
+
+interface Opts {
+  directory?: string;
+  filesFrom?: string;
+  list?: boolean;
+  volume?: boolean;
+  literal?: boolean;
+  overwrite?: boolean;
+  xattrs: boolean;
+  owners: boolean;
+  zeroUnused?: boolean;
+  grow?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+const MAX_PROBLEM_LINES = 200;
+
+async function main(): Promise<number> {
+  const cmd = program('imgrestore', 'Restore tagged files from an image in one forward pass over it, list its files, or restore the whole volume.')
+    .usage('[options] IMG -C DIR PATH...\n       imgrestore --list IMG [PATH...]\n       imgrestore --volume IMG TARGET')
+    .argument('<IMG>', "image file, or '-' for standard input")
+    .argument('[PATH...]', 'files and directories to restore (from the filesystem root; shell-style globs; directories are restored recursively)')
+    .option('-C, --directory <DIR>', 'restore under DIR, each file at its full path (DIR is created if missing)')
+    .option('-T, --files-from <FILE>', "read more paths from FILE, one per line ('-' for standard input)")
+    .option('-t, --list', 'list the files (all, or the given PATHs) like tar -tv, from the image header alone')
+    .option('--volume', 'restore the whole volume: imgrestore --volume IMG TARGET (a file or a block device)')
+    .option('--literal', 'take PATHs literally: no globs, no backslash escapes')
+    .option('--overwrite', 'replace existing files (never directories) and set the metadata of existing directories')
+    .option('--no-xattrs', 'do not restore extended attributes')
+    .option('--no-owners', 'do not restore owners (the default when running as root is to restore them)')
+    .option('--zero-unused', '--volume on a block device: write zeros over the blocks the image does not store')
+    .option('--grow', '--volume: grow the restored ext2/3/4 filesystem to fill TARGET (e2fsck, then resize2fs)')
+    .option('--json', 'print a JSON summary (or listing) on stdout')
+    .option('-q, --quiet', 'no summary')
+    .parse();
+  const [img, ...paths] = cmd.args as [string, ...string[]];
+  const o = cmd.opts<Opts>();
+  if ([o.list, o.volume, o.directory !== undefined].filter(Boolean).length > 1) {
+    throw new UsageError('choose one of -C DIR (restore files), --list and --volume');
+  }
+  if (o.volume) return volume(img, paths, o);
+  if (o.filesFrom !== undefined) {
+    if (o.filesFrom === '-' && img === '-') throw new UsageError("--files-from - and IMG - cannot both be standard input");
+    const from = o.filesFrom;
+    const text: string = await about(from, async () => readFile(from === '-' ? '/dev/stdin' : from, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      throw new UsageError(`cannot read the list: ${e.code ?? e.message}`);
+    }));
+    paths.push(...text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l !== ''));
+  }
+  if (o.list) return list(img, paths, o);
+  if (o.directory === undefined) throw new UsageError('say where to restore with -C DIR (or use --list or --volume)');
+  if (paths.length === 0) throw new UsageError("no PATH to restore (give '/' for everything)");
+  return tagged(img, o.directory, paths, o);
+}
+
+function readable(name: string): string { return name === '-' ? 'stdin' : name; }
+
+function reportProblems(kind: string, problems: readonly Problem[]): void {
+  problems.slice(0, MAX_PROBLEM_LINES).forEach((p) => process.stderr.write(`imgrestore: ${p.path}: ${kind}${p.message}\n`));
+  if (problems.length > MAX_PROBLEM_LINES) process.stderr.write(`imgrestore: ... and ${problems.length - MAX_PROBLEM_LINES} more problems\n`);
+}
+
+async function tagged(img: string, dir: string, paths: string[], o: Opts): Promise<number> {
+  const { restoreTagged } = await import('../restore/tagged-restore.js');
+  const input = await about(readable(img), () => ImageInput.open(img));
+  const progress = new Progress('imgrestore');
+  try {
+    const r = await about(readable(img), () => restoreTagged(input, {
+      paths, dir, literal: !!o.literal, overwrite: !!o.overwrite, xattrs: o.xattrs, owners: o.owners ? undefined : false,
+      log: debugFor('imgrestore'), onProgress: (d, t) => progress.update(d, t),
+    }));
+    progress.done();
+    if (input.incomplete) process.stderr.write(`imgrestore: ${readable(img)}: ${input.incomplete}\n`);
+    for (const m of r.missing) process.stderr.write(`imgrestore: ${m.path}: ${m.message}\n`);
+    reportProblems('', r.problems);
+    for (const d of r.damaged) process.stderr.write(`imgrestore: ${d.path}: damaged: ${d.lostBytes} bytes could not be read (${d.why}); restored with holes there\n`);
+    if (o.json) {
+      process.stdout.write(JSON.stringify({ image: img, directory: dir, ...r }, null, 2) + '\n');
+    } else if (!o.quiet) {
+      process.stdout.write(
+        `restored ${r.files} files, ${r.dirs} directories, ${r.symlinks} symlinks, ${r.hardlinks} hard links, ${r.specials} special files: ` +
+        `${formatBytes(r.bytesWritten)} written\n` +
+        `read ${formatBytes(r.imageBytesRead)} from the image (header ${formatBytes(r.headerBytes)}, ${r.framesRead} data frames) in ${r.seconds.toFixed(2)} s\n`);
+    }
+    const bad = r.missing.length + r.problems.length + r.damaged.length;
+    return bad > 0 ? EXIT.PARTIAL : EXIT.OK;
+  } finally {
+    progress.done();
+    await input.close();
+    if (img === '-') process.stdin.destroy(); // stop reading: the rest of the image is not needed
+  }
+}
+
+async function list(img: string, paths: string[], o: Opts): Promise<number> {
+  const { openHeaderTree } = await import('../restore/open-tree.js');
+  const { listTagged, listLines, pathText, printable } = await import('../restore/list-tree.js');
+  const input = await about(readable(img), () => ImageInput.open(img));
+  try {
+    const { tree } = await about(readable(img), () => openHeaderTree(input.opened, debugFor('imgrestore')));
+    const l = await about(readable(img), () => listTagged(tree, paths, { literal: !!o.literal }));
+    if (o.json) {
+      const rows = l.items.map((it) => {
+        const s = it.entry.stat;
+        return {
+          path: pathText(it.entry.path), type: s.type, mode: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink,
+          mtimeNs: s.mtimeNs.toString(), ...(it.target ? { target: printable(it.target) } : {}), ...(it.linkTo ? { linkTo: pathText(it.linkTo) } : {}),
+          ...(s.type === 'chr' || s.type === 'blk' ? { rdev: s.rdev } : {}),
+        };
+      });
+      process.stdout.write(JSON.stringify({ image: img, entries: rows, missing: l.missing, problems: l.problems }, null, 2) + '\n');
+    } else {
+      const lines = listLines(l.items);
+      for (let i = 0; i < lines.length; i += 4096) {
+        const chunk = lines.slice(i, i + 4096).join('\n') + '\n';
+        if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
+      }
+    }
+    for (const m of l.missing) process.stderr.write(`imgrestore: ${m.path}: ${m.message}\n`);
+    reportProblems('', l.problems);
+    return l.missing.length + l.problems.length > 0 ? EXIT.PARTIAL : EXIT.OK;
+  } finally {
+    await input.close();
+    if (img === '-') process.stdin.destroy();
+  }
+}
+
+async function volume(img: string, args: string[], o: Opts): Promise<number> {
+  if (args.length !== 1) throw new UsageError('--volume needs IMG and TARGET: imgrestore --volume IMG TARGET');
+  const [target] = args as [string];
+  const { restoreVolume, growFilesystem } = await import('../restore/volume-restore.js');
+  const { FileSource, StreamSource } = await import('../io/index.js');
+  const src = img === '-' ? StreamSource.stdin() : await about(img, () => FileSource.open(img));
+  const progress = new Progress('imgrestore');
+  const started = process.hrtime.bigint();
+  try {
+    const r = await about(readable(img), () => restoreVolume(src, target, { zeroUnused: !!o.zeroUnused, onProgress: (d, t) => progress.update(d, t) }));
+    progress.done();
+    if (o.grow) await about(target, () => growFilesystem(target, r.fsType));
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    for (const d of r.damaged) process.stderr.write(`imgrestore: ${readable(img)}: damaged: ${d.what}\n`);
+    if (o.json) process.stdout.write(JSON.stringify({ image: img, target, seconds, ...r }, null, 2) + '\n');
+    else if (!o.quiet) {
+      process.stdout.write(`restored the ${r.fsType} volume (${formatBytes(r.volumeBytes)}) to ${target}: ${formatBytes(r.bytesWritten)} written, ` +
+        `${formatBytes(r.bytesRead)} read in ${seconds.toFixed(2)} s${o.grow ? ', filesystem grown to fill it' : ''}\n`);
+    }
+    return r.damaged.length ? EXIT.PARTIAL : EXIT.OK;
+  } finally {
+    progress.done();
+    if (src.random) await src.close();
+    if (img === '-') process.stdin.destroy();
+  }
+}
+
+await run('imgrestore', main);

@@ -1,0 +1,291 @@
+/**
+ * MountDaemon: one mount's life. start() opens the image (header once, or from the cache),
+ * builds the volume stack and the view, records state, mounts, and returns once the mount is
+ * usable; any failure undoes what was done and throws, so nothing stays mounted. run() then
+ * waits for the end: the kernel dropping the connection (umount by anyone), the kernel-mode
+ * filesystem disappearing from the mount table, or stop() (SIGTERM/SIGINT). Teardown is the
+ * reverse of setup; a mount that is busy is detached lazily and served until its last user is
+ * gone (a second stop() gives up on them). Transient writes are deleted unless kept.
+ * Views: 'tree' (FsTree through TreeOps), 'volume' (VolumeOps), 'kernel' (VolumeOps on a
+ * private mount + loop device + the kernel's driver).
+ */
+import { mkdir, stat } from 'node:fs/promises';
+import { basename, extname, join, resolve } from 'node:path';
+import { FsError, MountError, UnsupportedError, UsageError } from '../errors/index.js';
+import { fsTypeName } from '../format/index.js';
+import { openExt4 } from '../fs/ext4/reader.js';
+import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
+import { ImageStack } from '../volume/image-stack.js';
+import { Overlay } from '../volume/overlay.js';
+import { mountFuse, type BindingKind, type FuseMount } from './binding.js';
+import {
+  attachLoop, cleanupAfterDaemon, detachLoop, mountKernelFs, removeStateDir, umountPath, umountPatiently,
+} from './kernel-mode.js';
+import type { MountOptions } from './mount-options.js';
+import { daemonAlive, processStart, readState, writeState, type MountState } from './mount-state.js';
+import { mountAt } from './mount-table.js';
+import type { FuseOps, Timeouts } from './ops.js';
+import { TreeOps } from './tree-ops.js';
+import { VolumeOps } from './volume-ops.js';
+
+export type View = 'tree' | 'volume' | 'kernel';
+
+export interface MountConfig {
+  image: string;
+  mountPoint: string;
+  view: View;
+  options: MountOptions;
+  cacheDir: string;
+  /** Keep the transient writes in this directory. */
+  keepWrites?: string;
+  /** Start from the writes kept in this directory. */
+  writes?: string;
+  binding?: BindingKind;
+  log: (m: string) => void;
+}
+
+export interface ReadyInfo {
+  image: string;
+  mountPoint: string;
+  view: View;
+  binding: string;
+  headerFromCache: boolean;
+  /** Reads from the image file until the mount was ready, and their bytes. */
+  imageReads: number;
+  imageBytesRead: number;
+  headerBytes: number;
+  loopDevice?: string;
+}
+
+const IMMUTABLE_SEC = 3600;
+const MAX_WRITE_RW = 1 << 20;
+const MAX_READ = 1 << 20;
+
+export class MountDaemon {
+  private fuse: FuseMount | undefined;
+  private stopRequests = 0;
+  private stopSignal!: () => void;
+  private readonly stopped = new Promise<void>((r) => { this.stopSignal = r; });
+  private writable: Overlay | undefined;
+
+  private constructor(readonly cfg: MountConfig, readonly stack: ImageStack, readonly state: MountState,
+                      readonly ready: ReadyInfo, private ops: FuseOps) {}
+
+  static async start(cfg: MountConfig): Promise<MountDaemon> {
+    const log = cfg.log;
+    const mnt = resolve(cfg.mountPoint);
+    const image = resolve(cfg.image);
+    const o = cfg.options;
+    const wantWrites = cfg.view === 'kernel' || (cfg.view === 'volume' && o.readOnly === false);
+    if (cfg.view === 'tree' && o.readOnly === false) throw new UsageError('the file tree is read-only: -o rw needs --volume or --kernel');
+    if (cfg.keepWrites !== undefined && !wantWrites) throw new UsageError('--keep-writes needs a writable view (--volume -o rw, or --kernel)');
+    if (cfg.view === 'kernel' && (o.uid !== undefined || o.gid !== undefined || o.umask !== undefined || o.allowOther || o.allowRoot)) {
+      throw new UsageError('-o uid, gid, umask, allow_other and allow_root do not apply to --kernel (the kernel\'s driver shows the files)');
+    }
+    if (cfg.view === 'kernel' && process.getuid?.() !== 0) throw new MountError('--kernel needs root (loop devices and kernel mounts)');
+    await checkMountPoint(mnt);
+
+    const stateDir = mountStateDir(cfg.cacheDir, mnt);
+    await ensurePrivateDir(stateDir);
+    const old = await readState(stateDir);
+    if (old) {
+      if (await daemonAlive(old)) throw new MountError(`${mnt}: already mounted by imgmount (pid ${old.pid})`);
+      log(`cleaning up after an earlier mount at ${mnt} whose daemon is gone`);
+      await cleanupAfterDaemon(old, log);
+      await ensurePrivateDir(stateDir);
+    }
+
+    const stack = await ImageStack.open(image, { cacheDir: cfg.cacheDir, log });
+    const state: MountState = {
+      format: 1, pid: process.pid, pidStart: (await processStart(process.pid)) ?? '', image, mountPoint: mnt,
+      view: cfg.view, stateDir, keepWrites: cfg.keepWrites !== undefined,
+    };
+    let daemon: MountDaemon | undefined;
+    try {
+      const h = stack.reader.header;
+      if (cfg.writes !== undefined && resolve(cfg.writes) !== (cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : undefined)) {
+        await stack.pushOverlay(resolve(cfg.writes), false);
+      }
+      let writable: Overlay | undefined;
+      if (wantWrites) {
+        const dir = cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : join(stateDir, 'writes');
+        if (cfg.keepWrites === undefined && cfg.writes !== undefined && resolve(cfg.writes) === dir) throw new UsageError('--writes cannot name the transient directory');
+        if (cfg.keepWrites === undefined) await Overlay.remove(dir);
+        state.writesDir = dir;
+        await writeState(state);
+        writable = await stack.pushOverlay(dir, true);
+      }
+      await writeState(state);
+      const timeouts: Timeouts = {
+        entrySec: o.entryTimeout ?? IMMUTABLE_SEC, attrSec: o.attrTimeout ?? IMMUTABLE_SEC, negativeSec: o.negativeTimeout ?? IMMUTABLE_SEC,
+      };
+      const uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0;
+      let ops: FuseOps;
+      if (cfg.view === 'tree') {
+        const fsType = fsTypeName(h.fsType);
+        if (fsType === undefined || fsType === 'raw') {
+          throw new UnsupportedError(`${image}: no filesystem tree in this image (backed up as a raw volume): mount it with --volume`);
+        }
+        const tree = await openExt4(stack.top, { log });
+        ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask });
+      } else {
+        ops = new VolumeOps({
+          fileName: volumeFileName(image), volume: stack.top, overlay: writable, durable: cfg.keepWrites !== undefined,
+          blockSize: h.blockSize, timeNs: BigInt(h.createdSec ?? 0) * 1_000_000_000n, uid: o.uid ?? uid, gid: o.gid ?? gid, timeouts,
+        });
+      }
+      const ready: ReadyInfo = {
+        image, mountPoint: mnt, view: cfg.view, binding: '', headerFromCache: stack.reader.headerFromCache,
+        imageReads: 0, imageBytesRead: 0, headerBytes: h.dataOffset,
+      };
+      daemon = new MountDaemon(cfg, stack, state, ready, ops);
+      daemon.writable = writable;
+      await daemon.mount();
+      ready.imageReads = stack.src.stats.reads;
+      ready.imageBytesRead = stack.src.stats.bytesRead;
+      return daemon;
+    } catch (e) {
+      if (daemon) await daemon.teardown(true).catch((t: unknown) => log(`cleanup after a failed mount: ${(t as Error).message}`));
+      else {
+        await stack.close().catch(() => undefined);
+        if (state.writesDir && !state.keepWrites) await Overlay.remove(state.writesDir).catch(() => undefined);
+        await removeStateDir(stateDir).catch(() => undefined);
+      }
+      throw e;
+    }
+  }
+
+  private async mount(): Promise<void> {
+    const cfg = this.cfg;
+    const s = this.state;
+    const o = cfg.options;
+    if (cfg.view !== 'kernel') {
+      const readOnly = this.ops.readOnly;
+      this.fuse = await mountFuse({
+        mountPoint: s.mountPoint, source: s.image, ops: this.ops, options: o, readOnly,
+        maxWrite: readOnly ? MAX_READ : MAX_WRITE_RW, readdirplus: cfg.view === 'tree', readaheadKiB: 1024, log: cfg.log,
+      }, cfg.binding);
+      this.ready.binding = this.fuse.kind;
+      return;
+    }
+    const priv = join(s.stateDir, 'raw');
+    await mkdir(priv, { recursive: true, mode: 0o700 });
+    s.privateMount = priv;
+    await writeState(s);
+    this.fuse = await mountFuse({
+      mountPoint: priv, source: s.image, ops: this.ops,
+      options: { readOnly: false, allowOther: false, allowRoot: false, defaultPermissions: true, flags: ['nosuid', 'nodev', 'noexec'], debug: false },
+      readOnly: false, maxWrite: MAX_WRITE_RW, readdirplus: false, readaheadKiB: 1024, log: cfg.log,
+    }, 'kernel');
+    this.ready.binding = 'kernel+loop';
+    const dev = await attachLoop(join(priv, volumeFileName(s.image)), false);
+    s.loopDevice = dev;
+    this.ready.loopDevice = dev;
+    await writeState(s);
+    const fsType = fsTypeName(this.stack.reader.header.fsType);
+    const kernelOpts = [o.readOnly === false ? 'rw' : 'ro', ...o.flags];
+    await mountKernelFs(dev, s.mountPoint, fsType === 'raw' ? undefined : fsType, kernelOpts);
+    await detachLoop(dev); // autoclear: the loop device goes when the filesystem is unmounted
+  }
+
+  /** Asks the mount to end (SIGTERM/SIGINT). A second request stops waiting for busy users. */
+  stop(): void {
+    this.stopRequests++;
+    this.stopSignal();
+  }
+
+  get forced(): boolean { return this.stopRequests > 1; }
+
+  /** Serves until the mount ends, then tears everything down. */
+  async run(): Promise<void> {
+    const fuse = this.fuse!;
+    const kernelGone = this.cfg.view === 'kernel' ? this.watchUnmounted(this.state.mountPoint) : new Promise<void>(() => {});
+    await Promise.race([fuse.ended, this.stopped, kernelGone]);
+    await this.teardown(false);
+  }
+
+  private watchUnmounted(path: string): Promise<void> {
+    return new Promise((res) => {
+      const t = setInterval(() => {
+        mountAt(path).then((e) => { if (!e) { clearInterval(t); res(); } }, () => undefined);
+      }, 200);
+      this.stopped.then(() => clearInterval(t), () => undefined);
+    });
+  }
+
+  /** Undoes the mount; `failed`: called during start() (nothing may be busy yet). */
+  async teardown(failed: boolean): Promise<void> {
+    const s = this.state;
+    const log = this.cfg.log;
+    const fuse = this.fuse;
+    if (this.cfg.view === 'kernel') {
+      if ((await umountPath(s.mountPoint)) === 'busy') {
+        log(`${s.mountPoint} is busy: detached lazily; serving until its last user is gone`);
+        await umountPath(s.mountPoint, true);
+      }
+      if (s.loopDevice && failed) await detachLoop(s.loopDevice);
+      if (s.privateMount) {
+        // the loop device lets go of the file once the filesystem is released (autoclear)
+        await this.untilStopForced(umountPatiently(s.privateMount, failed ? 3000 : 24 * 3600_000));
+        if (this.forced) await umountPath(s.privateMount, true);
+      }
+    } else if (fuse && !failed) {
+      if (await mountAt(s.mountPoint) && (await umountPath(s.mountPoint)) === 'busy') {
+        log(`${s.mountPoint} is busy: detached lazily; serving until its last user is gone`);
+        await umountPath(s.mountPoint, true);
+      }
+    } else if (fuse) {
+      await umountPath(s.mountPoint).catch(() => undefined);
+    }
+    if (fuse) {
+      await this.untilStopForced(fuse.ended);
+      await fuse.close();
+    }
+    if (this.writable && s.keepWrites) await this.writable.flush().catch((e: unknown) => log(`kept writes: ${(e as Error).message}`));
+    await this.stack.close();
+    if (s.writesDir && !s.keepWrites) await Overlay.remove(s.writesDir).catch((e: unknown) => log(`cannot remove ${s.writesDir}: ${(e as Error).message}`));
+    await removeStateDir(s.stateDir);
+  }
+
+  /** Waits for `p`, or until a second stop request says not to wait any longer. */
+  private async untilStopForced(p: Promise<void>): Promise<void> {
+    if (this.forced) return;
+    let poll: NodeJS.Timeout | undefined;
+    const forced = new Promise<void>((res) => { poll = setInterval(() => { if (this.forced) res(); }, 100); });
+    try {
+      await Promise.race([p, forced]);
+    } finally {
+      clearInterval(poll);
+    }
+  }
+
+  /** Counters for the log (SIGUSR1) and the benchmark. */
+  statsLine(): string {
+    return JSON.stringify({
+      image: this.stack.src.stats, control: this.stack.control.stats, frames: this.stack.frames.stats,
+      header: this.stack.headerCache?.stats, overlay: this.writable?.stats,
+    });
+  }
+}
+
+async function checkMountPoint(mnt: string): Promise<void> {
+  let st;
+  try {
+    st = await stat(mnt);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new FsError('ENOENT', `${mnt}: mount point does not exist`);
+    if (code === 'ENOTCONN') throw new MountError(`${mnt}: a dead mount is in the way (Transport endpoint is not connected): run imgmount -u ${mnt}`);
+    throw new MountError(`${mnt}: ${(e as Error).message}`);
+  }
+  if (!st.isDirectory()) throw new FsError('ENOTDIR', `${mnt}: mount point is not a directory`);
+  if (await mountAt(mnt)) throw new MountError(`${mnt}: something is already mounted there`);
+}
+
+/** The raw view's file name: the image's name with ".img". */
+export function volumeFileName(image: string): string {
+  const b = basename(image);
+  const ext = extname(b);
+  const stem = ext && ext !== b ? b.slice(0, -ext.length) : b;
+  return `${stem || 'volume'}.img`;
+}
