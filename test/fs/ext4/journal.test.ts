@@ -20,6 +20,7 @@ import {
 } from '../../../src/fs/ext4/layout/jbd2.js';
 import { decodeSuperblock, INCOMPAT } from '../../../src/fs/ext4/layout/index.js';
 import { FileSource, MemorySource, type ByteReader } from '../../../src/io/index.js';
+import { isImgError } from '../../../src/errors/index.js';
 import { haveTools, run, tool, toolEnv } from '../../fixtures/exec.js';
 import { runDebugfs } from '../../fixtures/debugfs.js';
 import { buildJournalNeedsRecoveryFixture } from '../../fixtures/ext4-fixtures.js';
@@ -122,6 +123,7 @@ if (!tools.ok) {
     // Without metadata_csum, `jo -c` gives v1 transaction checksums (crc32_be in the commit block). debugfs
     // checksums its revoke-only transaction 2 in a way the kernel and e2fsck reject: recovery stops before it.
     { name: 'v1 checksums, 32-bit tags, 1 KiB, transaction 2 corrupt', blockSize: 1024, features: '^64bit,^metadata_csum', open: 'jo -c', replayed: 1 },
+    { name: 'csum v2, 32-bit tags, 1 KiB', blockSize: 1024, features: '^64bit,metadata_csum', open: 'jo -c -v 2' },
     { name: 'no checksums, 64-bit tags, 4 KiB', blockSize: 4096, features: '64bit,^metadata_csum', open: 'jo' },
     { name: 'no checksums, 32-bit tags, 2 KiB (ext3)', blockSize: 2048, features: '^64bit,^metadata_csum,^extent,^flex_bg,^huge_file,^dir_nlink,^extra_isize', open: 'jo' },
     { name: 'csum v3, the log wraps around the journal end', blockSize: 1024, features: '64bit,metadata_csum', open: 'jo -c', rotate: true },
@@ -190,6 +192,39 @@ if (!tools.ok) {
       t.same(compareManifests(await manifestOfExt4(fsckTree), await manifestOfExt4(tree)), [], 'same tree as on e2fsck\'s copy');
     });
   }
+
+  t.test('a damaged journal gives only ImgErrors', async (t) => {
+    const fx = await buildJournalNeedsRecoveryFixture();
+    const image = new Uint8Array(await readFile(fx.image));
+    const src = new MemorySource(image);
+    const pre = await openExt4(src, { replayJournal: false, log: () => {} });
+    const bs = fx.blockSize;
+    const ext = await pre.fileExtentsOf(8);
+    // The log in use: the journal superblock and the next few dozen blocks.
+    const logBlocks: number[] = [];
+    for (const e of ext) for (let i = 0; i < e.lenBlocks && logBlocks.length < 64; i++) logBlocks.push(e.volumeBlock + i);
+    let seed = 99;
+    const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % n; };
+    const codes = new Map<string, number>();
+    let opened = 0;
+    for (let round = 0; round < 80; round++) {
+      const img = image.slice();
+      for (let i = 0, n = 1 + rnd(8); i < n; i++) {
+        const b = logBlocks[rnd(logBlocks.length)]!;
+        // Mostly the headers and tags at the start of a block, where damage matters most.
+        img[b * bs + (rnd(4) === 0 ? rnd(bs) : rnd(64))] ^= 1 << rnd(8);
+      }
+      try {
+        const tree = await openExt4(new MemorySource(img), { log: () => {} });
+        await manifestOfExt4(tree).catch((e: unknown) => { if (!isImgError(e)) throw e; });
+        opened++;
+      } catch (e) {
+        if (!isImgError(e)) { t.fail(`round ${round}: ${String((e as Error).stack ?? e)}`); return; }
+        codes.set(e.code, (codes.get(e.code) ?? 0) + 1);
+      }
+    }
+    t.pass(`80 damaged journals: ${opened} opened, refused: ${[...codes].map(([c, n]) => `${c}×${n}`).join(' ') || 'none'}`);
+  });
 
   t.test('jbd2 decoders', async (t) => {
     const jsb = (incompat: number): JournalSuperblock => ({
