@@ -68,6 +68,14 @@ record() {
   (IFS=$'\t'; printf '%s\n' "${out[*]}") >>"$ROWS"
 }
 
+# last_words LOG: why a command failed: the last line mentioning an error among the last 5
+# lines of LOG (run markers aside), else the last line
+last_words() {
+  local tail5
+  tail5=$(grep -v '^--- run ' "$1" | tail -n 5)
+  grep -i -m 1 -e 'error' -e 'cannot' -e 'failed' <<<"$(tac <<<"$tail5")" || tail -n 1 <<<"$tail5"
+}
+
 # row_field ID N: field N (1-based, see record) of the recorded row ID
 row_field() { awk -F'\t' -v id="$1" -v n="$2" '$1 == id { print $n }' "$ROWS"; }
 
@@ -77,7 +85,9 @@ row_field() { awk -F'\t' -v id="$1" -v n="$2" '$1 == id { print $n }' "$ROWS"; }
 #   COMMAND runs in this shell (it may be a function); its output goes to $LOGDIR/ID.log.
 #   (fd 9, the bench's lock, is closed for hooks and commands: daemons must not inherit it)
 # Options:
-#   --ours        one of our tools: a missing file or a failure gives an "n/a (reason)" row
+#   --ours        one of our tools: a missing file or a failure gives an "n/a (reason)" row;
+#                 $XDG_CACHE_HOME (our tools' header cache) is emptied before each run
+#   --keep-cache  with --ours: keep $XDG_CACHE_HOME (warm header cache)
 #   --need PATH   n/a (or fail) without running when PATH does not exist (repeatable)
 #   --pre CODE    eval'd before each run, untimed (e.g. mount); failure ends the row
 #   --post CODE   eval'd after each run, untimed, also after a failure (e.g. unmount, check)
@@ -86,10 +96,11 @@ row_field() { awk -F'\t' -v id="$1" -v n="$2" '$1 == id { print $n }' "$ROWS"; }
 #   --note TEXT   note for the report
 measure() {
   local id=$1 section=$2 tool=$3 op=$4; shift 4
-  local is_ours=0 pre=: post=: out='' note='' need=()
+  local is_ours=0 keep_cache=0 pre=: post=: out='' note='' need=()
   while [ $# -gt 0 ]; do
     case $1 in
       --ours) is_ours=1 ;;
+      --keep-cache) keep_cache=1 ;;
       --need) need+=("$2"); shift ;;
       --pre)  pre=$2; shift ;;
       --post) post=$2; shift ;;
@@ -120,9 +131,10 @@ measure() {
   RUN_N=$RUNS
   for ((RUN_I = 1; RUN_I <= RUNS; RUN_I++)); do
     echo "--- run $RUN_I: $*" >>"$cmdlog"
+    if [ "$is_ours" = 1 ] && [ "$keep_cache" = 0 ]; then rm -rf "$XDG_CACHE_HOME"; fi
     if ! eval "$pre" >>"$cmdlog" 2>&1 9>&-; then
-      status=$bad_status reason="setup failed: $(tail -n 1 "$cmdlog")"
-      eval "$post" >>"$cmdlog" 2>&1 || true
+      status=$bad_status reason="setup failed: $(last_words "$cmdlog")"
+      eval "$post" >>"$cmdlog" 2>&1 9>&- || true
       break
     fi
     drop_caches
@@ -131,13 +143,13 @@ measure() {
     if "$@" >>"$cmdlog" 2>&1 9>&-; then rc=0; else rc=$?; fi
     t1=$(date +%s%N)
     read_counters
-    eval "$post" >>"$cmdlog" 2>&1 || true
-    if [ "$rc" -ne 0 ]; then
+    if [ "$rc" -ne 0 ]; then       # the reason is the command's last words, not the post hook's
       status=$bad_status
       if [ "$rc" = 124 ]; then reason="timed out after ${OURS_TIMEOUT}s"
-      else reason="exit $rc: $(grep -v '^---' "$cmdlog" | tail -n 1)"; fi
-      break
+      else reason="exit $rc: $(last_words "$cmdlog")"; fi
     fi
+    eval "$post" >>"$cmdlog" 2>&1 9>&- || true
+    [ "$rc" -eq 0 ] || break
     times+=($((t1 - t0))) bytes+=($((RD_BYTES - b0))) reqs+=($((RD_REQS - r0)))
     log "  $id run $RUN_I/$RUNS: $(awk -v t=$((t1 - t0)) 'BEGIN{printf "%.3f s", t/1e9}')," \
         "read $(human $((RD_BYTES - b0))) in $((RD_REQS - r0)) reqs"

@@ -154,28 +154,37 @@ function planReads(want: RunList, blockSize: number, volumeBytes: number): ReadP
 /**
  * Reads `want` in increasing order and calls `sink` with each wanted run's bytes (whole blocks)
  * and its first block number, in order. Keeps READS_IN_FLIGHT reads going ahead of the sink.
+ * The bytes passed to `sink` are only valid until its promise resolves (the buffer is reused).
  */
 export async function streamData(src: RandomSource, want: RunList, blockSize: number,
   sink: (blocks: Uint8Array, firstBlock: number) => Promise<void>): Promise<void> {
   const plans = planReads(want, blockSize, src.sizeBytes);
+  const maxLen = plans.reduce((m, p) => Math.max(m, p.lenBytes), 0);
+  const pool: Uint8Array[] = [];
   const inflight: Promise<Uint8Array>[] = [];
   let next = 0;
   const issue = (): void => {
     while (inflight.length < READS_IN_FLIGHT && next < plans.length) {
       const p = plans[next++]!;
-      inflight.push(src.readAt(p.posBytes, p.lenBytes));
+      const buf = pool.pop() ?? new Uint8Array(maxLen);
+      const r = src.readAtInto(buf.subarray(0, p.lenBytes), p.posBytes);
+      r.catch(() => undefined); // awaited in order below
+      inflight.push(r);
     }
   };
   issue();
   for (let i = 0; i < plans.length; i++) {
-    let buf = await inflight.shift()!;
-    issue();
+    const got = await inflight.shift()!;
     const p = plans[i]!;
+    const whole = new Uint8Array(got.buffer, got.byteOffset, maxLen);
+    // the last block of a raw volume may be partial: zero the tail of the buffer
     const need = (p.pieces[p.pieces.length - 1]!.start + p.pieces[p.pieces.length - 1]!.len) * blockSize - p.posBytes;
-    if (buf.byteLength < need) { const padded = new Uint8Array(need); padded.set(buf); buf = padded; }
+    if (need > got.byteLength) whole.fill(0, got.byteLength, need);
     for (const piece of p.pieces) {
       const off = piece.start * blockSize - p.posBytes;
-      await sink(buf.subarray(off, off + piece.len * blockSize), piece.start);
+      await sink(whole.subarray(off, off + piece.len * blockSize), piece.start);
     }
+    pool.push(whole);
+    issue();
   }
 }

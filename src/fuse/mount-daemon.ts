@@ -18,6 +18,7 @@ import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
 import { ImageStack } from '../volume/image-stack.js';
 import { Overlay } from '../volume/overlay.js';
 import { mountFuse, type BindingKind, type FuseMount } from './binding.js';
+import { DevFuseMount } from './dev-fuse.js';
 import {
   attachLoop, cleanupAfterDaemon, detachLoop, mountKernelFs, removeStateDir, umountPath, umountPatiently,
 } from './kernel-mode.js';
@@ -264,6 +265,7 @@ export class MountDaemon {
     return JSON.stringify({
       image: this.stack.src.stats, control: this.stack.control.stats, frames: this.stack.frames.stats,
       header: this.stack.headerCache?.stats, overlay: this.writable?.stats,
+      fuse: this.fuse instanceof DevFuseMount ? { ...this.fuse.session.stats, ops: this.fuse.session.opStats() } : undefined,
     });
   }
 }

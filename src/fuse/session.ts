@@ -48,7 +48,9 @@ const DOTDOT = Buffer.from('..');
 interface DirHandle { nodeid: number; listing?: Promise<ListEntry[]> }
 
 export class FuseSession {
-  readonly stats = { requests: 0, errors: 0, byOp: new Map<string, number>() };
+  readonly stats = { requests: 0, errors: 0, inFlight: 0, maxInFlight: 0 };
+  /** Requests served, by opcode. */
+  readonly opCounts = new Uint32Array(64);
   readonly ended: Promise<void>;
   private endResolve!: () => void;
   private done = false;
@@ -66,6 +68,13 @@ export class FuseSession {
   }
 
   get initialised(): boolean { return this.initDone; }
+
+  /** Requests by operation name (for the log and tests). */
+  opStats(): Record<string, number> {
+    const out: Record<string, number> = {};
+    this.opCounts.forEach((n, op) => { if (n) out[OP_NAME[op] ?? `op${op}`] = n; });
+    return out;
+  }
 
   start(): void {
     for (let i = 0; i < (this.o.readers ?? 6); i++) this.post();
@@ -100,8 +109,11 @@ export class FuseSession {
       } catch (e) {
         this.o.log(`request handling failed: ${(e as Error).stack ?? String(e)}`);
       }
-      if (r instanceof Promise) r.then(() => this.recycle(buf), () => this.recycle(buf));
-      else this.recycle(buf);
+      if (r instanceof Promise) {
+        const st = this.stats;
+        if (++st.inFlight > st.maxInFlight) st.maxInFlight = st.inFlight;
+        r.then(() => { st.inFlight--; this.recycle(buf); }, () => { st.inFlight--; this.recycle(buf); });
+      } else this.recycle(buf);
     });
   }
 
@@ -150,10 +162,7 @@ export class FuseSession {
   private dispatch(buf: Buffer, n: number): void | Promise<void> {
     const h = decodeInHeader(buf);
     this.stats.requests++;
-    if (trace.enabled) {
-      const name = OP_NAME[h.opcode] ?? `op${h.opcode}`;
-      this.stats.byOp.set(name, (this.stats.byOp.get(name) ?? 0) + 1);
-    }
+    this.opCounts[h.opcode & 63]!++;
     const ops = this.ops;
     switch (h.opcode) {
       case OP.INIT: return this.init(h, buf);

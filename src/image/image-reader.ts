@@ -137,6 +137,9 @@ export class ImageReader {
   releaseControlArea(): void {
     this.controlReleased = true;
     this._controlArea = new Uint8Array(0);
+    // the header's byte fields (UUIDs, label...) are views of the header buffer: copy them so it can go
+    const h = this.header as unknown as Record<string, unknown>;
+    for (const k of Object.keys(h)) if (h[k] instanceof Uint8Array) h[k] = (h[k] as Uint8Array).slice();
   }
 
   frameOffset(frameIndex: number): number { return this.header.dataOffset + frameIndex * this.header.frameBytes; }

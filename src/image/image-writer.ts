@@ -9,7 +9,7 @@ import { InternalError } from '../errors/index.js';
 import {
   FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_FLAGS, TRAILER_HEADER_SIZE, FS_TYPE,
   controlOffsetFor, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, encodeHeaderEnd,
-  encodeTrailerHeader, hash64, hashBlocks, textField, type FsTypeName, type MapRun, BlockMap,
+  encodeTrailerHeader, hashBlocks, textField, type FsTypeName, type MapRun, BlockMap,
 } from '../format/index.js';
 import { xxh64, Xxh64 } from '@node-rs/xxhash';
 import type { Sink } from '../io/index.js';
@@ -38,20 +38,27 @@ export class ImageWriter {
   readonly map: BlockMap;
   private readonly controlHashes: BigUint64Array;
   private readonly dataHashes: BigUint64Array;
-  private pending: Uint8Array[] = [];
-  private pendingBlocks = 0;
   private dataWritten = 0;
   private frameIndex = 0;
   private state: 'new' | 'data' | 'done' = 'new';
-  /** Frames waiting to be written together (fewer, larger writes). */
-  private batch: Uint8Array[] = [];
-  private batchBytes = 0;
+  /**
+   * Frames are built in place in a batch buffer (header slot, then payload copied in) and
+   * written a batch at a time: fewer, larger writes, and buffers reused instead of garbage.
+   */
+  private readonly batchCapacity: number;
+  private batch: Uint8Array;
+  private used = 0;
+  private frameStart = 0;
+  private pendingBlocks = 0;
+  private readonly spare: Uint8Array[] = [];
   private readonly inflight: Promise<void>[] = [];
 
   constructor(private readonly sink: Sink, private readonly p: ImageParams) {
     this.map = new BlockMap(p.runs, Math.ceil(p.volumeBytes / p.blockSize));
     this.controlHashes = new BigUint64Array(this.map.controlBlocks);
     this.dataHashes = new BigUint64Array(this.map.dataBlocks);
+    this.batchCapacity = Math.max(1, Math.floor(BATCH_BYTES / this.frameBytes)) * this.frameBytes;
+    this.batch = new Uint8Array(0);
   }
 
   get frameBytes(): number { return FRAME_HEADER_SIZE + this.p.frameBlocks * this.p.blockSize; }
@@ -82,64 +89,68 @@ export class ImageWriter {
     return this.sink.bytesWritten;
   }
 
-  /** Appends data blocks (a multiple of blockSize), in increasing logical order. */
+  /**
+   * Appends data blocks (a multiple of blockSize), in increasing logical order. The bytes are
+   * copied: the caller may reuse `blocks` as soon as the promise resolves.
+   */
   async appendData(blocks: Uint8Array): Promise<void> {
     if (this.state !== 'data') throw new InternalError('appendData outside the data phase');
     const bs = this.p.blockSize;
     let off = 0;
     while (off < blocks.byteLength) {
-      const want = (this.p.frameBlocks - this.pendingBlocks) * bs;
-      const piece = blocks.subarray(off, off + want);
-      this.pending.push(piece);
-      this.pendingBlocks += piece.byteLength / bs;
-      off += piece.byteLength;
-      if (this.pendingBlocks === this.p.frameBlocks) await this.flushFrame();
+      if (this.pendingBlocks === 0) {
+        if (this.used + this.frameBytes > this.batch.byteLength) await this.writeBatch();
+        this.frameStart = this.used;
+        this.used += FRAME_HEADER_SIZE;
+      }
+      const n = Math.min(this.p.frameBlocks - this.pendingBlocks, (blocks.byteLength - off) / bs);
+      this.batch.set(blocks.subarray(off, off + n * bs), this.used);
+      this.used += n * bs;
+      this.pendingBlocks += n;
+      off += n * bs;
+      if (this.pendingBlocks === this.p.frameBlocks) this.sealFrame();
     }
   }
 
-  private async flushFrame(): Promise<void> {
-    if (this.pendingBlocks === 0) return;
+  /** Hashes the frame being built and fills in its header slot. */
+  private sealFrame(): void {
     const { p } = this;
     const first = this.dataWritten;
     const count = this.pendingBlocks;
     if (first + count > this.map.dataBlocks) throw new InternalError('more data blocks than the block map holds');
     const hashes = this.dataHashes.subarray(first, first + count);
-    let k = 0;
-    for (const piece of this.pending) {
-      const n = piece.byteLength / p.blockSize;
-      hashBlocks(piece, p.blockSize, hashes.subarray(k, k + n));
-      k += n;
-    }
-    const payloadChecksum = hash64(new Uint8Array(hashes.buffer, hashes.byteOffset, count * 8));
-    const header = encodeFrameHeader({
+    const payload = this.batch.subarray(this.frameStart + FRAME_HEADER_SIZE, this.used);
+    const payloadChecksum = hashBlocks(payload, p.blockSize, hashes);
+    encodeFrameHeader({
       frameIndex: this.frameIndex, blockCount: count, firstDataIndex: first,
       firstBlock: this.map.dataBlockAt(first), lastBlock: this.map.dataBlockAt(first + count - 1),
       payloadBytes: count * p.blockSize, payloadChecksum,
-    });
-    this.batch.push(header, ...this.pending);
-    this.batchBytes += header.byteLength + count * p.blockSize;
-    if (this.batchBytes >= BATCH_BYTES) await this.writeBatch();
-    this.pending = [];
+    }, this.batch.subarray(this.frameStart, this.frameStart + FRAME_HEADER_SIZE));
     this.pendingBlocks = 0;
     this.dataWritten += count;
     this.frameIndex++;
   }
 
-  /** Hands the batch to the sink without waiting for it, keeping at most WRITES_IN_FLIGHT going. */
+  /**
+   * Hands the sealed frames to the sink without waiting for the write (at most WRITES_IN_FLIGHT
+   * at once) and continues in a spare buffer; the written one becomes spare when its write ends.
+   */
   private async writeBatch(): Promise<void> {
-    if (this.batch.length === 0) return;
-    while (this.inflight.length >= WRITES_IN_FLIGHT) await this.inflight.shift();
-    const w = this.sink.writev(this.batch);
-    w.catch(() => undefined); // awaited later; an early failure must not be an unhandled rejection
-    this.inflight.push(w);
-    this.batch = [];
-    this.batchBytes = 0;
+    if (this.used > 0) {
+      while (this.inflight.length >= WRITES_IN_FLIGHT) await this.inflight.shift();
+      const full = this.batch;
+      const w = this.sink.writev([full.subarray(0, this.used)]).then(() => { this.spare.push(full); });
+      w.catch(() => undefined); // awaited later; an early failure must not be an unhandled rejection
+      this.inflight.push(w);
+    }
+    this.batch = this.spare.pop() ?? new Uint8Array(this.batchCapacity);
+    this.used = 0;
   }
 
   /** Writes the last frame, the trailer and the footer. Returns the image size. */
   async finish(): Promise<number> {
     if (this.state !== 'data') throw new InternalError('finish outside the data phase');
-    await this.flushFrame();
+    if (this.pendingBlocks > 0) this.sealFrame();
     await this.writeBatch();
     while (this.inflight.length > 0) await this.inflight.shift();
     if (this.dataWritten !== this.map.dataBlocks) {

@@ -26,13 +26,18 @@ export abstract class RandomSource implements ByteReader {
 
   /** Reads exactly lenBytes at posBytes; a read past the end is IoError('ESHORT'). */
   async readAt(posBytes: number, lenBytes: number): Promise<Uint8Array> {
-    if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 ||
-        posBytes + lenBytes > this.sizeBytes) {
+    // not zero-filled: every byte is overwritten by the read or we throw
+    const buf = new Uint8Array(Buffer.allocUnsafeSlow(Math.max(0, lenBytes)).buffer, 0, Math.max(0, lenBytes));
+    return this.readAtInto(buf, posBytes);
+  }
+
+  /** Fills all of `buf` from posBytes (for callers that reuse buffers); returns `buf`. */
+  async readAtInto(buf: Uint8Array, posBytes: number): Promise<Uint8Array> {
+    const lenBytes = buf.byteLength;
+    if (!Number.isSafeInteger(posBytes) || posBytes < 0 || posBytes + lenBytes > this.sizeBytes) {
       throw new IoError('ESHORT', `${this.name}: read of ${lenBytes} bytes at ${posBytes} is past the end (${this.sizeBytes} bytes)`,
         { posBytes, lenBytes, sizeBytes: this.sizeBytes });
     }
-    // not zero-filled: every byte is overwritten by the reads below or we throw
-    const buf = new Uint8Array(Buffer.allocUnsafeSlow(lenBytes).buffer, 0, lenBytes);
     let done = 0;
     while (done < lenBytes) {
       const n = await this.readInto(buf, done, lenBytes - done, posBytes + done);

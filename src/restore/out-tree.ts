@@ -40,7 +40,9 @@ export class OutTree {
   private readonly sgid = new Set<string>();
   private tmpSeq = 0;
 
-  private constructor(readonly root: Buffer, readonly overwrite: boolean, rootSgid: boolean) {
+  private constructor(readonly root: Buffer, readonly overwrite: boolean, rootSgid: boolean,
+                      /** Whether open() created the restore directory (so its metadata is ours to set). */
+                      readonly rootCreated: boolean) {
     this.dirs.add('');
     if (rootSgid) this.sgid.add('');
   }
@@ -48,11 +50,11 @@ export class OutTree {
   /** Opens (creating it if missing) the restore directory. */
   static async open(dir: string, overwrite: boolean): Promise<OutTree> {
     try {
-      await fsp.mkdir(dir, { recursive: true });
+      const made = await fsp.mkdir(dir, { recursive: true });
       const real = await fsp.realpath(dir);
       const st = await fsp.lstat(real);
       if (!st.isDirectory()) throw new IoError('EIO', `${dir}: not a directory`, { path: dir });
-      return new OutTree(Buffer.from(real === '/' ? '' : real), overwrite, (st.mode & S_ISGID) !== 0);
+      return new OutTree(Buffer.from(real === '/' ? '' : real), overwrite, (st.mode & S_ISGID) !== 0, made !== undefined);
     } catch (e) {
       if (e instanceof IoError) throw e;
       throw new IoError('EIO', `${dir}: cannot use as the restore directory: ${errnoOf(e) ?? String(e)}`, { path: dir }, e);

@@ -236,8 +236,10 @@ class Restorer {
   private async makeDir(e: PlannedEntry): Promise<boolean> {
     const path = e.sel.path;
     if (path.length === 0) {
-      if (this.out.overwrite && !e.sel.parentOnly) this.ownDirs.push(e);
-      this.queueXattrs(e);
+      if ((this.out.overwrite && !e.sel.parentOnly) || this.out.rootCreated) {
+        this.ownDirs.push(e);
+        this.queueXattrs(e);
+      }
       return true;
     }
     const created = await this.out.mkdir(path);
@@ -271,6 +273,7 @@ class Restorer {
       await fsp.lchown(p, st.uid, st.gid);
       if (st.mode & 0o6000) await fsp.chmod(p, st.mode & 0o7777);
     }
+    if (type === 'sock') await fsp.chmod(p, st.mode & 0o7777); // bind(2) left 0777
     await this.setTimes(p, st.atimeNs, st.mtimeNs, (a, m) => fsp.lutimes(p, a, m));
     this.queueXattrs(e);
     this.counts.specials++;

@@ -21,12 +21,18 @@ export type ControlStore =
   | { kind: 'memory'; bytes: Uint8Array };
 
 export interface ControlCacheOptions {
-  /** Bytes of control blocks kept in memory (default 64 MiB). */
+  /** Bytes of control blocks kept in memory (default 16 MiB; the filesystem reader caches what it decodes). */
   cacheBytes?: number;
 }
 
 /** Largest single read from the store. */
 const MAX_STORE_READ = 256 * 1024;
+/**
+ * A miss loads the whole aligned window of this many bytes around it (what is not cached yet):
+ * the header holds control blocks in volume order, so neighbours (the rest of an inode table,
+ * the next directory blocks) are what a walk asks for next.
+ */
+const WINDOW_BYTES = 128 * 1024;
 
 export class ControlCache implements ByteReader {
   readonly sizeBytes: number;
@@ -38,7 +44,7 @@ export class ControlCache implements ByteReader {
               private store: ControlStore, opts: ControlCacheOptions = {}) {
     this.sizeBytes = lower.sizeBytes;
     this.lru = new LRUCache<number, Uint8Array>({
-      maxSize: Math.max(opts.cacheBytes ?? 64 << 20, blockSize * 64),
+      maxSize: Math.max(opts.cacheBytes ?? 16 << 20, blockSize * 256),
       sizeCalculation: (v) => v.byteLength,
     });
   }
@@ -114,10 +120,20 @@ export class ControlCache implements ByteReader {
     }
   }
 
-  /** Starts loading control blocks [first, first + count) from the store into `into[slot...]`. */
-  private load(first: number, count: number, into: (Uint8Array | Promise<Uint8Array>)[], slot: number): void {
+  /**
+   * Starts loading control blocks [wantFirst, wantFirst + wantCount) (and the uncached rest of
+   * their window) from the store; the wanted ones go to `into[slot...]`.
+   */
+  private load(wantFirst: number, wantCount: number, into: (Uint8Array | Promise<Uint8Array>)[], slot: number): void {
     const store = this.store as Extract<ControlStore, { kind: 'file' }>;
     const bs = this.blockSize;
+    const win = Math.max(1, Math.floor(WINDOW_BYTES / bs));
+    const w0 = Math.floor(wantFirst / win) * win;
+    const w1 = Math.min(this.map.controlBlocks, Math.floor((wantFirst + wantCount - 1) / win) * win + win);
+    let first = wantFirst, end = wantFirst + wantCount;
+    while (first > w0 && !this.lru.has(first - 1) && !this.loading.has(first - 1)) first--;
+    while (end < w1 && !this.lru.has(end) && !this.loading.has(end)) end++;
+    const count = end - first;
     this.stats.misses += count;
     this.stats.storeReads++;
     const all = readFully(store, store.offsetBytes + first * bs, count * bs).then((buf) => {
@@ -133,7 +149,8 @@ export class ControlCache implements ByteReader {
       });
       p.catch(() => undefined);
       this.loading.set(first + i, p);
-      into[slot + i] = p;
+      const k = first + i - wantFirst;
+      if (k >= 0 && k < wantCount) into[slot + k] = p;
     }
     all.finally(() => { for (let i = 0; i < count; i++) this.loading.delete(first + i); }).catch(() => undefined);
   }

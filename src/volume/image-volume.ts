@@ -14,7 +14,7 @@ import type { ByteReader } from '../io/index.js';
 export interface ImageVolumeOptions {
   /** Bytes of frame payloads kept in memory (default 32 MiB). */
   cacheBytes?: number;
-  /** Frames fetched ahead when reads are sequential (default 8 = 1 MiB). */
+  /** Frames per read when reads are sequential (default: 1 MiB of frames); two such batches are kept in flight ahead. */
   readaheadFrames?: number;
 }
 
@@ -24,16 +24,18 @@ export class ImageVolume implements ByteReader {
   private readonly frames: LRUCache<number, Uint8Array>;
   private readonly loading = new Map<number, Promise<Uint8Array>>();
   private readonly readahead: number;
-  private lastFrame = -2;
+  /** The last frame of each recent sequential reader (see continues()). */
+  private readonly streams = new Array<number>(8).fill(-2);
+  private nextStream = 0;
   /** Reads served, by layer (for tests and the benchmark). */
   readonly stats = { controlBlocks: 0, dataBlocks: 0, zeroBlocks: 0, frameLoads: 0 };
 
   constructor(readonly image: ImageReader, opts: ImageVolumeOptions = {}) {
     this.sizeBytes = image.header.volumeBytes;
     this.blockSize = image.header.blockSize;
-    this.readahead = opts.readaheadFrames ?? 8;
+    this.readahead = opts.readaheadFrames ?? Math.max(1, Math.floor((1 << 20) / (image.header.frameBlocks * image.header.blockSize)));
     this.frames = new LRUCache<number, Uint8Array>({
-      maxSize: Math.max(opts.cacheBytes ?? 32 << 20, image.header.frameBytes * (this.readahead + 2)),
+      maxSize: Math.max(opts.cacheBytes ?? 32 << 20, image.header.frameBytes * (3 * this.readahead + 2)),
       sizeCalculation: (v) => v.byteLength,
     });
   }
@@ -86,19 +88,61 @@ export class ImageVolume implements ByteReader {
     this.stats.dataBlocks += Math.ceil(len / bs);
   }
 
-  /** The verified payload of frame `idx`, from the cache or the image (with readahead). */
-  private frame(idx: number): Promise<Uint8Array> {
-    const hit = this.frames.get(idx);
-    if (hit) { this.lastFrame = idx; return Promise.resolve(hit); }
-    const pending = this.loading.get(idx);
-    if (pending) return pending;
-    const sequential = idx === this.lastFrame + 1 || idx === this.lastFrame;
-    this.lastFrame = idx;
-    let count = 1;
-    if (sequential) {
-      const max = Math.min(this.readahead, this.image.framesPresent - idx);
-      while (count < max && !this.frames.has(idx + count) && !this.loading.has(idx + count)) count++;
+  /**
+   * Whether frame `idx` continues one of the recent sequential streams (up to STREAMS readers at
+   * once, like the kernel's per-file readahead state); records it.
+   */
+  private continues(idx: number): boolean {
+    const s = this.streams;
+    for (let i = 0; i < s.length; i++) {
+      if (idx === s[i] || idx === s[i]! + 1) { s[i] = idx; return true; }
     }
+    s[this.nextStream] = idx;
+    this.nextStream = (this.nextStream + 1) % s.length;
+    return false;
+  }
+
+  /** The verified payload of frame `idx`, from the cache or the image; sequential reads keep 2 batches in flight ahead. */
+  private frame(idx: number): Promise<Uint8Array> {
+    const sequential = this.continues(idx);
+    const hit = this.frames.get(idx);
+    let p: Promise<Uint8Array> | undefined = hit ? Promise.resolve(hit) : this.loading.get(idx);
+    if (!p) {
+      let count = 1;
+      if (sequential) {
+        const max = Math.min(this.readahead, this.image.framesPresent - idx);
+        while (count < max && !this.frames.has(idx + count) && !this.loading.has(idx + count)) count++;
+      }
+      this.load(idx, count);
+      p = this.loading.get(idx)!;
+    }
+    if (sequential) {
+      // one batch ahead is not requested yet: request the next batch (1 to 2 batches stay in flight)
+      const trigger = idx + this.readahead;
+      if (trigger < this.image.framesPresent && !this.frames.has(trigger) && !this.loading.has(trigger)) {
+        let start = idx + 1;
+        while (start < trigger && (this.frames.has(start) || this.loading.has(start))) start++;
+        this.prefetch(start, trigger + this.readahead);
+      }
+    }
+    return p;
+  }
+
+  /** Starts loading frames [from, to) that are neither cached nor loading, in batches of ≤ readahead frames. */
+  private prefetch(from: number, to: number): void {
+    const end = Math.min(to, this.image.framesPresent);
+    let i = from;
+    while (i < end) {
+      if (this.frames.has(i) || this.loading.has(i)) { i++; continue; }
+      let j = i + 1;
+      while (j < end && j - i < this.readahead && !this.frames.has(j) && !this.loading.has(j)) j++;
+      this.load(i, j - i);
+      i = j;
+    }
+  }
+
+  /** Reads frames [idx, idx + count) in one read and registers each in `loading` until verified. */
+  private load(idx: number, count: number): void {
     const batch = this.image.readFrames(idx, count);
     this.stats.frameLoads++;
     for (let i = 0; i < count; i++) {
@@ -112,6 +156,5 @@ export class ImageVolume implements ByteReader {
       this.loading.set(idx + i, p);
     }
     batch.finally(() => { for (let i = 0; i < count; i++) this.loading.delete(idx + i); }).catch(() => undefined);
-    return this.loading.get(idx)!;
   }
 }

@@ -1,18 +1,16 @@
 /**
- * classifyExt4: which blocks of an ext2/3/4 volume a backup must store (`used`) and which of
- * those a reader needs to walk the tree and stat every file without file data (`control`).
- * used = block bitmaps of initialised groups ∪ every group's fixed metadata ∪ every block an
- * in-use inode references (so a bitmap that disagrees with the inodes errs towards storing more),
- * widened to whole clusters with bigalloc and clipped to the filesystem (and the volume).
- * Reads are few and large: bitmaps, then the in-use part of the inode tables, then the extent /
- * indirect map blocks one tree level at a time for all inodes at once (sorted, coalesced, up to
- * 8 in flight), then one sorted sweep over the control blocks not read yet. File data is never
- * read; no block is read twice; nothing past the volume is read. Every block read is a control
- * block and is returned in `controlData` (subarrays of larger read buffers: treat as read-only).
- * Untrusted input: a bad superblock or an unreadable descriptor table throws (FormatError, or the
- * IoError of the read); anything else that is damaged becomes a line in `warnings` naming the
- * group or inode, and classification carries on, counting more blocks as used rather than fewer.
- * Owns no I/O of its own beyond `src.readAt`; one call at a time per source is not required.
+ * classifyExt4: which blocks of an ext2/3/4 volume a backup must store (`used`) and which of those
+ * a reader needs to walk the tree and stat every file without file data (`control`).
+ * used = block bitmaps of initialised groups ∪ every group's fixed metadata ∪ every block an in-use
+ * inode references (a bitmap that disagrees with the inodes errs towards storing more), widened to
+ * whole clusters with bigalloc, clipped to the filesystem and the volume. control ⊆ used.
+ * Reads: bitmaps, the in-use part of the inode tables, the extent/indirect map blocks one tree level
+ * at a time for all inodes together, then the other control blocks; each batch sorted, coalesced
+ * (≤ 4 MiB) and 8 in flight. Only control blocks are read, each once, never file data, never past
+ * the volume; all of them are returned in `controlData` (read-only views into larger buffers).
+ * Untrusted input: a bad superblock or unreadable descriptor table throws (FormatError, or the read's
+ * IoError); other damage becomes a `warnings` line naming the group or inode, and the walk goes on.
+ * Calls on the same source may run concurrently (each has its own state).
  */
 import { FormatError } from '../../errors/index.js';
 import type { ByteReader } from '../../io/index.js';

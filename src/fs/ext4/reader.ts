@@ -46,6 +46,10 @@ const CONCURRENCY = 16;
 const INLINE_IBLOCK_BYTES = 60;
 /** Longest symlink target the kernel reads (PATH_MAX). */
 const SYMLINK_MAX = 4096;
+/** Largest single read() we serve (a bound on the buffer we allocate; FUSE asks for 128 KiB). */
+const MAX_READ_LEN = 1 << 30;
+/** Largest directory we list (8 million entries or so; a hostile i_size must not exhaust memory). */
+const MAX_DIR_BYTES = 256 * 1024 * 1024;
 
 // Cache keys: id * KINDS + kind (ids are inode numbers, block numbers or chunk indexes < 2^48).
 const K_INODE = 0, K_DIR = 1, K_MAP = 2, K_ICHUNK = 3, K_XATTRS = 4, K_XBLOCK = 5;
@@ -256,7 +260,7 @@ export class Ext4Tree implements FsTree {
   }
 
   async read(ino: number, posBytes: number, lenBytes: number): Promise<Uint8Array> {
-    if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0) {
+    if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 || lenBytes > MAX_READ_LEN) {
       throw new FsError('EINVAL', `ext4: bad read range ${posBytes}+${lenBytes}`, { inode: ino });
     }
     const rec = await this.inode(ino);
@@ -499,6 +503,11 @@ export class Ext4Tree implements FsTree {
     } else {
       const map = await this.blockMap(rec);
       const bs = this.blockSize;
+      let mapped = 0;
+      for (let i = 0; i < map.count; i++) mapped += map.lenBlocks[i]!;
+      if (mapped * bs > MAX_DIR_BYTES) {
+        throw new FormatError('ERANGE', `ext4: directory ${ino} has ${mapped * bs} bytes of blocks, more than we list`, { inode: ino });
+      }
       const maxBlocks = Math.max(1, MAX_READ_BYTES / bs);
       const pieces: { v: number; n: number }[] = [];
       for (let i = 0; i < map.count; i++) {

@@ -180,6 +180,7 @@ if (!tools.ok) {
     t.equal(fs.blockSize, 4096);
     t.equal(fs.files, 4096);
     t.ok(fs.blocksFree > 0 && fs.blocksFree < fs.blocks && fs.filesFree < fs.files, 'statfs counts');
+    t.equal(await code(tree.read(file, 0, 2 ** 31)), 'EINVAL', 'a read larger than 1 GiB');
     t.equal(makedev(1, 3), 0x103);
     t.equal(makedev(259, 65536), 259 * 256 + 256 * 0x100000);
   });
@@ -191,12 +192,14 @@ if (!tools.ok) {
     let reads = 0;
     const counting: ByteReader = { sizeBytes: file.sizeBytes, readAt: (p, l) => { reads++; return file.readAt(p, l); } };
     const tree = await openExt4(counting);
-    const before = reads;
     const dir = await tree.lookup(tree.rootIno, Buffer.from('manyfiles'));
-    const afterDir = reads;
+    const before = reads;
     const entries = await tree.readdir(dir);
-    t.equal(reads, afterDir, 'readdir after lookup reads nothing more');
+    const afterDir = reads;
     t.ok(afterDir - before < 40, `loading a 1,200-entry htree directory took ${afterDir - before} reads`);
+    const looked = await Promise.all(entries.map((e) => tree.lookup(dir, e.name)));
+    t.same(looked, entries.map((e) => e.ino), 'lookup of every name');
+    t.equal(reads, afterDir, 'lookups after readdir read nothing more');
     const r0 = reads;
     const stats = await Promise.all(entries.map((e) => tree.stat(e.ino)));
     t.ok(reads - r0 <= Math.ceil(entries.length / 128) + 2, `stat of ${entries.length} entries took ${reads - r0} reads (chunked inode tables)`);
@@ -208,6 +211,18 @@ if (!tools.ok) {
     const all = await Promise.all(Array.from({ length: 8 }, () => fresh.readdir(dir)));
     t.ok(reads - r1 < 40, `8 concurrent readdirs of one directory share one load (${reads - r1} reads)`);
     for (const a of all) t.same(a, entries);
+  });
+
+  t.test('an unknown incompat feature is refused at open', async (t) => {
+    const fx = await buildExtFixture('ext4-4k');
+    const img = new Uint8Array(await readFile(fx.image));
+    const sb = Buffer.from(img.buffer, img.byteOffset + 1024, 1024);
+    sb.writeUInt32LE((sb.readUInt32LE(0x60) | 0x80000000) >>> 0, 0x60);
+    await t.rejects(openExt4(new MemorySource(img)), { code: 'EUNSUPPORTED' });
+    sb.writeUInt32LE((sb.readUInt32LE(0x60) & 0x7fffffff) | 0x1000, 0x60); // dirdata
+    await t.rejects(openExt4(new MemorySource(img)), { code: 'EUNSUPPORTED' });
+    await t.rejects(openExt4(new MemorySource(img.subarray(0, 1500))), { code: 'ETRUNC' }, 'a volume too small for a superblock');
+    await t.rejects(openExt4(new MemorySource(img.subarray(0, 8 * 1024 * 1024))), { code: 'ETRUNC' }, 'a truncated volume');
   });
 
   t.test('a small cache still gives right answers (eviction)', async (t) => {
