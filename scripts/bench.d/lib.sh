@@ -3,6 +3,7 @@
 # Globals set by scripts/bench before use:
 #   ROOT WORK LOGDIR LOG ROWS META RUNS OURS_TIMEOUT
 #   SRC_STAT   /sys/block/loopN/stat of the source disk (the read counters)
+#   BENCH_RUN_ID (exported: marks our processes), XDG_CACHE_HOME (exported: our tools' cache)
 
 # ---------------------------------------------------------------- messages
 log()  { printf '%s\n' "$*" >&2; }
