@@ -21,7 +21,7 @@ export class StreamSource extends SequentialSource {
 
   static stdin(): StreamSource { return new StreamSource(process.stdin, 'stdin'); }
   static file(path: string): StreamSource {
-    return new StreamSource(createReadStream(path, { highWaterMark: 1 << 20 }), path);
+    return new StreamSource(createReadStream(path, { highWaterMark: 4 << 20 }), path);
   }
 
   async readUpTo(lenBytes: number): Promise<Uint8Array> {
@@ -38,12 +38,24 @@ export class StreamSource extends SequentialSource {
       this.stats.reads++;
     }
     const n = Math.min(lenBytes, this.pendingBytes);
-    const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-    const out = new Uint8Array(n);
-    out.set(all.subarray(0, n));
-    const rest = all.subarray(n);
-    this.pending = rest.byteLength ? [rest] : [];
-    this.pendingBytes = rest.byteLength;
+    // take n bytes off the front chunks; copy only those (a single whole chunk is handed over as is)
+    let out: Uint8Array;
+    const head = this.pending[0];
+    if (head && head.byteLength === n) {
+      out = head;
+      this.pending.shift();
+    } else {
+      out = new Uint8Array(Buffer.allocUnsafeSlow(n).buffer, 0, n);
+      let filled = 0;
+      while (filled < n) {
+        const c = this.pending[0]!;
+        const take = Math.min(c.byteLength, n - filled);
+        out.set(c.subarray(0, take), filled);
+        filled += take;
+        if (take === c.byteLength) this.pending.shift(); else this.pending[0] = c.subarray(take);
+      }
+    }
+    this.pendingBytes -= n;
     this.posBytes += n;
     this.stats.bytesRead += n;
     return out;

@@ -28,7 +28,9 @@ export interface VolumeRestoreResult {
 }
 
 /** Writes in flight at once. */
-const WRITES_IN_FLIGHT = 4;
+const WRITES_IN_FLIGHT = 3;
+/** Consecutive writes are combined up to this size. */
+const COMBINE_BYTES = 4 << 20;
 
 interface Target { fh: FileHandle; sizeBytes: number; isDevice: boolean }
 
@@ -138,22 +140,56 @@ async function zeroUnused(writes: WriteQueue, map: BlockMap, header: ImageHeader
   }
 }
 
-/** Positional writes, a few in flight, never past the volume's end (the last raw block may be partial). */
+/**
+ * Positional writes, a few in flight, never past the volume's end (the last raw block may be
+ * partial). Writes that continue each other are gathered into one buffer of up to COMBINE_BYTES
+ * first, so a volume of short runs still goes out in large writes.
+ */
 class WriteQueue {
   bytes = 0;
   private inflight = new Set<Promise<void>>();
   private failed: unknown;
+  private combine: Uint8Array = new Uint8Array(COMBINE_BYTES);
+  private combinePos = -1;
+  private combineLen = 0;
+  private readonly spare: Uint8Array[] = [];
   constructor(private readonly fh: FileHandle, private readonly path: string, private readonly limit: number) {}
 
+  /** Queues a write; `data` is copied or written before the promise resolves, so it may be reused. */
   async put(pos: number, data: Uint8Array): Promise<void> {
     if (this.failed) throw this.failed;
     const len = Math.min(data.byteLength, this.limit - pos);
     if (len <= 0) return;
+    if (this.combineLen > 0 && pos === this.combinePos + this.combineLen && this.combineLen + len <= COMBINE_BYTES) {
+      this.combine.set(data.subarray(0, len), this.combineLen);
+      this.combineLen += len;
+      return;
+    }
+    await this.flush();
+    if (len >= COMBINE_BYTES) { await this.issue(pos, data.subarray(0, len), undefined); return; }
+    this.combine.set(data.subarray(0, len), 0);
+    this.combinePos = pos;
+    this.combineLen = len;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.combineLen === 0) return;
+    const buf = this.combine;
+    await this.issue(this.combinePos, buf.subarray(0, this.combineLen), buf);
+    this.combine = this.spare.pop() ?? new Uint8Array(COMBINE_BYTES);
+    this.combineLen = 0;
+  }
+
+  private async issue(pos: number, data: Uint8Array, recycle: Uint8Array | undefined): Promise<void> {
     while (this.inflight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inflight);
-    const p: Promise<void> = this.write(pos, data.subarray(0, len))
+    if (this.failed) throw this.failed;
+    const p: Promise<void> = this.write(pos, data)
+      .then(() => { if (recycle) this.spare.push(recycle); })
       .catch((e) => { this.failed = e; })
       .finally(() => { this.inflight.delete(p); });
     this.inflight.add(p);
+    // an uncombined caller buffer must be written before put() returns
+    if (!recycle) await p;
   }
 
   private async write(pos: number, data: Uint8Array): Promise<void> {
@@ -171,6 +207,7 @@ class WriteQueue {
   }
 
   async drain(): Promise<void> {
+    await this.flush();
     await Promise.all(this.inflight);
     if (this.failed) throw this.failed;
   }
