@@ -17,7 +17,7 @@ import type { ByteReader } from '../../io/index.js';
 import { RunList } from '../run-list.js';
 import type { BlockClassification } from '../types.js';
 import { highestSetBit, forEachSetRun, testBit } from './bitmap.js';
-import { readInodeMapFields, type InodeMapFields } from './classify-fields.js';
+import { indirectRuns, readInodeMapFields, type InodeMapFields } from './classify-fields.js';
 import { BlockFetcher } from './classify-reader.js';
 import { Ext4Geometry } from './geometry.js';
 import {
@@ -457,22 +457,17 @@ class Classifier {
           this.warnInode(p.owner, `cannot read ${p.kind === 'ext' ? 'extent tree' : 'indirect'} block ${p.blockNo}`);
           continue;
         }
-        const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
         if (p.kind === 'ext') {
+          const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
           this.walkExtentNode(p.owner, view, 0, buf.byteLength, `block ${p.blockNo}`, p.level);
           continue;
         }
-        let runStart = 0, runLen = 0, bad = 0;
-        for (let off = 0; off < buf.byteLength; off += 4) {
-          const b = view.getUint32(off, true);
-          if (b === 0) continue;
-          if (b >= limit) { bad++; continue; }
-          if (p.level > 1) { this.queueMap(p.owner, b, 'ind', p.level - 1); continue; }
-          if (runLen > 0 && b === runStart + runLen) { runLen++; continue; }
-          if (runLen > 0) this.addData(p.owner, runStart, runLen, -1);
-          runStart = b; runLen = 1;
+        const { runs, bad } = indirectRuns(buf, limit);
+        for (let i = 0; i < runs.length; i += 2) {
+          const start = runs[i]!, len = runs[i + 1]!;
+          if (p.level === 1) this.addData(p.owner, start, len, -1);
+          else for (let b = start; b < start + len; b++) this.queueMap(p.owner, b, 'ind', p.level - 1);
         }
-        if (runLen > 0) this.addData(p.owner, runStart, runLen, -1);
         if (bad) this.warnInode(p.owner, `indirect block ${p.blockNo} holds ${bad} block numbers outside the filesystem`);
       }
     }

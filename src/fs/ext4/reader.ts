@@ -142,7 +142,12 @@ export async function openExt4(vol: ByteReader, opts: OpenExt4Options = {}): Pro
     } else {
       const pre = await Ext4Tree.create(vol, sb, { log, cacheBytes: 4 * 1024 * 1024 });
       const journal = await pre.fileExtentsOf(sb.journalInum);
-      patches = await replayJournal(vol, sb, journal, { log });
+      try {
+        patches = await replayJournal(vol, sb, journal, { log });
+      } catch (e) {
+        log(`ext4: journal replay failed (${(e as Error).message}); open with replayJournal: false to see the un-replayed state`);
+        throw e;
+      }
       vol = new PatchedReader(vol, sb.blockSize, patches);
       sb = await readSuperblock(vol);
       if (hasIncompat(sb, INCOMPAT.RECOVER)) sb = { ...sb, featureIncompat: sb.featureIncompat & ~INCOMPAT.RECOVER };
@@ -408,7 +413,11 @@ export class Ext4Tree implements FsTree {
       const bs = this.blockSize;
       const tableBytes = this.sb.inodesPerGroup * this.sb.inodeSize;
       const off = chunkIdx * this.itableChunkBytes;
-      const len = Math.min(this.itableChunkBytes, tableBytes - off);
+      // With group checksums only the in-use part of the table holds inodes (loadInode refuses the
+      // rest), and only that part is a backup's control set: reading past it would fetch data frames.
+      const inUse = this.descCsum ? this.sb.inodesPerGroup - Math.min(this.itableUnused[g]!, this.sb.inodesPerGroup) : this.sb.inodesPerGroup;
+      const usedBytes = Math.min(tableBytes, Math.ceil((inUse * this.sb.inodeSize) / bs) * bs);
+      const len = Math.max(0, Math.min(this.itableChunkBytes, usedBytes - off));
       const first = this.inodeTable[g]!;
       if (first < 1 || first * bs + tableBytes > this.sb.blocksCount * bs) {
         throw new FormatError('ECORRUPT', `ext4: group ${g}'s inode table (block ${first}) is outside the volume`, { group: g, block: first });

@@ -18,6 +18,7 @@ import { haveTools } from '../../fixtures/exec.js';
 import { buildExtFixture, EXT_LAYOUTS } from '../../fixtures/ext4-fixtures.js';
 import { compareBytes, compareManifests, manifestOfTree, type EntryType, type Manifest } from '../../fixtures/manifest.js';
 import { manifestOfImage } from '../../fixtures/image-manifest.js';
+import { decodeTime, statMany } from '../../fixtures/debugfs.js';
 
 const READ_CHUNK = 128 * 1024;
 
@@ -117,6 +118,19 @@ if (!tools.ok) {
       if (mine.nlink !== e.nlink) bad.push(`${path}: nlink ${mine.nlink} != debugfs ${e.nlink}`);
     }
     t.same(bad, [], `every inode number and link count agrees (${oracle.size} paths)`);
+    const stats = await statMany(fx.image, [...oracle.keys()]);
+    const badBlocks: string[] = [];
+    for (const [path, s] of stats) {
+      const want = Number(/Blockcount: (\d+)/.exec(s.statText)?.[1]);
+      const st = await tree.stat(manifest.get(path)!.ino);
+      if (st.blocks !== want) badBlocks.push(`${path}: blocks ${st.blocks} != debugfs ${want}`);
+      for (const [name, got] of [['ctime', st.ctimeNs], ['atime', st.atimeNs]] as const) {
+        const m = new RegExp(`^\\s*${name}: 0x([0-9a-f]+)(?::([0-9a-f]+))?`, 'm').exec(s.statText);
+        const ns = m ? decodeTime(parseInt(m[1]!, 16), m[2] === undefined ? 0 : parseInt(m[2], 16)) : undefined;
+        if (ns !== got) badBlocks.push(`${path}: ${name} ${got} != debugfs ${ns}`);
+      }
+    }
+    t.same(badBlocks, [], `st_blocks, ctime and atime equal debugfs' (${stats.size} inodes)`);
   });
 
   t.test('sparse files, extents() and read() edge cases', async (t) => {
@@ -217,10 +231,12 @@ if (!tools.ok) {
     const fx = await buildExtFixture('ext4-4k');
     const img = new Uint8Array(await readFile(fx.image));
     const sb = Buffer.from(img.buffer, img.byteOffset + 1024, 1024);
+    const incompat = sb.readUInt32LE(0x60);
     sb.writeUInt32LE((sb.readUInt32LE(0x60) | 0x80000000) >>> 0, 0x60);
     await t.rejects(openExt4(new MemorySource(img)), { code: 'EUNSUPPORTED' });
     sb.writeUInt32LE((sb.readUInt32LE(0x60) & 0x7fffffff) | 0x1000, 0x60); // dirdata
     await t.rejects(openExt4(new MemorySource(img)), { code: 'EUNSUPPORTED' });
+    sb.writeUInt32LE(incompat, 0x60);
     await t.rejects(openExt4(new MemorySource(img.subarray(0, 1500))), { code: 'ETRUNC' }, 'a volume too small for a superblock');
     await t.rejects(openExt4(new MemorySource(img.subarray(0, 8 * 1024 * 1024))), { code: 'ETRUNC' }, 'a truncated volume');
   });
