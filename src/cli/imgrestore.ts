@@ -54,6 +54,7 @@ async function main(): Promise<number> {
   if ([o.list, o.volume, o.directory !== undefined].filter(Boolean).length > 1) {
     throw new UsageError('choose one of -C DIR (restore files), --list and --volume');
   }
+  if (img === '-' && process.stdin.isTTY) throw new UsageError("refusing to read an image from a terminal (IMG '-' is standard input: pipe the image in)");
   if (o.volume) return volume(img, paths, o);
   if (o.filesFrom !== undefined) {
     if (o.filesFrom === '-' && img === '-') throw new UsageError("--files-from - and IMG - cannot both be standard input");
@@ -77,8 +78,11 @@ function reportProblems(kind: string, problems: readonly Problem[]): void {
 }
 
 async function tagged(img: string, dir: string, paths: string[], o: Opts): Promise<number> {
-  const { restoreTagged } = await import('../restore/tagged-restore.js');
+  // load the restore code (and the ext4 driver) while the header is read: both wait on disks
+  const loading = import('../restore/tagged-restore.js');
+  loading.catch(() => undefined);
   const input = await about(readable(img), () => ImageInput.open(img));
+  const { restoreTagged } = await loading;
   const progress = new Progress('imgrestore');
   try {
     const r = await about(readable(img), () => restoreTagged(input, {
@@ -98,7 +102,8 @@ async function tagged(img: string, dir: string, paths: string[], o: Opts): Promi
         `${formatBytes(r.bytesWritten)} written\n` +
         `read ${formatBytes(r.imageBytesRead)} from the image (header ${formatBytes(r.headerBytes)}, ${r.framesRead} data frames) in ${r.seconds.toFixed(2)} s\n`);
     }
-    const bad = r.missing.length + r.problems.length + r.damaged.length;
+    // an incomplete image is "partly done" even when every tagged file was in the part present
+    const bad = r.missing.length + r.problems.length + r.damaged.length + (input.incomplete ? 1 : 0);
     return bad > 0 ? EXIT.PARTIAL : EXIT.OK;
   } finally {
     progress.done();
@@ -108,9 +113,10 @@ async function tagged(img: string, dir: string, paths: string[], o: Opts): Promi
 }
 
 async function list(img: string, paths: string[], o: Opts): Promise<number> {
-  const { openHeaderTree } = await import('../restore/open-tree.js');
-  const { listTagged, listLines, pathText, printable } = await import('../restore/list-tree.js');
+  const loading = Promise.all([import('../restore/open-tree.js'), import('../restore/list-tree.js')]);
+  loading.catch(() => undefined);
   const input = await about(readable(img), () => ImageInput.open(img));
+  const [{ openHeaderTree }, { listTagged, listLines, pathText, targetText }] = await loading;
   try {
     const { tree } = await about(readable(img), () => openHeaderTree(input.opened, debugFor('imgrestore')));
     const l = await about(readable(img), () => listTagged(tree, paths, { literal: !!o.literal }));
@@ -119,7 +125,7 @@ async function list(img: string, paths: string[], o: Opts): Promise<number> {
         const s = it.entry.stat;
         return {
           path: pathText(it.entry.path), type: s.type, mode: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink,
-          mtimeNs: s.mtimeNs.toString(), ...(it.target ? { target: printable(it.target) } : {}), ...(it.linkTo ? { linkTo: pathText(it.linkTo) } : {}),
+          mtimeNs: s.mtimeNs.toString(), ...(it.target ? { target: targetText(it.target) } : {}), ...(it.linkTo ? { linkTo: pathText(it.linkTo) } : {}),
           ...(s.type === 'chr' || s.type === 'blk' ? { rdev: s.rdev } : {}),
         };
       });

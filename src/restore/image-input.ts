@@ -1,8 +1,12 @@
 /**
  * ImageInput: an image opened for a restore, from a file (seekable) or standard input (forward
  * only), with its header decoded and verified, and one forward pass over the data frames that
- * a restore wants (readFramesOnce). The header is read once, sequentially, from offset 0 (plus
- * the 64-byte footer of a file, which says whether the image is complete).
+ * a restore wants (readFramesOnce). A stream's header is read sequentially from offset 0. A
+ * file's is read once too, with its 64-byte footer (which says whether the image is complete),
+ * but in pieces of HEADER_PIECE_BYTES from its end back to its start: read forward, the kernel's
+ * readahead fetches up to a couple of MiB past the header that a restore never uses (measured on
+ * a loop device, 20.8 MiB read for a 19.1 MiB header); each backward piece is a "random" read,
+ * served as asked (19.1 MiB). Several pieces are in flight, so the cost in time is small.
  *
  * Skip rule for a seekable source: wanted frames are read in batches of consecutive frames; a
  * gap of at most `gapBytes` (default 1 MiB, about what a disk streams in one seek time) between
@@ -12,8 +16,8 @@
  * One pass per input; the callback runs for one batch at a time, in image order.
  */
 import { FormatError, InternalError } from '../errors/index.js';
-import { FRAME_HEADER_SIZE } from '../format/index.js';
-import { ImageReader, type OpenedHeader } from '../image/image-reader.js';
+import { FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, decodeFixedHeader, decodeFooter } from '../format/index.js';
+import { parseHeader, type OpenedHeader } from '../image/image-reader.js';
 import { readHeaderStream } from '../image/image-stream.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame } from '../image/frame-check.js';
 import { FileSource, StreamSource, type ReadStats, type RandomSource, type SequentialSource } from '../io/index.js';
@@ -32,6 +36,9 @@ export interface FramePassOptions {
 export const DEFAULT_GAP_BYTES = 1 << 20;
 const DEFAULT_MAX_READ_BYTES = 8 << 20;
 const DEFAULT_READS_AHEAD = 3;
+/** Header pieces read backwards (at most the device's largest request, so none is split). */
+const HEADER_PIECE_BYTES = 1 << 20;
+const HEADER_PIECES_IN_FLIGHT = 4;
 
 export class ImageInput {
   private passed = false;
@@ -65,9 +72,43 @@ export class ImageInput {
 
   static async fromRandom(src: RandomSource): Promise<ImageInput> {
     try {
-      const img = await ImageReader.open(src);
-      const opened: OpenedHeader = { header: img.header, map: img.map, controlArea: img.controlArea, headerBytes: new Uint8Array(0) };
-      return new ImageInput(src.name, opened, src, undefined, img.framesPresent, img.complete ? undefined : img.truncatedReason);
+      const size = src.sizeBytes;
+      const first = await src.readAt(0, Math.min(size, 4096));
+      const fixed = decodeFixedHeader(first.subarray(0, Math.min(first.byteLength, FIXED_HEADER_SIZE)), size);
+      const headerBytes = new Uint8Array(fixed.dataOffset);
+      headerBytes.set(first.subarray(0, Math.min(first.byteLength, fixed.dataOffset)));
+      const footerAt = size - FOOTER_SIZE;
+      const footerRead = footerAt >= fixed.dataOffset ? src.readAt(footerAt, FOOTER_SIZE) : undefined;
+      // the rest of the header, backwards, a few pieces at a time
+      const pieces: [number, number][] = [];
+      for (let end = fixed.dataOffset; end > first.byteLength; end -= HEADER_PIECE_BYTES) {
+        pieces.push([Math.max(first.byteLength, end - HEADER_PIECE_BYTES), end]);
+      }
+      let next = 0;
+      await Promise.all(Array.from({ length: Math.min(HEADER_PIECES_IN_FLIGHT, pieces.length) }, async () => {
+        while (next < pieces.length) {
+          const [from, to] = pieces[next++]!;
+          headerBytes.set(await src.readAt(from, to - from), from);
+        }
+      }));
+      const opened = parseHeader(headerBytes, size);
+      const h = opened.header;
+      let incomplete: string | undefined;
+      try {
+        if (!footerRead) throw new FormatError('ETRUNC', 'image is incomplete: no footer');
+        decodeFooter(await footerRead, size, h.imageUuid);
+      } catch (e) {
+        if (!(e instanceof FormatError)) throw e;
+        incomplete = e.message;
+      }
+      // frames wholly in the file (all of them unless it was cut short)
+      let present = h.frameCount;
+      if (incomplete !== undefined && h.frameCount > 0) {
+        const full = Math.max(0, Math.floor((size - h.dataOffset) / h.frameBytes));
+        const lastEnd = h.dataOffset + (h.frameCount - 1) * h.frameBytes + FRAME_HEADER_SIZE + frameBlockCount(h, h.frameCount - 1) * h.blockSize;
+        present = full < h.frameCount - 1 ? full : lastEnd <= size ? h.frameCount : h.frameCount - 1;
+      }
+      return new ImageInput(src.name, opened, src, undefined, present, incomplete);
     } catch (e) {
       await src.close();
       throw e;

@@ -1,15 +1,17 @@
 /**
- * listEntries: `tar -tv`-style lines for selected entries (type and permission string,
+ * `tar -tv`-style listing: lines for selected entries (type and permission string,
  * uid/gid, size or major,minor, local modification time, path, "-> target" for a symlink and
  * "link to PATH" for a later name of a hard-linked file). Paths are '/'-rooted; bytes that are
- * not printable UTF-8 are shown as \ooo octal escapes, a backslash as \\. listTagged() gathers
+ * not printable UTF-8 are shown as \ooo octal escapes (select.ts: printable). listTagged() gathers
  * the entries from a tree (built from the image header: a listing reads no data frame);
  * listLines() is pure formatting.
  */
 import { isImgError } from '../errors/index.js';
 import type { FileType, FsTree, Stat } from '../fs/types.js';
 import { splitDev } from './out-tree.js';
-import { selectTagged, showPath, type Problem, type SelectedEntry } from './select.js';
+import { printable, selectTagged, showPath, type Problem, type SelectedEntry } from './select.js';
+
+export { printable };
 
 const TYPE_CHAR: Record<FileType, string> = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chr: 'c', blk: 'b', sock: 's' };
 
@@ -22,29 +24,7 @@ export function modeString(type: FileType, mode: number, hardlink = false): stri
     rwx(mode & 7, (mode & 0o1000) !== 0, 't');
 }
 
-/** A raw name or path as text: printable UTF-8 kept, anything else as \ooo. */
-export function printable(bytes: Uint8Array): string {
-  const text = new TextDecoder('utf-8', { fatal: false }).decode(bytes);
-  if (Buffer.from(text, 'utf8').equals(Buffer.from(bytes)) && !/[\x00-\x1f\x7f\\]/.test(text)) return text;
-  let out = '';
-  let i = 0;
-  while (i < bytes.byteLength) {
-    const c = bytes[i]!;
-    const len = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-    const chunk = len > 1 ? bytes.subarray(i, i + len) : undefined;
-    const t = chunk ? new TextDecoder('utf-8', { fatal: false }).decode(chunk) : '';
-    if (chunk && chunk.byteLength === len && !t.includes('\uFFFD')) { out += t; i += len; continue; }
-    if (c === 0x5c) out += '\\\\';
-    else if (c < 0x20 || c === 0x7f || c >= 0x80) out += `\\${c.toString(8).padStart(3, '0')}`;
-    else out += String.fromCharCode(c);
-    i++;
-  }
-  return out;
-}
-
-export function pathText(path: readonly Uint8Array[]): string {
-  return path.length === 0 ? '/' : path.map((c) => `/${printable(c)}`).join('');
-}
+export const pathText = showPath;
 
 function time(ns: bigint): string {
   const d = new Date(Number(ns / 1_000_000n));
@@ -68,7 +48,7 @@ export function listLines(items: readonly ListedEntry[]): string[] {
   return rows.map(({ s, owner, size, it }) => {
     let name = pathText(it.entry.path);
     if (s.type === 'dir' && it.entry.path.length > 0) name += '/';
-    if (it.target) name += ` -> ${printable(it.target)}`;
+    if (it.target) name += ` -> ${targetText(it.target)}`;
     if (it.linkTo) name += ` link to ${pathText(it.linkTo)}`;
     const col = `${owner} ${size.padStart(width - owner.length - 1)}`;
     return `${modeString(s.type, s.mode, !!it.linkTo)} ${col} ${time(s.mtimeNs)} ${name}`;
@@ -98,4 +78,14 @@ export async function listTagged(tree: FsTree, paths: readonly string[], opts: {
     items.push(item);
   }
   return { items, missing: sel.missing, problems };
+}
+
+/** A symlink target: printable, but its slashes are path separators. */
+export function targetText(t: Uint8Array): string {
+  const parts: string[] = [];
+  let start = 0;
+  for (let i = 0; i <= t.byteLength; i++) {
+    if (i === t.byteLength || t[i] === 0x2f) { parts.push(printable(t.subarray(start, i))); start = i + 1; }
+  }
+  return parts.join('/');
 }

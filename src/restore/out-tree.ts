@@ -9,7 +9,7 @@
  * directory is never replaced. Not defended: another process changing DIR while we run.
  * Calls may interleave, as long as a parent's creation is awaited before its children's.
  */
-import { constants as C, promises as fsp } from 'node:fs';
+import { constants as C, lstatSync, openSync, promises as fsp, unlinkSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { IoError } from '../errors/index.js';
@@ -132,6 +132,28 @@ export class OutTree {
     return this.create(p, () => openFd(p, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, mode));
   }
 
+  /**
+   * createFile, synchronously: for small files written whole at once, where a few system calls
+   * on the main thread cost less than the round trips through the thread pool.
+   */
+  createFileSync(path: readonly Uint8Array[], mode: number): number {
+    this.checkParent(path);
+    const p = this.pathOf(path);
+    const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
+    try {
+      return openSync(p, flags, mode);
+    } catch (e) {
+      if (errnoOf(e) !== 'EEXIST') throw e;
+      const st = lstatSync(p, { throwIfNoEntry: false });
+      if (st) {
+        if (!this.overwrite) throw new EntryError('already exists (use --overwrite to replace it)', 'EEXIST');
+        if (st.isDirectory()) throw new EntryError('already exists as a directory (not replaced)', 'EEXIST');
+        unlinkSync(p);
+      }
+      return openSync(p, flags, mode);
+    }
+  }
+
   /** Reopens a file this restore created, for more writes. */
   async reopen(path: readonly Uint8Array[]): Promise<number> {
     return openFd(this.pathOf(path), C.O_WRONLY | C.O_NOFOLLOW);
@@ -145,6 +167,7 @@ export class OutTree {
 
   async symlink(path: readonly Uint8Array[], target: Uint8Array): Promise<void> {
     this.checkParent(path);
+    if (target.byteLength === 0 || target.includes(0)) throw new EntryError('the symlink target is empty or holds a NUL byte: not restored');
     const p = this.pathOf(path);
     await this.create(p, () => fsp.symlink(Buffer.from(target.buffer, target.byteOffset, target.byteLength), p));
   }

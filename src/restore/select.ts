@@ -43,9 +43,32 @@ export interface SelectOptions {
 
 const decoder = new TextDecoder('utf-8', { fatal: false });
 
-/** A readable '/'-rooted form of a path (invalid UTF-8 bytes shown as U+FFFD). */
+/**
+ * A raw name as text: printable UTF-8 kept; control bytes, bytes that are not UTF-8, a
+ * backslash and (inside a name) a slash shown as \ooo octal escapes.
+ */
+export function printable(bytes: Uint8Array): string {
+  const text = decoder.decode(bytes);
+  if (Buffer.from(text, 'utf8').equals(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)) && !/[\x00-\x1f\x7f\\/]/.test(text)) return text;
+  let out = '';
+  let i = 0;
+  while (i < bytes.byteLength) {
+    const c = bytes[i]!;
+    const len = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    if (len > 1) {
+      const chunk = bytes.subarray(i, i + len);
+      const t = decoder.decode(chunk);
+      if (chunk.byteLength === len && !t.includes('\uFFFD')) { out += t; i += len; continue; }
+    }
+    out += c < 0x20 || c === 0x7f || c >= 0x80 || c === 0x5c || c === 0x2f ? `\\${c.toString(8).padStart(3, '0')}` : String.fromCharCode(c);
+    i++;
+  }
+  return out;
+}
+
+/** A readable '/'-rooted form of a path (see printable). */
 export function showPath(path: readonly Uint8Array[]): string {
-  return path.length === 0 ? '/' : path.map((c) => `/${decoder.decode(c)}`).join('');
+  return path.length === 0 ? '/' : path.map((c) => `/${printable(c)}`).join('');
 }
 
 function keyOf(path: readonly Uint8Array[]): string {
@@ -169,6 +192,7 @@ async function walk(tree: FsTree, top: SelectedEntry, add: (n: Node, parentOnly:
       continue;
     }
     const subdirs: SelectedEntry[] = [];
+    const names = new Set<string>();
     const CHUNK = 256;
     for (let i = 0; i < list.length; i += CHUNK) {
       const part = list.slice(i, i + CHUNK);
@@ -187,6 +211,12 @@ async function walk(tree: FsTree, top: SelectedEntry, add: (n: Node, parentOnly:
           problems.push({ path: showPath(path), message: st.message });
           return;
         }
+        const nameKey = Buffer.from(d.name.buffer, d.name.byteOffset, d.name.byteLength).toString('latin1');
+        if (names.has(nameKey)) {
+          problems.push({ path: showPath(path), message: 'a second entry with this name in the same directory: not restored' });
+          return;
+        }
+        names.add(nameKey);
         if (has(path)) return; // tagged twice (overlapping paths): already walked
         if (st.type === 'dir' && walkedDirs.has(d.ino)) {
           problems.push({ path: showPath(path), message: `directory inode ${d.ino} is reached by more than one path (a hard-linked directory or a loop): not restored again` });

@@ -6,16 +6,22 @@
  * Output (out-tree.ts) never leaves DIR. Order of work, so every time and mode sticks:
  *   1. directories, symlinks and special files (in path order, a bounded pool), while
  *   2. the frame pass runs: a regular file is created at its first data (or when it has none),
- *      written with positional writes (several in flight, bounded in bytes), then given owner,
- *      mode and times and closed; at most MAX_OPEN files are open at once;
+ *      written with positional writes, then given owner, mode and times and closed. A small file
+ *      whose whole data is in one batch is done at once with synchronous calls (SYNC_FILE_BYTES);
+ *      the others' operations run in order on a per-file promise chain, files in parallel, at
+ *      most MAX_WRITES operations and MAX_WRITE_BYTES of data in flight, at most MAX_OPEN files
+ *      kept open between batches (a file whose data spans batches keeps its descriptor);
  *   3. hard links (after their first path exists); 4. xattrs (setfattr -h --restore, one run);
- *   5. directory owner/mode/times, deepest first; 6. sub-microsecond times (touch -h).
+ *   5. directory owner/mode/times, deepest first; 6. sub-microsecond times (exact-times.ts).
+ * Hard links, xattrs and time fixes wait for every file; directory times come after everything
+ * that creates or removes names. Files are made as their data arrives rather than all first, so
+ * each is opened once.
  * Damage (a frame failing its checksum, a truncated image) costs only the blocks it holds: the
  * file is restored with holes there and reported. Nothing existing is replaced without
  * `overwrite`, and the metadata of a directory that already existed is left alone.
  * Returns a summary; throws only for what stops the whole restore (bad header, unusable DIR).
  */
-import { constants as C, promises as fsp } from 'node:fs';
+import { closeSync, constants as C, fchmodSync, fchownSync, ftruncateSync, futimesSync, promises as fsp, writevSync } from 'node:fs';
 import { isImgError } from '../errors/index.js';
 import { closeFd, fchmodFd, fchownFd, ftruncateFd, futimesFd, openFd, writevAll } from './fd-io.js';
 import { showPath, selectTagged, type Problem } from './select.js';
@@ -65,27 +71,34 @@ export interface TaggedRestoreResult {
   seconds: number;
 }
 
-/** Open files at once (regular files being written). */
+/** Files kept open between their writes (files whose data spans several batches). */
 const MAX_OPEN = 64;
-/** Writes in flight, and bytes held by them. */
-const MAX_WRITES = 16;
+/** File operations in flight (each holds at most one descriptor), and data bytes held by them. */
+const MAX_WRITES = 32;
 const MAX_WRITE_BYTES = 64 << 20;
 /** Entries created at once in the creation pool. */
 const CREATE_POOL = 16;
+/**
+ * A file whose whole data (at most this much) arrives in one batch is written synchronously:
+ * open, write, times, close on the main thread cost less than four thread-pool round trips.
+ */
+const SYNC_FILE_BYTES = 256 << 10;
 
 interface FileState {
   f: PlannedFile;
   path: Uint8Array[];
   /** Frame bytes not yet written or written off as damaged. */
   pending: number;
-  created?: Promise<boolean>;
-  fh?: number;
-  users: number;
+  /** The file's operations, in order: create, writes, finish. */
+  chain: Promise<void>;
+  /** Operations queued on the chain and not finished. */
+  queued: number;
+  /** 'new' until created; 'open' while a descriptor is held; 'closed' between; 'done' or 'failed' at the end. */
+  state: 'new' | 'open' | 'closed' | 'done' | 'failed';
+  fd: number;
   lastUse: number;
   createMode: number;
   needChown: boolean;
-  finished: boolean;
-  failed: boolean;
 }
 
 async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -129,22 +142,21 @@ class Restorer {
   readonly damaged: DamagedFile[] = [];
   private readonly files: FileState[];
   private readonly dirDone = new Map<string, Promise<boolean>>();
+  /** Keys of the directories already made (for the synchronous path). */
+  private readonly dirMade = new Set<string>();
   /** Directories whose metadata we set at the end (created by us, or any with overwrite). */
   private readonly ownDirs: PlannedEntry[] = [];
   private readonly xattrJobs: { path: Buffer; xattrs: [string, Uint8Array][] }[] = [];
   private readonly timeFixes: TimeFix[] = [];
-  private microOnly = 0;
-  /** Files with an open handle nobody is using (eviction candidates). */
-  private readonly idle = new Set<FileState>();
   private readonly owners: boolean;
   private readonly euid = process.geteuid?.() ?? -1;
   private readonly egid = process.getegid?.() ?? -1;
   private readonly isRoot = this.euid === 0;
   private readonly inflight = new Set<Promise<void>>();
   private inflightBytes = 0;
-  private openCount = 0;
   private tick = 0;
-  private slotWaiters: (() => void)[] = [];
+  /** Files holding a descriptor with nothing queued (candidates for closing). */
+  private readonly idleOpen = new Set<FileState>();
 
   constructor(private readonly input: ImageInput, private readonly plan: RestorePlan, private readonly out: OutTree,
               private readonly opts: TaggedRestoreOptions, private readonly log: (m: string) => void) {
@@ -154,8 +166,8 @@ class Restorer {
       const needChown = this.owners && (f.stat.uid !== this.euid || f.stat.gid !== this.egid || this.out.sgidParent(plan.entries[f.entry]!.sel.path));
       const plain = (mode & 0o7000) === 0 && (mode & 0o200) !== 0 && !needChown;
       return {
-        f, path: plan.entries[f.entry]!.sel.path, pending: f.frameBytes, users: 0, lastUse: 0,
-        createMode: plain ? mode : 0o600, needChown, finished: false, failed: false,
+        f, path: plan.entries[f.entry]!.sel.path, pending: f.frameBytes, chain: Promise.resolve(), queued: 0,
+        state: 'new', fd: -1, lastUse: 0, createMode: plain ? mode : 0o600, needChown,
       };
     });
   }
@@ -175,23 +187,20 @@ class Restorer {
     await this.drain();
     lap('writes done');
     for (const s of settled) if (s.status === 'rejected') throw s.reason;
-    // every file is complete now unless its data never came (a bug, or a frame list gap)
+    // every file is done now unless its data never came (a bug, or a frame list gap)
     for (const st of this.files) {
-      if (!st.finished) {
+      if (st.state !== 'done' && st.state !== 'failed') {
         if (st.pending > 0) st.f.damage.push({ posBytes: 0, lenBytes: st.pending, why: 'its data was not found in the frames read' });
-        st.pending = 0;
-        await this.complete(st);
+        this.settle(st, st.pending);
       }
     }
+    await this.drain();
     await this.hardlinks();
     for (const st of this.files) this.reportDamage(st);
     await this.applyXattrs();
     lap('links and xattrs done');
     await this.dirMetadata();
     lap('directory metadata done');
-    if (this.microOnly) {
-      this.problems.push({ path: '/', message: `${this.microOnly} entries whose paths are not UTF-8 keep their times to the microsecond only` });
-    }
     for (const m of await fixTimes(this.timeFixes)) this.problems.push({ path: '/', message: m });
     lap(`${this.timeFixes.length} time fixes done`);
   }
@@ -217,7 +226,7 @@ class Restorer {
       (e.kind === 'file' && this.files[e.file!]!.pending === 0));
     await mapLimit(work, CREATE_POOL, async (e) => {
       const path = e.sel.path;
-      if (e.kind === 'file') { await this.complete(this.files[e.file!]!); return; }
+      if (e.kind === 'file') { const st = this.files[e.file!]!; this.settle(st, 0); await st.chain; return; }
       const gate = e.kind === 'dir' ? gates.get(OutTree.key(path)) : undefined;
       let ok = false;
       try {
@@ -228,6 +237,7 @@ class Restorer {
       } catch (err) {
         this.problem(path, err);
       } finally {
+        if (ok && gate) this.dirMade.add(OutTree.key(path));
         gate?.resolve(ok);
       }
     });
@@ -288,11 +298,13 @@ class Restorer {
     const a = utimeArg(atimeNs);
     const m = utimeArg(mtimeNs);
     await set(a.arg, m.arg);
-    if (a.exact && m.exact) return;
-    const text = p.toString('utf8');
-    if (Buffer.from(text, 'utf8').equals(p)) this.timeFixes.push({ path: text, atimeNs, mtimeNs });
-    else this.microOnly++;
+    if (!a.exact || !m.exact) this.queueTimeFix(p, atimeNs, mtimeNs);
   }
+
+  private queueTimeFix(p: Buffer, atimeNs: bigint, mtimeNs: bigint): void {
+    this.timeFixes.push({ path: p, atimeNs, mtimeNs });
+  }
+
 
   // ---- 2. regular files and the frame pass --------------------------------------------------
 
@@ -339,151 +351,150 @@ class Restorer {
     });
   }
 
-  /** Accounts `len` bytes of a file as written or lost; completes the file at zero. */
-  private settle(st: FileState, len: number): void {
-    st.pending -= len;
-    if (st.pending === 0) this.track(this.complete(st), 0);
+  /** Runs `op` after the file's earlier operations; counted in flight with `bytes` of data. */
+  private enqueue(st: FileState, bytes: number, op: () => Promise<void>): void {
+    st.queued++;
+    this.idleOpen.delete(st);
+    const p = st.chain.then(op).catch((e: unknown) => {
+      if (st.state === 'open') closeFd(st.fd).catch(() => undefined);
+      if (st.state !== 'done') st.state = 'failed';
+      this.problem(st.path, e);
+    }).finally(() => {
+      st.queued--;
+      if (st.state === 'open' && st.queued === 0) { this.idleOpen.add(st); this.trimOpen(); }
+    });
+    st.chain = p;
+    this.track(p, bytes);
   }
 
   private track(p: Promise<void>, bytes: number): void {
-    const q = p.catch((e: unknown) => this.problem('/', e)).finally(() => { this.inflight.delete(q); this.inflightBytes -= bytes; });
+    const q = p.finally(() => { this.inflight.delete(q); this.inflightBytes -= bytes; });
     this.inflight.add(q);
     this.inflightBytes += bytes;
   }
 
-  private async schedule(st: FileState, pos: number, bufs: Uint8Array[], len: number): Promise<void> {
-    while (this.inflight.size >= MAX_WRITES || this.inflightBytes + len > MAX_WRITE_BYTES) {
-      if (this.inflight.size === 0) break;
+  /** Waits until one more operation of `bytes` fits in the in-flight bounds. */
+  private async room(bytes: number): Promise<void> {
+    while (this.inflight.size > 0 && (this.inflight.size >= MAX_WRITES || this.inflightBytes + bytes > MAX_WRITE_BYTES)) {
       await Promise.race(this.inflight);
     }
-    this.track(this.write(st, pos, bufs, len), len);
   }
 
   private async drain(): Promise<void> {
     while (this.inflight.size) await Promise.all([...this.inflight]);
   }
 
-  private async write(st: FileState, pos: number, bufs: Uint8Array[], len: number): Promise<void> {
-    if (await this.ensureCreated(st)) {
-      try {
-        const fh = await this.acquire(st);
-        try {
-          await writevAll(fh, bufs, pos);
-          this.bytesWritten += len;
-        } finally {
-          this.release(st);
-        }
-      } catch (e) {
-        st.failed = true;
-        this.problem(st.path, e);
-      }
+  private async schedule(st: FileState, pos: number, bufs: Uint8Array[], len: number): Promise<void> {
+    if (st.state === 'new' && st.queued === 0 && len === st.pending && len <= SYNC_FILE_BYTES &&
+        (st.path.length <= 1 || this.dirMade.has(OutTree.key(st.path.slice(0, -1))))) {
+      this.writeWholeSync(st, pos, bufs, len);
+      return;
     }
-    this.settle(st, len);
-  }
-
-  private ensureCreated(st: FileState): Promise<boolean> {
-    st.created ??= this.createFile(st);
-    return st.created;
-  }
-
-  private async createFile(st: FileState): Promise<boolean> {
-    try {
-      if (!(await this.parentReady(st.path))) throw new EntryError('its parent directory was not restored');
-      await this.slot();
-      let fh: number;
-      try {
-        fh = await this.out.createFile(st.path, st.createMode);
-      } catch (e) {
-        this.openCount--; this.wake();
-        throw e;
+    await this.room(len);
+    this.enqueue(st, len, async () => {
+      if (await this.ready(st)) {
+        await writevAll(st.fd, bufs, pos);
+        this.bytesWritten += len;
+        st.lastUse = ++this.tick;
       }
-      st.fh = fh;
-      st.lastUse = ++this.tick;
-      this.idle.add(st);
+      await this.account(st, len);
+    });
+  }
+
+  /** Creates, writes and finishes a small file in one go, with synchronous calls. */
+  private writeWholeSync(st: FileState, pos: number, bufs: Uint8Array[], len: number): void {
+    const stat = st.f.stat;
+    st.state = 'failed'; // until done
+    let fd = -1;
+    try {
+      fd = this.out.createFileSync(st.path, st.createMode);
+      this.counts.files++;
       for (const piece of st.f.headerPieces) {
-        await writevAll(fh, [piece.bytes], piece.posBytes);
+        writeAllSync(fd, [piece.bytes], piece.posBytes);
         this.bytesWritten += piece.bytes.byteLength;
       }
-      if (st.f.truncate) await ftruncateFd(fh, st.f.stat.size);
-      this.counts.files++;
-      return true;
+      if (st.f.truncate) ftruncateSync(fd, stat.size);
+      writeAllSync(fd, bufs, pos);
+      this.bytesWritten += len;
+      st.pending = 0;
+      if (st.needChown) fchownSync(fd, stat.uid, stat.gid);
+      if (st.createMode !== (stat.mode & 0o7777)) fchmodSync(fd, stat.mode & 0o7777);
+      const a = utimeArg(stat.atimeNs);
+      const m = utimeArg(stat.mtimeNs);
+      futimesSync(fd, a.arg as unknown as number, m.arg as unknown as number);
+      if (!a.exact || !m.exact) this.queueTimeFix(this.out.pathOf(st.path), stat.atimeNs, stat.mtimeNs);
+      this.queueXattrs(this.plan.entries[st.f.entry]!);
+      st.state = 'done';
     } catch (e) {
-      st.failed = true;
+      st.pending = 0;
       this.problem(st.path, e);
-      return false;
+    } finally {
+      if (fd >= 0) closeSync(fd);
     }
   }
 
-  /** Every frame byte of the file is settled: owner, mode, times, close. */
-  private async complete(st: FileState): Promise<void> {
-    if (st.finished) return;
-    st.finished = true;
-    if (!(await this.ensureCreated(st))) return;
+  /** Accounts `len` bytes of a file as lost (or nothing, for a file without frame data). */
+  private settle(st: FileState, len: number): void {
+    this.enqueue(st, 0, async () => {
+      if (st.pending - len === 0) await this.ready(st); // the file must exist, even when all of it is lost
+      await this.account(st, len);
+    });
+  }
+
+  /** Takes `len` bytes off the file's pending count; finishes the file at zero. Runs on its chain. */
+  private async account(st: FileState, len: number): Promise<void> {
+    st.pending -= len;
+    if (st.pending === 0 && st.state === 'open') await this.finish(st);
+  }
+
+  /** Makes sure the file exists and its descriptor is open; false if it cannot be. Runs on its chain. */
+  private async ready(st: FileState): Promise<boolean> {
+    if (st.state === 'open') return true;
+    if (st.state === 'closed') { st.fd = await this.out.reopen(st.path); st.state = 'open'; return true; }
+    if (st.state !== 'new') return false;
+    st.state = 'failed'; // until created
+    if (!(await this.parentReady(st.path))) throw new EntryError('its parent directory was not restored');
+    st.fd = await this.out.createFile(st.path, st.createMode);
+    st.state = 'open';
+    this.counts.files++;
+    for (const piece of st.f.headerPieces) {
+      await writevAll(st.fd, [piece.bytes], piece.posBytes);
+      this.bytesWritten += piece.bytes.byteLength;
+    }
+    if (st.f.truncate) await ftruncateFd(st.fd, st.f.stat.size);
+    return true;
+  }
+
+  /** Every frame byte of the file is settled: size, owner, mode, times, close. Runs on its chain. */
+  private async finish(st: FileState): Promise<void> {
     const stat = st.f.stat;
+    const fd = st.fd;
     try {
-      const fh = await this.acquire(st);
-      try {
-        if (st.needChown) await fchownFd(fh, stat.uid, stat.gid);
-        if (st.createMode !== (stat.mode & 0o7777)) await fchmodFd(fh, stat.mode & 0o7777);
-        const p = this.out.pathOf(st.path);
-        await this.setTimes(p, stat.atimeNs, stat.mtimeNs, (a, m) => futimesFd(fh, a, m));
-        const e = this.plan.entries[st.f.entry]!;
-        this.queueXattrs(e);
-      } finally {
-        this.release(st);
-        await this.closeHandle(st);
-      }
-    } catch (e) {
-      this.problem(st.path, e);
+      // lost ranges stay holes; the size must still be the file's
+      if (st.f.damage.length && !st.f.truncate) await ftruncateFd(fd, stat.size);
+      if (st.needChown) await fchownFd(fd, stat.uid, stat.gid);
+      if (st.createMode !== (stat.mode & 0o7777)) await fchmodFd(fd, stat.mode & 0o7777);
+      await this.setTimes(this.out.pathOf(st.path), stat.atimeNs, stat.mtimeNs, (a, m) => futimesFd(fd, a, m));
+      this.queueXattrs(this.plan.entries[st.f.entry]!);
+    } finally {
+      st.state = 'done';
+      await closeFd(fd);
     }
   }
 
-  // ---- open handles: at most MAX_OPEN ------------------------------------------------------
-
-  private wake(): void { const w = this.slotWaiters.shift(); w?.(); }
-
-  /** Reserves one open file; closes the least recently used idle one if all are taken. */
-  private async slot(): Promise<void> {
-    for (;;) {
-      if (this.openCount < MAX_OPEN) { this.openCount++; return; }
+  /** Closes the least recently used idle descriptors beyond MAX_OPEN (reopened if more data comes). */
+  private trimOpen(): void {
+    while (this.idleOpen.size > MAX_OPEN) {
       let victim: FileState | undefined;
-      for (const s of this.idle) if (!victim || s.lastUse < victim.lastUse) victim = s;
-      if (victim) { await this.closeHandle(victim); continue; }
-      await new Promise<void>((r) => this.slotWaiters.push(r));
+      for (const s of this.idleOpen) if (!victim || s.lastUse < victim.lastUse) victim = s;
+      const v = victim!;
+      this.idleOpen.delete(v);
+      this.enqueue(v, 0, async () => {
+        if (v.state !== 'open' || v.queued > 1) return;
+        v.state = 'closed';
+        await closeFd(v.fd);
+      });
     }
-  }
-
-  private async acquire(st: FileState): Promise<number> {
-    st.users++;
-    this.idle.delete(st);
-    if (st.fh === undefined) {
-      try {
-        await this.slot();
-        if (st.fh !== undefined) { this.openCount--; this.wake(); } // opened meanwhile by another writer
-        else {
-          try { st.fh = await this.out.reopen(st.path); } catch (e) { this.openCount--; this.wake(); throw e; }
-          this.idle.delete(st);
-        }
-      } catch (e) {
-        st.users--;
-        throw e;
-      }
-    }
-    st.lastUse = ++this.tick;
-    return st.fh!;
-  }
-
-  private release(st: FileState): void {
-    st.users--;
-    if (st.users === 0 && st.fh !== undefined) { this.idle.add(st); this.wake(); }
-  }
-
-  private async closeHandle(st: FileState): Promise<void> {
-    const fh = st.fh;
-    if (fh === undefined || st.users > 0) return;
-    st.fh = undefined;
-    this.idle.delete(st);
-    try { await closeFd(fh); } finally { this.openCount--; this.wake(); }
   }
 
   // ---- 3.–5. -----------------------------------------------------------------------------
@@ -494,7 +505,8 @@ class Restorer {
       const st = this.files[e.file!]!;
       try {
         if (!(await this.parentReady(e.sel.path))) throw new EntryError('its parent directory was not restored');
-        if (st.failed || !(await this.ensureCreated(st))) throw new EntryError(`its other name ${showPath(st.path)} was not restored`);
+        await st.chain;
+        if (st.state !== 'done') throw new EntryError(`its other name ${showPath(st.path)} was not restored`);
         await this.out.hardlink(st.path, e.sel.path);
         this.counts.hardlinks++;
       } catch (err) {
@@ -561,4 +573,18 @@ function escapeDump(b: Uint8Array): string {
   let s = '';
   for (const c of b) s += c <= 0x20 || c >= 0x7f || c === 0x5c || c === 0x3d || c === 0x22 ? `\\${c.toString(8).padStart(3, '0')}` : String.fromCharCode(c);
   return s;
+}
+
+/** pwritev until every byte is written. */
+function writeAllSync(fd: number, bufs: readonly Uint8Array[], pos: number): void {
+  let left = [...bufs];
+  let total = 0;
+  for (const b of left) total += b.byteLength;
+  while (total > 0) {
+    const n = writevSync(fd, left, pos);
+    if (n === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    pos += n; total -= n;
+    let k = n;
+    while (k > 0) { const b = left[0]!; if (k >= b.byteLength) { k -= b.byteLength; left.shift(); } else { left[0] = b.subarray(k); k = 0; } }
+  }
 }

@@ -7,7 +7,6 @@
 // one small file (header + one frame). Skips when e2fsprogs is missing.
 
 import t from 'tap';
-import { createReadStream } from 'node:fs';
 import { lstat, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,30 +14,10 @@ import { EXT_LAYOUTS, buildExtFixture } from '../fixtures/ext4-fixtures.js';
 import { haveTools } from '../fixtures/exec.js';
 import { runDebugfs, splitScriptOutput, dq, decodeTime } from '../fixtures/debugfs.js';
 import { compareManifests, manifestOfTree, type Manifest } from '../fixtures/manifest.js';
-import { runCli, ROOT, type CliResult } from '../helpers/cli.js';
-import { spawn } from 'node:child_process';
+import { runCli } from '../helpers/cli.js';
+import { restoreFromPipe } from './pipe.js';
 
 const ENV = { SOURCE_DATE_EPOCH: '1700000000' };
-
-/**
- * imgrestore with `file` piped to its stdin. imgrestore stops reading after the last frame it
- * needs, so the writer may meet EPIPE: that is expected, not a failure.
- */
-export function restoreFromPipe(file: string, args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'imgrestore.js'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    child.stdin.on('error', (e: NodeJS.ErrnoException) => { if (e.code !== 'EPIPE') reject(e); });
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout: Buffer.concat(out), stderr: err }));
-    const src = createReadStream(file, { highWaterMark: 1 << 16 });
-    src.on('error', reject);
-    src.pipe(child.stdin);
-  });
-}
 
 /** What the layout test tags: one of each kind of thing the fixtures hold. */
 const TAGGED = [
