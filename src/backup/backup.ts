@@ -159,7 +159,9 @@ function planReads(want: RunList, blockSize: number, volumeBytes: number): ReadP
 export async function streamData(src: RandomSource, want: RunList, blockSize: number,
   sink: (blocks: Uint8Array, firstBlock: number) => Promise<void>): Promise<void> {
   const plans = planReads(want, blockSize, src.sizeBytes);
-  const maxLen = plans.reduce((m, p) => Math.max(m, p.lenBytes), 0);
+  // whole blocks: a plan's read may stop short of its last block (a partial last block of a raw volume)
+  const wholeBytes = (p: ReadPlan): number => { const l = p.pieces[p.pieces.length - 1]!; return (l.start + l.len) * blockSize - p.posBytes; };
+  const maxLen = plans.reduce((m, p) => Math.max(m, wholeBytes(p)), 0);
   const pool: Uint8Array[] = [];
   const inflight: Promise<Uint8Array>[] = [];
   let next = 0;
@@ -178,7 +180,7 @@ export async function streamData(src: RandomSource, want: RunList, blockSize: nu
     const p = plans[i]!;
     const whole = new Uint8Array(got.buffer, got.byteOffset, maxLen);
     // the last block of a raw volume may be partial: zero the tail of the buffer
-    const need = (p.pieces[p.pieces.length - 1]!.start + p.pieces[p.pieces.length - 1]!.len) * blockSize - p.posBytes;
+    const need = wholeBytes(p);
     if (need > got.byteLength) whole.fill(0, got.byteLength, need);
     for (const piece of p.pieces) {
       const off = piece.start * blockSize - p.posBytes;

@@ -158,6 +158,8 @@ export function checkHeaderEnd(rec: Uint8Array, header: ImageHeader, checksumOfH
   const e = HEADER_END.decode(rec);
   if (!sameBytes(e.magic, MAGIC_HEADER_END)) throw new FormatError('EMAGIC', 'image header-end record: bad magic (damaged header)');
   if (e.headerBytes !== header.headerEndOffset) throw new FormatError('ECORRUPT', 'image header-end record: wrong length');
+  // no checksum covers the record itself: its must-be-zero field is the only check on those bytes
+  if (e.reserved !== 0) throw new FormatError('ECORRUPT', 'image header-end record: reserved field is not zero (damaged header)');
   if (e.checksum !== checksumOfHeader) {
     throw new FormatError('ECHECKSUM', 'image header checksum mismatch (damaged control blocks or block map)');
   }

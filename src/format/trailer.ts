@@ -52,10 +52,13 @@ export function encodeFooter(f: Omit<Footer, 'magic' | 'footerChecksum'>): Uint8
 
 /** Decodes the last 64 bytes of an image; ETRUNC if they are not a valid footer (a cut image). */
 export function decodeFooter(buf: Uint8Array, imageBytes: number, imageUuid: Uint8Array): Footer {
-  const f = FOOTER.decode(buf);
-  if (!sameBytes(f.magic, MAGIC_FOOTER) || hash64(buf.subarray(0, 0x38)) !== f.footerChecksum) {
+  // magic and checksum first: the last 64 bytes of a cut image are arbitrary, and decoding their
+  // u64 fields could fail (ERANGE) with a message that hides the real news (truncation)
+  const sum = buf.byteLength === FOOTER_SIZE ? new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(0x38, true) : undefined;
+  if (sum === undefined || !sameBytes(buf.subarray(0, 8), MAGIC_FOOTER) || hash64(buf.subarray(0, 0x38)) !== sum) {
     throw new FormatError('ETRUNC', 'image is incomplete: no valid footer at the end (truncated?)');
   }
+  const f = FOOTER.decode(buf);
   if (!sameBytes(f.imageUuid, imageUuid)) throw new FormatError('ECORRUPT', 'footer belongs to another image (UUID differs)');
   if (f.imageBytes !== imageBytes) throw new FormatError('ETRUNC', `image size ${imageBytes} differs from the ${f.imageBytes} bytes the footer records`);
   if (f.trailerOffset + f.trailerBytes + FOOTER_SIZE !== imageBytes) throw new FormatError('ECORRUPT', 'footer: trailer position does not add up');

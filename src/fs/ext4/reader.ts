@@ -398,7 +398,23 @@ export class Ext4Tree implements FsTree {
     const g = Math.floor((ino - 1) / ipg);
     const byteOff = ((ino - 1) % ipg) * this.sb.inodeSize;
     const chunkIdx = Math.floor(byteOff / this.itableChunkBytes);
-    return [await this.inodeChunk(g, chunkIdx), byteOff - chunkIdx * this.itableChunkBytes];
+    try {
+      return [await this.inodeChunk(g, chunkIdx), byteOff - chunkIdx * this.itableChunkBytes];
+    } catch (e) {
+      // Without group checksums a backup stores the table only up to the last inode in use; the
+      // rest is data, and a damaged or missing frame there must not take the chunk's live inodes
+      // with it: read just the block that holds this inode.
+      if (!(e instanceof FormatError) || !this.blockOfTableIsSafe(g)) throw e;
+      const bs = this.blockSize;
+      const blockOff = Math.floor(byteOff / bs) * bs;
+      return [await this.vol.readAt(this.inodeTable[g]! * bs + blockOff, bs), byteOff - blockOff];
+    }
+  }
+
+  /** Whether group g's inode table lies inside the volume (checked before a fallback read). */
+  private blockOfTableIsSafe(g: number): boolean {
+    const first = this.inodeTable[g]!;
+    return first >= 1 && (first * this.blockSize + this.sb.inodesPerGroup * this.sb.inodeSize) <= this.sb.blocksCount * this.blockSize;
   }
 
   /** i_block and the in-inode xattr area of a decoded inode (views of the cache: never hand them out). */
