@@ -1,26 +1,48 @@
 /**
- * imgmount IMG MNT | imgmount -u MNT: argument parsing and output only. The mount's life is
+ * imgmount IMG MNT | imgmount -u MNT: argument parsing and output only (the entry, imgmount.ts,
+ * starts a plain background mount without loading this). The mount's life is
  * src/fuse/mount-daemon.ts, going to the background src/fuse/daemonize.ts, unmounting
- * src/fuse/unmount.ts. The command that starts a background mount loads only what it needs to
- * spawn the daemon and wait for its report (so it starts fast).
+ * src/fuse/unmount.ts.
  */
-import { Option } from 'commander';
+import { CommanderError, Option } from 'commander';
 import { resolve } from 'node:path';
 import createDebug from 'debug';
 import { isImgError, UsageError } from '../errors/index.js';
-import { openLog, reportToParent, spawnDaemon } from '../fuse/daemonize.js';
+import { setFlagsFromString } from 'node:v8';
+import { DAEMON_V8_FLAGS, openLog, readyLine, reportToParent, spawnDaemon } from '../fuse/daemonize.js';
 import { EXIT, exitCodeFor } from './exit.js';
 import { about, debugFor, program, run } from './run.js';
-
-// /dev/fuse reads each hold a libuv pool thread; the image and cache reads need their own.
-process.env.UV_THREADPOOL_SIZE ??= '16';
 
 interface Opts {
   foreground?: boolean; debug?: boolean; options: string[]; volume?: boolean; kernel?: boolean; cacheDir?: string;
   keepWrites?: string; writes?: string; unmount?: boolean; verbose?: boolean; readyFd?: string;
 }
 
+/** The daemon's report pipe, when the user's command started us (--ready-fd N). */
+const readyFdArg = ((): number | undefined => {
+  const i = process.argv.indexOf('--ready-fd');
+  return i > 0 ? Number(process.argv[i + 1]) : undefined;
+})();
+
 async function main(): Promise<number> {
+  try {
+    return await mainInner();
+  } catch (e) {
+    if (readyFdArg !== undefined && e instanceof CommanderError) {
+      reportToParent(readyFdArg, { ok: false, message: `${e.message.replace(/^error: /, '')} (run 'imgmount --help' for usage)`, status: e.exitCode === 0 ? EXIT.OK : EXIT.USAGE });
+      return EXIT.USAGE;
+    }
+    if (readyFdArg !== undefined && !reported) {
+      const status = isImgError(e) ? exitCodeFor(e.code) : EXIT.INTERNAL;
+      reportToParent(readyFdArg, { ok: false, message: isImgError(e) ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`, status });
+    }
+    throw e;
+  }
+}
+
+let reported = false;
+
+async function mainInner(): Promise<number> {
   const cmd = program('imgmount', 'Mount an image: its file tree (default), its raw volume (--volume), or through the kernel\'s driver (--kernel).')
     .usage('[options] IMG MNT\n       imgmount -u MNT')
     .argument('[IMG]', 'image to mount (only read)')
@@ -61,16 +83,17 @@ async function main(): Promise<number> {
     // the user's command: start the daemon and relay its report
     const logFd = openLog(resolve(cacheDir, 'imgmount.log'));
     const report = await spawnDaemon<import('../fuse/mount-daemon.js').ReadyInfo>(
-      [process.argv[1]!, ...process.argv.slice(2)], logFd, { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE });
+      [process.argv[1]!, ...process.argv.slice(2)], logFd, { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '8' });
     if (!report.ok) {
       process.stderr.write(`imgmount: ${report.message}\n`);
       return report.status;
     }
-    if (o.verbose) printReady(report.info);
+    if (o.verbose) process.stdout.write(readyLine(report.info));
     return EXIT.OK;
   }
 
   // the daemon (background with --ready-fd, or foreground with -f)
+  if (readyFdArg === undefined) setFlagsFromString(DAEMON_V8_FLAGS.join(' '));
   const readyFd = o.readyFd !== undefined ? Number(o.readyFd) : undefined;
   const { MountDaemon } = await import('../fuse/mount-daemon.js');
   const pid = process.pid;
@@ -87,6 +110,7 @@ async function main(): Promise<number> {
     const message = isImgError(e) ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`;
     log(status === EXIT.INTERNAL ? `internal error: ${(e as Error)?.stack ?? String(e)}` : message);
     reportToParent(readyFd, { ok: false, message, status });
+    reported = true;
     return status;
   }
   process.on('SIGTERM', () => daemon.stop());
@@ -95,16 +119,16 @@ async function main(): Promise<number> {
   process.on('SIGUSR1', () => log(`stats ${daemon.statsLine()}`));
   if (readyFd !== undefined) {
     reportToParent(readyFd, { ok: true, info: daemon.ready });
+    reported = true;
     log(`mounted ${daemon.ready.image} (${daemon.ready.view} view, ${daemon.ready.binding})`);
-  } else if (o.verbose) printReady(daemon.ready);
+  } else if (o.verbose) process.stdout.write(readyLine(daemon.ready));
+  isDaemon = true;
   await daemon.run();
   if (debugFor('imgmount').enabled) log(`stats ${daemon.statsLine()}`);
   return EXIT.OK;
 }
 
-function printReady(i: import('../fuse/mount-daemon.js').ReadyInfo): void {
-  process.stdout.write(`${i.image}: mounted at ${i.mountPoint} (${i.view} view, ${i.binding}${i.loopDevice ? ` ${i.loopDevice}` : ''}); ` +
-    `header ${i.headerFromCache ? 'from the cache' : 'from the image'}; read from the image: ${i.imageBytesRead} bytes in ${i.imageReads} reads\n`);
-}
-
+/** Set once a mount is served: the binding may hold the event loop open, so the daemon exits explicitly. */
+let isDaemon = false;
 await run('imgmount', main);
+if (isDaemon) process.stderr.write('', () => process.exit());

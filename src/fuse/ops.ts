@@ -27,6 +27,12 @@ export interface Timeouts { entrySec: number; attrSec: number; negativeSec: numb
 
 export interface FuseOps {
   readonly readOnly: boolean;
+  /**
+   * No per-open state, and content changes only through this mount: the session answers OPEN and
+   * OPENDIR with ENOSYS, so the kernel opens without asking (and sends no RELEASE), keeping its
+   * page and directory caches. open()/opendir() are then only used by the fuse-native binding.
+   */
+  readonly statelessOpen: boolean;
   /** Sizes for st_blksize (cp and friends size their buffers by it). */
   readonly blksize: number;
   timeouts: Timeouts;

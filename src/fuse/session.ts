@@ -1,18 +1,19 @@
 /**
  * FuseSession: serves one FUSE connection (an open /dev/fuse) with a FuseOps, speaking the kernel
- * protocol (protocol.ts) directly. Reading: `readers` reads are kept outstanding on the device
- * (each blocks a libuv pool thread, never the main thread); each completed read posts the next
- * one before its request is handled, so requests run concurrently and may interleave. Replies are
+ * protocol (protocol.ts) directly. Reading: a reader thread (worker_threads) blocks on the device
+ * and hands each request to the main thread, where handlers run; requests run concurrently and
+ * may interleave (the reader does not wait for answers). Replies are
  * written with writevSync: a reply write to /dev/fuse copies into the waiting request and
  * returns, it never waits on I/O (the same call libfuse makes), and a pool round trip per reply
  * would double the latency of every operation. No handler does other synchronous work.
  * The session ends when the kernel drops the connection (ENODEV: unmounted, or aborted): `ended`
- * resolves then. Directory listings are loaded once per opendir and paged out by offset.
- * Buffers: request buffers are pooled and reused once a request is answered; a view must not keep
- * a WRITE payload after its promise settles.
+ * resolves then. Directory listings are loaded once (LRU by directory) and paged out by offset.
+ * Buffers: each request has its own buffer (a WRITE payload is a view of it; the view owns it).
  */
-import { read, writevSync } from 'node:fs';
+import { writevSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import createDebug from 'debug';
+import { LRUCache } from 'lru-cache';
 import type { Stat } from '../fs/types.js';
 import { ERRNO, Errno, toErrno } from './errno.js';
 import type { FuseOps, ListEntry } from './ops.js';
@@ -34,40 +35,65 @@ export interface SessionOptions {
   readdirplus: boolean;
   /** Let the kernel enforce POSIX ACLs (with default_permissions). */
   posixAcl: boolean;
-  /** Reads kept outstanding on the device (default 6). */
-  readers?: number;
   /** Errors worth a line in the log (EIO causes). */
   log: (m: string) => void;
 }
 
 const trace = createDebug('imgmount:fuse');
-const POOL_MAX = 32;
+/**
+ * The reader thread: blocking read(2)s on /dev/fuse in a loop, each request copied into its own
+ * ArrayBuffer and handed (transferred) to the main thread. A thread of its own, not the libuv
+ * pool: requests are waited for indefinitely, and pool threads parked on /dev/fuse would starve
+ * the image and cache reads the handlers need (a deadlock with a small pool).
+ */
+const READER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { readSync } = require('node:fs');
+const { fd, bufSize } = workerData;
+const buf = Buffer.allocUnsafe(bufSize);
+for (;;) {
+  let n;
+  try {
+    n = readSync(fd, buf, 0, bufSize, null);
+  } catch (e) {
+    if (e.code === 'EINTR' || e.code === 'EAGAIN' || e.code === 'ENOENT') continue;
+    parentPort.postMessage({ end: e.code, message: e.message });
+    break;
+  }
+  const ab = new ArrayBuffer(n);
+  new Uint8Array(ab).set(buf.subarray(0, n));
+  parentPort.postMessage(ab, [ab]);
+}
+`;
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
-interface DirHandle { nodeid: number; listing?: Promise<ListEntry[]> }
+/** Directory entries kept for paging (counted in entries). */
+const LISTING_CACHE_ENTRIES = 200_000;
 
 export class FuseSession {
   readonly stats = { requests: 0, errors: 0, inFlight: 0, maxInFlight: 0 };
   /** Requests served, by opcode. */
   readonly opCounts = new Uint32Array(64);
   readonly ended: Promise<void>;
+  /** Resolves once INIT is answered (the kernel then sends the other requests). */
+  readonly initialised: Promise<void>;
+  private initResolve!: () => void;
   private endResolve!: () => void;
   private done = false;
-  private readonly pool: Buffer[] = [];
+  private worker: Worker | undefined;
   private readonly bufSize: number;
-  private readonly dirs = new Map<number, DirHandle>();
-  private nextDirFh = 1;
-  private initDone = false;
+  /** Listings by directory node, for paging them out by offset (directories never change under us). */
+  private readonly listings = new LRUCache<number, ListEntry[]>({ maxSize: LISTING_CACHE_ENTRIES, sizeCalculation: (l) => l.length + 1 });
+  private readonly listing = new Map<number, Promise<ListEntry[]>>();
   private readonly ops: FuseOps;
 
   constructor(private readonly o: SessionOptions) {
     this.ops = o.ops;
     this.bufSize = o.maxWrite + 4096;
     this.ended = new Promise((r) => { this.endResolve = r; });
+    this.initialised = new Promise((r) => { this.initResolve = r; });
   }
-
-  get initialised(): boolean { return this.initDone; }
 
   /** Requests by operation name (for the log and tests). */
   opStats(): Record<string, number> {
@@ -77,11 +103,23 @@ export class FuseSession {
   }
 
   start(): void {
-    for (let i = 0; i < (this.o.readers ?? 6); i++) this.post();
+    const w = new Worker(READER_SOURCE, { eval: true, workerData: { fd: this.o.fd, bufSize: this.bufSize } });
+    this.worker = w;
+    w.unref();
+    w.on('message', (m: ArrayBuffer | { end: string; message: string }) => {
+      if (m instanceof ArrayBuffer) { this.onRequest(Buffer.from(m)); return; }
+      if (m.end !== 'ENODEV' && m.end !== 'EBADF') this.o.log(`/dev/fuse read failed: ${m.message}`);
+      this.end();
+    });
+    w.on('error', (e) => { this.o.log(`/dev/fuse reader thread failed: ${e.message}`); this.end(); });
+    w.on('exit', () => this.end());
   }
 
-  /** Stops reading (the connection stays until the fd is closed). */
-  stop(): void { this.end(); }
+  /** Stops serving (the connection stays until the fd is closed). */
+  stop(): void {
+    this.end();
+    void this.worker?.terminate().catch(() => undefined);
+  }
 
   private end(): void {
     if (this.done) return;
@@ -89,36 +127,19 @@ export class FuseSession {
     this.endResolve();
   }
 
-  private post(): void {
+  private onRequest(buf: Buffer): void {
     if (this.done) return;
-    const buf = this.pool.pop() ?? Buffer.allocUnsafe(this.bufSize);
-    read(this.o.fd, buf, 0, buf.byteLength, null, (err, n) => {
-      if (err) {
-        this.recycle(buf);
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENODEV' || code === 'EBADF') { this.end(); return; }
-        if (code === 'EINTR' || code === 'EAGAIN' || code === 'ENOENT') { this.post(); return; }
-        this.o.log(`/dev/fuse read failed: ${err.message}`);
-        this.end();
-        return;
-      }
-      this.post();
-      let r: void | Promise<void> = undefined;
-      try {
-        r = this.dispatch(buf, n);
-      } catch (e) {
-        this.o.log(`request handling failed: ${(e as Error).stack ?? String(e)}`);
-      }
-      if (r instanceof Promise) {
-        const st = this.stats;
-        if (++st.inFlight > st.maxInFlight) st.maxInFlight = st.inFlight;
-        r.then(() => { st.inFlight--; this.recycle(buf); }, () => { st.inFlight--; this.recycle(buf); });
-      } else this.recycle(buf);
-    });
-  }
-
-  private recycle(buf: Buffer): void {
-    if (this.pool.length < POOL_MAX) this.pool.push(buf);
+    let r: void | Promise<void> = undefined;
+    try {
+      r = this.dispatch(buf, buf.byteLength);
+    } catch (e) {
+      this.o.log(`request handling failed: ${(e as Error).stack ?? String(e)}`);
+    }
+    if (r instanceof Promise) {
+      const st = this.stats;
+      if (++st.inFlight > st.maxInFlight) st.maxInFlight = st.inFlight;
+      r.then(() => { st.inFlight--; }, () => { st.inFlight--; });
+    }
   }
 
   // ---- replies --------------------------------------------------------------------------------
@@ -207,6 +228,10 @@ export class FuseSession {
       }
       case OP.READLINK: return this.run(h, async () => [await ops.readlink(h.nodeid)]);
       case OP.OPEN: {
+        // Zero-message opens: ENOSYS tells the kernel to stop sending OPEN and RELEASE and to keep
+        // its page cache (FOPEN_KEEP_CACHE is implied). The views keep no per-open state and the
+        // VFS enforces ro/rw, so this saves two requests per file opened.
+        if (ops.statelessOpen) { this.fail(h, new Errno(ERRNO.ENOSYS)); return; }
         const flags = buf.readUInt32LE(40);
         return this.run(h, async () => [openOut(await ops.open(h.nodeid, flags))]);
       }
@@ -224,7 +249,7 @@ export class FuseSession {
         const fh = Number(buf.readBigUInt64LE(40));
         return this.run(h, async () => { await ops.release(h.nodeid, fh); return []; });
       }
-      case OP.FLUSH: this.ok(h); return;
+      case OP.FLUSH: this.fail(h, new Errno(ERRNO.ENOSYS)); return; // nothing to flush: the kernel stops asking
       case OP.FSYNC: return this.run(h, async () => { await ops.fsync(h.nodeid); return []; });
       case OP.FSYNCDIR: this.ok(h); return;
       case OP.STATFS: return this.run(h, async () => [encodeStatfsOut(await ops.statfs())]);
@@ -249,22 +274,14 @@ export class FuseSession {
         });
       }
       case OP.OPENDIR: {
-        return this.run(h, async () => {
-          const r = await ops.opendir(h.nodeid);
-          const fh = this.nextDirFh++;
-          this.dirs.set(fh, { nodeid: h.nodeid });
-          return [openOut({ ...r, fh })];
-        });
+        if (ops.statelessOpen) { this.fail(h, new Errno(ERRNO.ENOSYS)); return; } // implies FOPEN_CACHE_DIR
+        return this.run(h, async () => [openOut(await ops.opendir(h.nodeid))]);
       }
       case OP.READDIR: case OP.READDIRPLUS: {
         const r = decodeReadIn(buf);
-        return this.run(h, async () => [await this.readdir(h.nodeid, r.fh, r.offset, r.size, h.opcode === OP.READDIRPLUS)]);
+        return this.run(h, async () => [await this.readdir(h.nodeid, r.offset, r.size, h.opcode === OP.READDIRPLUS)]);
       }
-      case OP.RELEASEDIR: {
-        this.dirs.delete(Number(buf.readBigUInt64LE(40)));
-        this.ok(h);
-        return;
-      }
+      case OP.RELEASEDIR: this.ok(h); return;
       case OP.ACCESS: this.fail(h, new Errno(ERRNO.ENOSYS)); return;
       case OP.SYNCFS: this.ok(h); return;
       default:
@@ -291,18 +308,24 @@ export class FuseSession {
       timeGran: 1,
       maxPages,
     });
-    this.initDone = true;
     this.ok(h, reply);
+    this.initResolve();
   }
 
-  private async readdir(nodeid: number, fh: number, offset: number, size: number, plus: boolean): Promise<Buffer> {
-    let d = this.dirs.get(fh);
-    if (!d || d.nodeid !== nodeid) d = { nodeid }; // no handle (kernel without opendir): list afresh
-    if (!d.listing) {
-      d.listing = this.ops.readdir(nodeid);
-      d.listing.catch(() => { d!.listing = undefined; });
+  private listingOf(nodeid: number): ListEntry[] | Promise<ListEntry[]> {
+    const hit = this.listings.get(nodeid);
+    if (hit) return hit;
+    let p = this.listing.get(nodeid);
+    if (!p) {
+      p = this.ops.readdir(nodeid);
+      this.listing.set(nodeid, p);
+      p.then((l) => { this.listings.set(nodeid, l); this.listing.delete(nodeid); }, () => this.listing.delete(nodeid));
     }
-    const list = await d.listing;
+    return p;
+  }
+
+  private async readdir(nodeid: number, offset: number, size: number, plus: boolean): Promise<Buffer> {
+    const list = await this.listingOf(nodeid);
     const chosen: number[] = [];
     let bytes = 0;
     for (let i = offset; i < list.length; i++) {

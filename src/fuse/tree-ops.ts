@@ -33,6 +33,7 @@ export interface TreeOpsOptions {
 }
 
 export class TreeOps implements FuseOps {
+  readonly statelessOpen = true;
   readonly readOnly = true;
   readonly blksize: number;
   readonly timeouts: Timeouts;

@@ -34,6 +34,7 @@ export interface VolumeOpsOptions {
 }
 
 export class VolumeOps implements FuseOps {
+  readonly statelessOpen = true;
   readonly readOnly: boolean;
   readonly blksize = 128 * 1024;
   readonly timeouts: Timeouts;

@@ -10,7 +10,7 @@ import { Xxh64 } from '@node-rs/xxhash';
 import { FormatError, InternalError, isImgError } from '../errors/index.js';
 import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
-  decodeFooter, hash64, type Footer, type ImageHeader, FIXED_HEADER_SIZE,
+  decodeFooter, decodeTrailerHeader, hash64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
 } from '../format/index.js';
 import type { RandomSource } from '../io/index.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame } from './frame-check.js';
@@ -38,6 +38,20 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
     throw new FormatError('ECORRUPT', 'block map does not add up to the header\'s block counts');
   }
   return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset) };
+}
+
+/**
+ * A footer and a header that each pass their own checksum must still agree: the trailer starts
+ * where the last frame ends and holds one hash per stored block. Otherwise the footer is not
+ * trusted (the image is treated as incomplete), so hostile counts in the header (a giant
+ * dataBlocks) stay bounded by the bytes really present.
+ */
+function checkFooterAgainstHeader(f: Footer, h: ImageHeader): void {
+  const lastBlocks = h.frameCount === 0 ? 0 : h.dataBlocks - (h.frameCount - 1) * h.frameBlocks;
+  const dataEnd = h.frameCount === 0 ? h.dataOffset : h.dataOffset + (h.frameCount - 1) * h.frameBytes + FRAME_HEADER_SIZE + lastBlocks * h.blockSize;
+  if (f.trailerOffset !== dataEnd || f.trailerBytes !== TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks)) {
+    throw new FormatError('ECORRUPT', 'image is incomplete: the footer does not match the header (the trailer is not where the frames end)');
+  }
 }
 
 export class ImageReader {
@@ -110,7 +124,9 @@ export class ImageReader {
     }
     if (footerBytes) {
       try {
-        footer = decodeFooter(footerBytes, src.sizeBytes, opened.header.imageUuid);
+        const f = decodeFooter(footerBytes, src.sizeBytes, opened.header.imageUuid);
+        checkFooterAgainstHeader(f, opened.header);
+        footer = f;
       } catch (e) {
         if (!isImgError(e)) throw e;
         footerError = e.message;
@@ -201,6 +217,11 @@ export class ImageReader {
     if (hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
     const n = (f.trailerBytes - 48) / 8;
     if (n !== this.header.controlBlocks + this.header.dataBlocks) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
+    // the trailer header's own counts must agree with the image header (FORMAT.md, trailer header)
+    const t = decodeTrailerHeader(bytes.subarray(0, TRAILER_HEADER_SIZE));
+    if (t.frameCount !== this.header.frameCount || t.dataBlocks !== this.header.dataBlocks || t.hashCount !== n || t.reserved !== 0 || t.reserved2 !== 0) {
+      throw new FormatError('ECORRUPT', 'trailer header does not match the image header');
+    }
     return new BigUint64Array(bytes.slice(48).buffer);
   }
 }

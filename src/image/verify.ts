@@ -16,7 +16,8 @@ const BATCH_FRAMES = 32;
 export async function verifyImage(img: ImageReader, onProgress?: (done: number, total: number) => void): Promise<VerifyResult> {
   const h = img.header;
   const damage: Damage[] = [];
-  const dataHashes = new BigUint64Array(h.dataBlocks);
+  // sized by the frames really in the file (the header's dataBlocks is not trusted for an allocation)
+  const dataHashes = new BigUint64Array(Math.min(h.dataBlocks, img.framesPresent * h.frameBlocks));
   const badFrames = new Set<number>();
   let checked = 0;
   for (let first = 0; first < img.framesPresent; first += BATCH_FRAMES) {

@@ -44,7 +44,7 @@ export class ImageVolume implements ByteReader {
     if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 || posBytes + lenBytes > this.sizeBytes) {
       throw new IoError('ESHORT', `volume read of ${lenBytes} bytes at ${posBytes} is past its end (${this.sizeBytes})`, { posBytes, lenBytes });
     }
-    const out = new Uint8Array(lenBytes);
+    const out = Buffer.allocUnsafe(lenBytes); // every byte is set below (zeros for unused runs)
     const bs = this.blockSize;
     const jobs: Promise<void>[] = [];
     let pos = posBytes;
@@ -61,6 +61,7 @@ export class ImageVolume implements ByteReader {
       } else if (loc.kind === 'data') {
         jobs.push(this.copyData(loc.index, inBlock, runBytes, out, dst));
       } else {
+        out.fill(0, dst, dst + runBytes);
         this.stats.zeroBlocks += Math.ceil(runBytes / bs);
       }
       pos += runBytes;

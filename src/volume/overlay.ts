@@ -10,7 +10,7 @@
  * writes are serialised (read-modify-write of a shared block must not race), and a read
  * concurrent with a write sees either the old or the new bytes of each block.
  */
-import { mkdir, open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, rmdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError, IoError, UsageError } from '../errors/index.js';
 import { ioErrorFrom, type ByteReader } from '../io/index.js';
@@ -89,7 +89,7 @@ export class Overlay implements ByteReader {
   /** Deletes an overlay's files (and the directory if it is left empty). */
   static async remove(dir: string): Promise<void> {
     await Promise.all([DATA, BITMAP, META].map((f) => rm(join(dir, f), { force: true })));
-    await rm(dir, { recursive: false }).catch(() => undefined);
+    await rmdir(dir).catch(() => undefined);
   }
 
   private loadBitmap(bits: Uint8Array): void {

@@ -489,7 +489,7 @@ const STRATEGIES: (readonly [number, Strategy])[] = [
 ];
 
 export function mutateImage(rng: Prng, s: SeedImage): Mutant {
-  let b = s.image.slice();
+  let b: Uint8Array = s.image.slice();
   const desc: string[] = [];
   const strategy = rng.weighted(STRATEGIES);
   let doReseal = false, truncated = false;
@@ -514,7 +514,7 @@ export function mutateImage(rng: Prng, s: SeedImage): Mutant {
 // ---- source-volume mutations (for backup) --------------------------------------------------------
 
 export function mutateVolume(rng: Prng, vol: SeedVolume): Mutant {
-  let b = vol.bytes.slice();
+  let b: Uint8Array = vol.bytes.slice();
   const bs = vol.blockSize;
   const desc: string[] = [];
   const strategy = rng.weighted<string>([[60, 'ext4'], [15, 'flips'], [10, 'copy'], [8, 'truncate'], [7, 'multi']]);

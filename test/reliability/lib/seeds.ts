@@ -17,7 +17,7 @@ import { runDebugfs, splitScriptOutput } from '../../fixtures/debugfs.js';
 import { Prng } from './prng.js';
 
 /** Bump to rebuild the seeds when the recipe below changes. */
-const SEED_RECIPE = 5;
+const SEED_RECIPE = 7;
 
 export interface SeedSpec {
   name: string;
@@ -42,7 +42,7 @@ export const SEED_SPECS: SeedSpec[] = [
   {
     name: 'ext4-4k', sizeMiB: 8, blockSize: 4096, inodeSize: 256,
     features: 'none,ext_attr,resize_inode,dir_index,filetype,extent,64bit,flex_bg,sparse_super,large_file,huge_file,dir_nlink,extra_isize,metadata_csum',
-    extra: ['-N', '512'], index: true, manyEntries: 300,
+    extra: ['-N', '512'], index: true, manyEntries: 150,
   },
   {
     name: 'ext4-inline-2k', sizeMiB: 4, blockSize: 2048, inodeSize: 256,
@@ -86,7 +86,12 @@ export interface SeedVolume {
   targets: Target[];
   /** Every file of the seed tree: path (from the root) → content (regular files only). */
   files: Map<string, Buffer>;
+  /** Hard links: second name → first name (a restore names a damaged file once). */
+  aliases: Map<string, string>;
 }
+
+/** A POSIX ACL in the xattr format (version 2): user::rw-, user:1000:r--, group::r--, mask::r--, other::r--. */
+const ACL = Buffer.from('02000000' + '01000600ffffffff' + '02000400e8030000' + '04000400ffffffff' + '10000400ffffffff' + '20000400ffffffff', 'hex');
 
 interface SeedFile { path: string; data?: Buffer; symlink?: string; hardlinkTo?: string; fifo?: boolean; dir?: boolean; sparse?: { blocks: number; every: number }; xattrs?: [string, Buffer][] }
 
@@ -99,9 +104,9 @@ function seedTree(spec: SeedSpec): SeedFile[] {
     { path: 'hello.txt', data: Buffer.from('hello, world\n') },
     { path: 'empty', data: Buffer.alloc(0) },
     { path: 'small.bin', data: bytes(3000) },
-    { path: 'medium.bin', data: bytes(200 * 1024) },
+    { path: 'medium.bin', data: bytes(100 * 1024) },
     // 1 KiB blocks: past 12 + 256 blocks → double indirect
-    { path: 'large.bin', data: bytes(1200 * 1024) },
+    { path: 'large.bin', data: bytes(300 * 1024) },
     { path: 'sparse.bin', sparse: { blocks: 48, every: 2 } },
     { path: 'dir/a/b/c/deep.txt', data: text('deep ', 500) },
     { path: 'dir/a/b/sibling.txt', data: text('sibling ', 5000) },
@@ -111,7 +116,8 @@ function seedTree(spec: SeedSpec): SeedFile[] {
     { path: 'links/dangling', symlink: 'nowhere' },
     { path: 'links/hard', hardlinkTo: 'hello.txt' },
     { path: 'fifo', fifo: true },
-    { path: 'xattr.txt', data: Buffer.from('has attributes\n'), xattrs: [['user.small', Buffer.from('abc')], ['user.big', text('X', 300)], ['user.mid', text('m', 40)]] },
+    { path: 'xattr.txt', data: Buffer.from('has attributes\n'), xattrs: [['user.small', Buffer.from('abc')], ['user.big', text('X', 300)], ['user.mid', text('m', 40)], ['system.posix_acl_access', ACL]] },
+    { path: 'acldir', dir: true, xattrs: [['system.posix_acl_default', ACL]] },
     { path: 'emptydir', dir: true },
   ];
   for (let i = 0; i < spec.manyEntries; i++) {
@@ -133,10 +139,11 @@ export async function buildSeed(spec: SeedSpec): Promise<SeedVolume> {
   const path = join(dir, 'volume.img');
   const info = JSON.parse(await readFile(join(dir, 'seed.json'), 'utf8')) as { blocksCount: number; inodesCount: number; targets: Target[] };
   const files = new Map<string, Buffer>();
+  const aliases = new Map<string, string>();
   const tree = seedTree(spec);
   for (const f of tree) {
     if (f.data) files.set(`/${f.path}`, f.data);
-    if (f.hardlinkTo) files.set(`/${f.path}`, tree.find((g) => g.path === f.hardlinkTo)!.data!);
+    if (f.hardlinkTo) { files.set(`/${f.path}`, tree.find((g) => g.path === f.hardlinkTo)!.data!); aliases.set(`/${f.path}`, `/${f.hardlinkTo}`); }
   }
   if (spec.dirtyJournal) {
     // the journal transaction rewrites hello.txt's block (same size): that is the replayed content
@@ -144,7 +151,7 @@ export async function buildSeed(spec: SeedSpec): Promise<SeedVolume> {
     files.set('/hello.txt', replayed);
     files.set('/links/hard', replayed);
   }
-  return { spec, path, bytes: new Uint8Array(await readFile(path)), blockSize: spec.blockSize, blocksCount: info.blocksCount, inodesCount: info.inodesCount, targets: info.targets, files };
+  return { spec, path, bytes: new Uint8Array(await readFile(path)), blockSize: spec.blockSize, blocksCount: info.blocksCount, inodesCount: info.inodesCount, targets: info.targets, files, aliases };
 }
 
 async function buildInto(dir: string, spec: SeedSpec, log: string[]): Promise<void> {
@@ -269,7 +276,7 @@ export async function buildFixtureSeed(layout: string): Promise<SeedVolume> {
   });
   const info = JSON.parse(await readFile(join(dir, 'seed.json'), 'utf8')) as { blocksCount: number; inodesCount: number; targets: Target[] };
   const spec: SeedSpec = { name: `fixture-${layout}`, sizeMiB: 0, blockSize: fx.blockSize, inodeSize, features: '', extra: [], manyEntries: 0 };
-  return { spec, path: fx.image, bytes: new Uint8Array(await readFile(fx.image)), blockSize: fx.blockSize, blocksCount: info.blocksCount, inodesCount: info.inodesCount, targets: info.targets, files };
+  return { spec, path: fx.image, bytes: new Uint8Array(await readFile(fx.image)), blockSize: fx.blockSize, blocksCount: info.blocksCount, inodesCount: info.inodesCount, targets: info.targets, files, aliases: new Map() };
 }
 
 const JOURNAL_HELLO = 'hello, journal\n';

@@ -1,0 +1,84 @@
+/**
+ * What a mount reads from the image, counted by the daemon (imgmount -v at mount, SIGUSR1 stats
+ * later): the first mount reads the footer and the header (one sequential pass from offset 0),
+ * nothing else; a walk of the whole tree (stat of every file) reads nothing more; a second mount
+ * of the same image reads the footer only (the header comes from the disk cache).
+ */
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm, lstat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
+import { haveTools } from '../fixtures/exec.js';
+import { FileSource } from '../../src/io/index.js';
+import { ImageReader } from '../../src/image/image-reader.js';
+import { daemonPid, forceUnmount, fuseUnavailable, imgmount, makeImage, mountPoint, waitFor } from './helpers.js';
+
+const why = fuseUnavailable();
+const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
+if (why) t.plan(0, `FUSE mounts: ${why}`);
+else if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
+else {
+  const work = await mkdtemp(join(tmpdir(), 'imgmount-reads-'));
+  const cacheDir = join(work, 'cache');
+  t.teardown(() => rm(work, { recursive: true, force: true }));
+  const fx = await buildExtFixture('ext4-4k');
+  const img = join(work, 'vol.imgm');
+  await makeImage(fx.image, img);
+  const src = await FileSource.open(img);
+  const header = (await ImageReader.open(src)).header;
+  await src.close();
+  const mnt = await mountPoint(work, 'mnt');
+  t.teardown(() => forceUnmount(cacheDir, mnt));
+  const logPath = join(cacheDir, 'imgmount.log');
+
+  const mountV = async (): Promise<{ fromCache: boolean; bytes: number; reads: number }> => {
+    const r = await imgmount(['-v', '--cache-dir', cacheDir, img, mnt]);
+    if (r.status !== 0) throw new Error(r.stderr);
+    const m = /header (from the cache|from the image); read from the image: (\d+) bytes in (\d+) reads/.exec(r.stdout.toString());
+    if (!m) throw new Error(`unexpected -v output: ${r.stdout.toString()}`);
+    return { fromCache: m[1] === 'from the cache', bytes: Number(m[2]), reads: Number(m[3]) };
+  };
+  /** The daemon's image read counter, via SIGUSR1 (it logs a stats line). */
+  const imageStats = async (): Promise<{ reads: number; bytesRead: number }> => {
+    const pid = (await daemonPid(cacheDir, mnt))!;
+    const before = readFileSync(logPath, 'utf8').length;
+    process.kill(pid, 'SIGUSR1');
+    let line: string | undefined;
+    await waitFor(() => { line = readFileSync(logPath, 'utf8').slice(before).split('\n').find((l) => l.includes(' stats ')); return line !== undefined; });
+    return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
+  };
+  const walk = async (dir: string): Promise<number> => {
+    let n = 0;
+    for (const name of await readdir(dir)) {
+      const st = await lstat(join(dir, name));
+      n++;
+      if (st.isDirectory()) n += await walk(join(dir, name));
+    }
+    return n;
+  };
+
+  t.test('first mount: the footer and the header, nothing else', async (t) => {
+    const m = await mountV();
+    t.notOk(m.fromCache, 'header from the image');
+    t.ok(m.bytes >= 64 + header.dataOffset && m.bytes <= 64 + Math.max(header.dataOffset, 1 << 20), `footer + header (${m.bytes} bytes)`);
+    const n = await walk(mnt);
+    t.ok(n > 1000, `walked ${n} entries`);
+    const s = await imageStats();
+    t.equal(s.bytesRead, m.bytes, 'stat of every file read nothing more from the image');
+    await readFile(join(mnt, 'big.bin'));
+    t.ok((await imageStats()).bytesRead > m.bytes, 'file contents do come from the image');
+    t.equal((await imgmount(['--cache-dir', cacheDir, '-u', mnt])).status, 0);
+  });
+
+  t.test('second mount: no header bytes from the image', async (t) => {
+    const m = await mountV();
+    t.ok(m.fromCache, 'header from the cache');
+    t.equal(m.bytes, 64, 'only the 64-byte footer');
+    t.equal(m.reads, 1, 'in one read');
+    await walk(mnt);
+    t.equal((await imageStats()).bytesRead, 64, 'a full walk reads nothing from the image');
+    t.equal((await imgmount(['--cache-dir', cacheDir, '-u', mnt])).status, 0);
+  });
+}
