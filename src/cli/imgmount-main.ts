@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import createDebug from 'debug';
 import { isImgError, UsageError } from '../errors/index.js';
 import { setFlagsFromString } from 'node:v8';
-import { DAEMON_V8_FLAGS, openLog, readyLine, reportToParent, spawnDaemon } from '../fuse/daemonize.js';
+import { DAEMON_V8_FLAGS, openLog, readyLine, readyNotice, reportToParent, spawnDaemon } from '../fuse/daemonize.js';
 import { EXIT, exitCodeFor } from './exit.js';
 import { about, debugFor, program, run } from './run.js';
 
@@ -88,12 +88,15 @@ async function mainInner(): Promise<number> {
       process.stderr.write(`imgmount: ${report.message}\n`);
       return report.status;
     }
+    process.stderr.write(readyNotice(report.info));
     if (o.verbose) process.stdout.write(readyLine(report.info));
     return EXIT.OK;
   }
 
   // the daemon (background with --ready-fd, or foreground with -f)
   if (readyFdArg === undefined) setFlagsFromString(DAEMON_V8_FLAGS.join(' '));
+  // its log is best effort: a full cache disk must not take the mount down with a write error
+  else process.stderr.on('error', () => undefined);
   const readyFd = o.readyFd !== undefined ? Number(o.readyFd) : undefined;
   const { MountDaemon } = await import('../fuse/mount-daemon.js');
   const pid = process.pid;
@@ -121,7 +124,11 @@ async function mainInner(): Promise<number> {
     reportToParent(readyFd, { ok: true, info: daemon.ready });
     reported = true;
     log(`mounted ${daemon.ready.image} (${daemon.ready.view} view, ${daemon.ready.binding})`);
-  } else if (o.verbose) process.stdout.write(readyLine(daemon.ready));
+    if (daemon.ready.incomplete) log(daemon.ready.incomplete);
+  } else {
+    process.stderr.write(readyNotice(daemon.ready));
+    if (o.verbose) process.stdout.write(readyLine(daemon.ready));
+  }
   isDaemon = true;
   await daemon.run();
   if (debugFor('imgmount').enabled) log(`stats ${daemon.statsLine()}`);

@@ -69,7 +69,12 @@ export function reportToParent<T>(fd: number, r: DaemonReport<T>): void {
 }
 
 /** What the daemon reports once mounted (the subset readyLine prints). */
-export interface ReadyLineInfo { image: string; mountPoint: string; view: string; binding: string; loopDevice?: string; headerFromCache: boolean; imageBytesRead: number; imageReads: number; timings?: Record<string, number> }
+export interface ReadyLineInfo { image: string; mountPoint: string; view: string; binding: string; loopDevice?: string; headerFromCache: boolean; imageBytesRead: number; imageReads: number; incomplete?: string; timings?: Record<string, number> }
+
+/** What the user must hear even without -v (stderr): a truncated image is mounted with what is there. */
+export function readyNotice(i: ReadyLineInfo): string {
+  return i.incomplete ? `imgmount: ${i.image}: ${i.incomplete}\n` : '';
+}
 
 /** imgmount -v: what was mounted and what it read from the image. */
 export function readyLine(i: ReadyLineInfo): string {
@@ -125,6 +130,7 @@ export function quickBackgroundMount(script: string, args: string[], env: NodeJS
       process.stderr.write(`imgmount: ${r.message}\n`);
       return r.status;
     }
+    process.stderr.write(readyNotice(r.info));
     if (verbose) process.stdout.write(readyLine(r.info));
     return 0;
   });

@@ -69,8 +69,8 @@ export class DevFuseMount {
     session.start();
     const m = new DevFuseMount(r.mountPoint, fd, session);
     // INIT (sent by the kernel at mount) sets the readahead (it can only lower it): raise it after
-    await Promise.race([session.initialised, session.ended, new Promise((res) => setTimeout(res, 5000))]);
-    await m.raiseReadahead(r.readaheadKiB).catch((e: unknown) => r.log(`readahead not raised: ${(e as Error).message}`));
+    session.initialised.then(() => m.raiseReadahead(r.readaheadKiB))
+      .catch((e: unknown) => r.log(`readahead not raised: ${(e as Error).message}`));
     return m;
   }
 

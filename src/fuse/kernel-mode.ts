@@ -58,12 +58,15 @@ export async function umountPatiently(path: string, waitMs: number): Promise<voi
  * device, the private FUSE mount), then its transient writes (unless kept) and its state.
  */
 export async function cleanupAfterDaemon(s: MountState, log: (m: string) => void): Promise<void> {
+  // the daemon is gone, so nothing behind these mounts answers: a busy one is detached lazily
+  // (its users get errors either way) instead of blocking the clean-up
+  if ((await umountPath(s.mountPoint)) === 'busy') {
+    log(`${s.mountPoint} is busy: detached lazily`);
+    await umountPath(s.mountPoint, true);
+  }
   if (s.view === 'kernel') {
-    if ((await umountPath(s.mountPoint)) === 'busy') throw new MountError(`${s.mountPoint}: target is busy`);
     if (s.loopDevice) await detachLoop(s.loopDevice);
     if (s.privateMount) await umountPatiently(s.privateMount, 3000);
-  } else if ((await umountPath(s.mountPoint)) === 'busy') {
-    throw new MountError(`${s.mountPoint}: target is busy`);
   }
   if (s.writesDir && !s.keepWrites) await Overlay.remove(s.writesDir).catch((e: unknown) => log(`cannot remove ${s.writesDir}: ${(e as Error).message}`));
   await removeStateDir(s.stateDir);

@@ -17,7 +17,8 @@ import { openExt4 } from '../fs/ext4/reader.js';
 import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
 import { ImageStack } from '../volume/image-stack.js';
 import { Overlay } from '../volume/overlay.js';
-import { mountFuse, type BindingKind, type FuseMount } from './binding.js';
+import { chooseBinding, mountFuse, type BindingKind, type FuseMount } from './binding.js';
+import { prewarmReader } from './session.js';
 import { DevFuseMount } from './dev-fuse.js';
 import {
   attachLoop, cleanupAfterDaemon, detachLoop, mountKernelFs, removeStateDir, umountPath, umountPatiently,
@@ -56,6 +57,8 @@ export interface ReadyInfo {
   imageBytesRead: number;
   headerBytes: number;
   loopDevice?: string;
+  /** Set when the image is truncated: what is missing (the user command prints it). */
+  incomplete?: string;
   /** Milliseconds since the daemon process started, at each step (for -v and the benchmark). */
   timings: Record<string, number>;
 }
@@ -98,6 +101,7 @@ export class MountDaemon {
       throw new UsageError('-o uid, gid, umask, allow_other and allow_root do not apply to --kernel (the kernel\'s driver shows the files)');
     }
     if (cfg.view === 'kernel' && process.getuid?.() !== 0) throw new MountError('--kernel needs root (loop devices and kernel mounts)');
+    if (cfg.view === 'kernel' || (cfg.binding ?? chooseBinding()) === 'kernel') prewarmReader();
     await checkMountPoint(mnt);
 
     const stateDir = mountStateDir(cfg.cacheDir, mnt);
@@ -162,6 +166,11 @@ export class MountDaemon {
         image, mountPoint: mnt, view: cfg.view, binding: '', headerFromCache: stack.reader.headerFromCache,
         imageReads: 0, imageBytesRead: 0, headerBytes: h.dataOffset, timings,
       };
+      const r = stack.reader;
+      if (!r.complete) {
+        ready.incomplete = `${r.truncatedReason ?? 'image is incomplete'}: ${r.framesPresent} of ${h.frameCount} data frames are present; ` +
+          'reads of blocks in the missing ones fail with EIO';
+      }
       daemon = new MountDaemon(cfg, stack, state, ready, ops);
       daemon.writable = writable;
       await daemon.mount();

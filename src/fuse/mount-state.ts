@@ -8,6 +8,7 @@
  */
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ioErrorFrom } from '../io/index.js';
 
 export interface MountState {
   format: 1;
@@ -42,19 +43,29 @@ export async function readState(stateDir: string): Promise<MountState | undefine
 export async function writeState(s: MountState): Promise<void> {
   const p = statePath(s.stateDir);
   const tmp = `${p}.tmp-${process.pid}`;
-  await writeFile(tmp, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
-  await rename(tmp, p);
+  try {
+    await writeFile(tmp, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
+    await rename(tmp, p);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw ioErrorFrom(e, p, 'cannot record the mount state'); // a full cache disk: status 4, "no space left on device"
+  }
 }
 
 export async function removeState(stateDir: string): Promise<void> {
   await rm(statePath(stateDir), { force: true });
 }
 
-/** The start time of a process (field 22 of /proc/<pid>/stat), or undefined if it is gone. */
+/**
+ * The start time of a process (field 22 of /proc/<pid>/stat), or undefined if it is gone. A zombie
+ * counts as gone: a killed daemon whose parent never reaps it (PID 1 in a container often does
+ * not) serves nothing, and its FUSE connection is already closed.
+ */
 export async function processStart(pid: number): Promise<string | undefined> {
   try {
     const s = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return s.slice(s.lastIndexOf(')') + 2).split(' ')[19];
+    const fields = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
   } catch {
     return undefined;
   }

@@ -86,6 +86,11 @@ export function dtypeOf(t: FileType): number { return TYPE_BITS[t] >>> 12; }
 
 const NS = 1_000_000_000n;
 function writeTime(b: Buffer, secOff: number, nsecOff: number, ns: bigint): void {
+  if (ns >= 0n && ns < 9_000_000_000_000_000n) { // 1970..2255: as numbers, no BigInt garbage
+    writeU64(b, secOff, Number(ns / NS));
+    b.writeUInt32LE(Number(ns % NS), nsecOff);
+    return;
+  }
   let sec = ns / NS;
   let rem = ns % NS;
   if (rem < 0n) { rem += NS; sec -= 1n; }
@@ -93,11 +98,18 @@ function writeTime(b: Buffer, secOff: number, nsecOff: number, ns: bigint): void
   b.writeUInt32LE(Number(rem), nsecOff);
 }
 
+/** A u64 from a safe-integer number, without a BigInt (the hot path encodes ~10 per entry). */
+function writeU64(b: Buffer, off: number, n: number): void {
+  const lo = n % 0x1_0000_0000;
+  b.writeUInt32LE(lo, off);
+  b.writeUInt32LE((n - lo) / 0x1_0000_0000, off + 4);
+}
+
 /** fuse_attr (88 bytes) at `off`. `ino` is what st_ino shows. */
 export function writeAttr(b: Buffer, off: number, st: Stat, blksize: number): void {
-  b.writeBigUInt64LE(BigInt(st.ino), off);
-  b.writeBigUInt64LE(BigInt(st.size), off + 8);
-  b.writeBigUInt64LE(BigInt(st.blocks), off + 16);
+  writeU64(b, off, st.ino);
+  writeU64(b, off + 8, st.size);
+  writeU64(b, off + 16, st.blocks);
   writeTime(b, off + 24, off + 48, st.atimeNs);
   writeTime(b, off + 32, off + 52, st.mtimeNs);
   writeTime(b, off + 40, off + 56, st.ctimeNs);
@@ -120,8 +132,8 @@ function writeValid(b: Buffer, off: number, nsecOff: number, sec: number): void 
 /** fuse_entry_out at `off`; nodeid 0 = a negative entry cached for `entrySec`. */
 export function writeEntryOut(b: Buffer, off: number, nodeid: number, generation: number, entrySec: number, attrSec: number,
   st: Stat | undefined, blksize: number): void {
-  b.writeBigUInt64LE(BigInt(nodeid), off);
-  b.writeBigUInt64LE(BigInt(generation), off + 8);
+  writeU64(b, off, nodeid);
+  writeU64(b, off + 8, generation);
   writeValid(b, off + 16, off + 32, entrySec);
   writeValid(b, off + 24, off + 36, attrSec);
   if (st) writeAttr(b, off + 40, st, blksize);
@@ -205,8 +217,8 @@ export function direntSize(nameLen: number, plus: boolean): number {
 
 /** Writes a fuse_dirent at `off` (after the entry_out for readdirplus); returns the record end. */
 export function writeDirent(b: Buffer, off: number, ino: number, nextOff: number, type: number, name: Uint8Array): number {
-  b.writeBigUInt64LE(BigInt(ino), off);
-  b.writeBigUInt64LE(BigInt(nextOff), off + 8);
+  writeU64(b, off, ino);
+  writeU64(b, off + 8, nextOff);
   b.writeUInt32LE(name.byteLength, off + 16);
   b.writeUInt32LE(type, off + 20);
   b.set(name, off + 24);

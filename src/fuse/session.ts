@@ -47,9 +47,9 @@ const trace = createDebug('imgmount:fuse');
  * the image and cache reads the handlers need (a deadlock with a small pool).
  */
 const READER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
+const { parentPort } = require('node:worker_threads');
 const { readSync } = require('node:fs');
-const { fd, bufSize } = workerData;
+parentPort.once('message', ({ fd, bufSize }) => {
 const buf = Buffer.allocUnsafe(bufSize);
 for (;;) {
   let n;
@@ -64,12 +64,26 @@ for (;;) {
   new Uint8Array(ab).set(buf.subarray(0, n));
   parentPort.postMessage(ab, [ab]);
 }
+});
 `;
+
+let prewarmed: Worker | undefined;
+
+/**
+ * Starts a reader thread ahead of time (a thread and its isolate take tens of ms to start): the
+ * daemon calls this first thing, and the first session takes it over.
+ */
+export function prewarmReader(): void {
+  if (prewarmed) return;
+  prewarmed = new Worker(READER_SOURCE, { eval: true });
+  prewarmed.unref();
+  prewarmed.on('error', () => { prewarmed = undefined; });
+}
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
 /** Directory entries kept for paging (counted in entries). */
-const LISTING_CACHE_ENTRIES = 200_000;
+const LISTING_CACHE_ENTRIES = 20_000;
 
 export class FuseSession {
   readonly stats = { requests: 0, errors: 0, inFlight: 0, maxInFlight: 0 };
@@ -103,7 +117,9 @@ export class FuseSession {
   }
 
   start(): void {
-    const w = new Worker(READER_SOURCE, { eval: true, workerData: { fd: this.o.fd, bufSize: this.bufSize } });
+    const w = prewarmed ?? new Worker(READER_SOURCE, { eval: true });
+    prewarmed = undefined;
+    w.postMessage({ fd: this.o.fd, bufSize: this.bufSize });
     this.worker = w;
     w.unref();
     w.on('message', (m: ArrayBuffer | { end: string; message: string }) => {

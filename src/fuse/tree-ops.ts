@@ -27,7 +27,7 @@ export interface TreeOpsOptions {
   uid?: number;
   gid?: number;
   umask?: number;
-  /** Attributes kept in memory (default 65536 inodes). */
+  /** Attributes kept in memory (default 16384 inodes; the kernel caches them too). */
   attrCacheEntries?: number;
   blksize?: number;
 }
@@ -45,7 +45,7 @@ export class TreeOps implements FuseOps {
     this.timeouts = o.timeouts;
     this.blksize = o.blksize ?? 128 * 1024;
     this.rootIno = tree.rootIno;
-    this.attrs = new LRUCache<number, Stat>({ max: o.attrCacheEntries ?? 65536 });
+    this.attrs = new LRUCache<number, Stat>({ max: o.attrCacheEntries ?? 16384 });
   }
 
   toNode(ino: number): number { return ino === this.rootIno ? ROOT_NODE : ino === 1 ? INO1_NODE : ino; }

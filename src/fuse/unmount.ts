@@ -20,7 +20,12 @@ export async function unmountCommand(mountPoint: string, cacheDir: string, log: 
   if (!state && !mounted) throw new MountError(`${mnt}: not mounted`);
   if (mounted) {
     let r = await umountPath(mnt);
-    if (r === 'busy' && !alive && mounted.fsType.startsWith('fuse')) r = await umountPath(mnt, true); // dead FUSE mount
+    if (r === 'busy' && !alive) {
+      // nothing serves a dead mount: its users can only get errors, so detach it now (umount -l)
+      // rather than leave the mount point unusable until they all close their files
+      log(`${mnt} is busy and its daemon is gone: detached lazily`);
+      r = await umountPath(mnt, true);
+    }
     if (r === 'busy') throw new MountError(`${mnt}: target is busy`);
   }
   if (!state) return;

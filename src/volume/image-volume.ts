@@ -44,7 +44,7 @@ export class ImageVolume implements ByteReader {
     if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 || posBytes + lenBytes > this.sizeBytes) {
       throw new IoError('ESHORT', `volume read of ${lenBytes} bytes at ${posBytes} is past its end (${this.sizeBytes})`, { posBytes, lenBytes });
     }
-    const out = Buffer.allocUnsafe(lenBytes); // every byte is set below (zeros for unused runs)
+    const out = Buffer.allocUnsafeSlow(lenBytes); // own ArrayBuffer (no pool); every byte is set below
     const bs = this.blockSize;
     const jobs: Promise<void>[] = [];
     let pos = posBytes;

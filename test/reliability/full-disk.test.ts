@@ -13,7 +13,6 @@ import { haveTools, run } from '../fixtures/exec.js';
 import { buildSeed, SEED_SPECS } from './lib/seeds.js';
 import { runProg, sha256File } from './lib/proc.js';
 import { isMounted, mountImage, unmount, unmountAll } from './lib/mount.js';
-import { KNOWN_BUGS, todo } from './lib/known-bugs.js';
 
 const TMPFS_BYTES = 1536 * 1024;
 
@@ -103,7 +102,7 @@ else {
     const m = await mountImage(img, mnt, cache, ['--volume', '-o', 'rw']);
     // Either it mounts (the header stays in memory) or it says clearly that the disk is full.
     const clear = m.start.status === 0 || (m.start.status === 4 && /no space/i.test(m.start.stderr));
-    t.ok(clear, `mounts, or fails with status 4 and "no space" (status ${m.start.status}: ${m.start.stderr.trim()})`, clear ? {} : todo(KNOWN_BUGS.stateEnospc));
+    t.ok(clear, `mounts, or fails with status 4 and "no space" (status ${m.start.status}: ${m.start.stderr.trim()})`);
     if (m.start.status === 0) {
       const file = join(mnt, (await readdir(mnt))[0]!);
       const vol = await readFile(file);

@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProg } from './lib/proc.js';
-import { formatPhase, runSoakPhase, type PhaseReport } from './lib/soak.js';
+import { formatPhase, runSoakPhase, stopReaders, type PhaseReport } from './lib/soak.js';
 import { unmountAll } from './lib/mount.js';
 
 function arg(name: string): string | undefined {
@@ -55,6 +55,7 @@ try {
   if (json) await writeFile(json, JSON.stringify({ readers, seconds, phases, problems }, null, 2));
   process.exitCode = problems.length ? 1 : 0;
 } finally {
+  stopReaders();
   await unmountAll(cacheDir);
   await rm(work, { recursive: true, force: true });
 }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { haveTools } from '../fixtures/exec.js';
 import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
 import { runProg } from './lib/proc.js';
-import { formatPhase, runSoakPhase } from './lib/soak.js';
+import { formatPhase, runSoakPhase, stopReaders } from './lib/soak.js';
 import { unmountAll } from './lib/mount.js';
 
 const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck', 'fusermount']);
@@ -20,7 +20,7 @@ else if (process.getuid?.() !== 0) t.plan(0, 'needs root (FUSE mounts)');
 else {
   const work = await mkdtemp(join(tmpdir(), 'imgrel-soak-'));
   const cacheDir = join(work, 'cache');
-  t.teardown(async () => { await unmountAll(cacheDir); await rm(work, { recursive: true, force: true }); });
+  t.teardown(async () => { stopReaders(); await unmountAll(cacheDir); await rm(work, { recursive: true, force: true }); });
   const fx = await buildExtFixture('ext4-4k');
   const image = join(work, 'soak.imgm');
   const b = await runProg('imgbackup', ['-q', fx.image, image]);
@@ -36,7 +36,7 @@ else {
       t.equal(r.mismatches, 0, 'no read returned wrong bytes');
       t.equal(r.errorsBeforeKill, 0, kill ? 'no error before the kill' : 'no error');
       if (kill) {
-        t.ok(r.deadUnmountOk, 'imgmount -u clears the dead mount');
+        t.ok(r.deadUnmountOk, `imgmount -u clears the dead mount ${r.deadUnmountMessage ?? ''}`);
         t.equal(r.errorsAfterRemount, 0, 'no error after the new mount');
       }
       t.ok(r.unmountOk, 'imgmount -u at the end');

@@ -17,7 +17,7 @@ export async function isMounted(mnt: string): Promise<boolean> {
 }
 
 export async function mountImage(image: string, mnt: string, cacheDir: string, extra: string[] = []): Promise<Mounted> {
-  await mkdir(mnt, { recursive: true });
+  await mkdir(mnt, { recursive: true }).catch(() => undefined); // a dead mount there answers ENOTCONN: imgmount must say so
   const start = await runProg('imgmount', ['--cache-dir', cacheDir, ...extra, image, mnt], { timeoutMs: 60_000 });
   if (start.status === 0) live.add(mnt);
   return { mnt, image, cacheDir, start };

@@ -8,7 +8,9 @@
  * (must be 0). Both phases end with `imgmount -u` and a check that nothing stays mounted and no
  * daemon is left running.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { run } from '../../fixtures/exec.js';
+import { readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +50,7 @@ export interface PhaseReport {
   remountMs?: number;
   /** `imgmount -u` cleared the dead mount. */
   deadUnmountOk?: boolean;
+  deadUnmountMessage?: string;
   firstEvents: string[];
 }
 
@@ -68,7 +71,15 @@ async function rssKb(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number | un
   return m ? Number(m[1]) : undefined;
 }
 
-function alive(pid: number): boolean { try { process.kill(pid, 0); return true; } catch { return false; } }
+/** Whether `pid` still runs: a zombie (exited, not yet reaped by whoever adopted it) does not. */
+function alive(pid: number): boolean {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(st.slice(st.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
 
 async function fileList(tree: string, out: string): Promise<number> {
   const files: { path: string; size: number }[] = [];
@@ -84,16 +95,22 @@ async function fileList(tree: string, out: string): Promise<number> {
   return files.length;
 }
 
+/** Reader processes still running (stopped by stopReaders() if the soak fails half way). */
+const running = new Set<ChildProcess>();
+export function stopReaders(): void { for (const c of running) c.kill('SIGKILL'); running.clear(); }
+
 function startReaders(o: SoakOptions, mnt: string, list: string, until: number, phase: number): Promise<ReaderResult[]> {
   return Promise.all(Array.from({ length: o.readers }, (_, id) => new Promise<ReaderResult>((res, rej) => {
     const cfg = { id, mnt, tree: o.tree, list, until, seed: phase * 1000 + id + 1, maxLen: o.maxReadBytes ?? 256 * 1024 };
     const child = spawn(process.execPath, [readerJs, JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
     let out = '', err = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
     const guard = setTimeout(() => child.kill('SIGTERM'), until - Date.now() + 60_000);
     child.on('error', rej);
     child.on('close', (code) => {
+      running.delete(child);
       clearTimeout(guard);
       try { res(JSON.parse(out.trim().split('\n').pop()!) as ReaderResult); } catch { rej(new Error(`reader ${id} exited ${code}: ${err.slice(0, 500)}`)); }
     });
@@ -138,7 +155,14 @@ export async function runSoakPhase(o: SoakOptions, kill: boolean): Promise<Phase
     const tu = Date.now();
     const u = await unmount(mnt, o.cacheDir);
     report.deadUnmountOk = u.status === 0 && !(await isMounted(mnt));
+    report.deadUnmountMessage = u.stderr.trim();
     log(`imgmount -u on the dead mount: status ${u.status} in ${Date.now() - tu} ms ${u.stderr.trim()}`);
+    if (await isMounted(mnt)) {
+      // so the run can go on (and clean up): detach the dead mount lazily, then let imgmount -u clear its state
+      await run('umount', ['-l', mnt], { okCodes: [0, 1, 32] });
+      await unmount(mnt, o.cacheDir);
+      log(`dead mount detached with umount -l: ${(await isMounted(mnt)) ? 'STILL MOUNTED' : 'gone'}`);
+    }
     const tm = Date.now();
     const again = await mountImage(o.image, mnt, o.cacheDir);
     log(`new mount: status ${again.start.status} in ${Date.now() - tm} ms`);
@@ -179,7 +203,7 @@ export function formatPhase(r: PhaseReport): string {
     `soak (${r.name}): ${r.ops} reads, ${mb} MiB in ${r.seconds} s (${Math.round(r.ops / Math.max(1, r.seconds))} reads/s), ` +
       `${r.errors} errors, ${r.mismatches} mismatches; daemon peak RSS ${r.peakRssMb} MiB`,
     ...(r.killAt !== undefined ? [`  errors before the kill: ${r.errorsBeforeKill}; while down: ${r.errorsWhileDown}; after the new mount: ${r.errorsAfterRemount}; ` +
-      `kill → new mount in ${r.remountMs} ms; imgmount -u of the dead mount ${r.deadUnmountOk ? 'ok' : 'FAILED'}`] : []),
+      `kill → new mount in ${r.remountMs} ms; imgmount -u of the dead mount ${r.deadUnmountOk ? 'ok' : `FAILED (${r.deadUnmountMessage})`}`] : []),
     `  error codes: ${JSON.stringify(r.errorCodes)}; mount ${r.mountOk ? 'ok' : 'FAILED'}, unmount ${r.unmountOk ? 'ok' : 'FAILED'}, ` +
       `${r.leftMounted ? 'STILL MOUNTED' : 'nothing left mounted'}, ${r.leftDaemons.length ? `daemons left: ${r.leftDaemons.join(',')}` : 'no daemon left'}`,
     ...(r.firstEvents.length ? [`  first events: ${r.firstEvents.join('; ')}`] : []),
