@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-import "../dist/src/cli/imgbackup.js";
+import "../dist/bundle/imgbackup.mjs";

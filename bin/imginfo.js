@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-import "../dist/src/cli/imginfo.js";
+import "../dist/bundle/imginfo.mjs";

@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-import "../dist/src/cli/imgmount.js";
+import "../dist/bundle/imgmount.mjs";

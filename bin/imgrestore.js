@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-import "../dist/src/cli/imgrestore.js";
+import "../dist/bundle/imgrestore.mjs";
