@@ -92,7 +92,7 @@ else {
     await unmount(mnt, cache);
   });
 
-  t.test('a cache disk that is already full: the mount still works', async (t) => {
+  t.test('a cache disk that is already full: the mount works, or fails with status 4 and "no space left"', async (t) => {
     await rm(cache, { recursive: true, force: true });
     await mkdir(cache, { mode: 0o700 });
     const filler = join(fsDir, 'filler');
