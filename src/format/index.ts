@@ -1,7 +1,7 @@
 export * from './constants.js';
 export { Cursor, WriteCursor } from './cursor.js';
 export { Struct, type Field, type FieldType } from './struct.js';
-export { hash64, hashBlocks } from './checksum.js';
+export { hash64, hashBlocks, Xxh64 } from './checksum.js';
 export * from './header.js';
 export * from './block-map.js';
 export * from './frame.js';

@@ -6,11 +6,10 @@
  * FormatError('ECHECKSUM') naming the frame and its logical blocks, never wrong bytes.
  * Returned frame payloads are fresh buffers (callers may cache them). Calls may interleave.
  */
-import { Xxh64 } from '@node-rs/xxhash';
 import { FormatError, InternalError, isImgError } from '../errors/index.js';
 import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
-  decodeFooter, decodeTrailerHeader, hash64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
+  decodeFooter, decodeTrailerHeader, hash64, Xxh64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
 } from '../format/index.js';
 import type { RandomSource } from '../io/index.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame } from './frame-check.js';

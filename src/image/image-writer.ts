@@ -9,9 +9,8 @@ import { InternalError } from '../errors/index.js';
 import {
   FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_FLAGS, TRAILER_HEADER_SIZE, FS_TYPE,
   controlOffsetFor, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, encodeHeaderEnd,
-  encodeTrailerHeader, hashBlocks, textField, type FsTypeName, type MapRun, BlockMap,
+  encodeTrailerHeader, hash64, hashBlocks, textField, Xxh64, type FsTypeName, type MapRun, BlockMap,
 } from '../format/index.js';
-import { xxh64, Xxh64 } from '@node-rs/xxhash';
 import type { Sink } from '../io/index.js';
 
 /** Frames are written in batches of about this size... */
@@ -79,7 +78,7 @@ export class ImageWriter {
     const mapBytes = encodeBlockMap(p.runs);
     const pad = new Uint8Array(controlOffset - FIXED_HEADER_SIZE - mapBytes.byteLength);
     for (let i = 0; i < map.controlBlocks; i++) {
-      this.controlHashes[i] = xxh64(controlArea.subarray(i * p.blockSize, (i + 1) * p.blockSize));
+      this.controlHashes[i] = hash64(controlArea.subarray(i * p.blockSize, (i + 1) * p.blockSize));
     }
     const h = new Xxh64();
     for (const part of [fixed, mapBytes, pad, controlArea]) h.update(part);

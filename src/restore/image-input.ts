@@ -75,7 +75,8 @@ export class ImageInput {
       const size = src.sizeBytes;
       const first = await src.readAt(0, Math.min(size, 4096));
       const fixed = decodeFixedHeader(first.subarray(0, Math.min(first.byteLength, FIXED_HEADER_SIZE)), size);
-      const headerBytes = new Uint8Array(fixed.dataOffset);
+      // not zero-filled: every byte is copied or read into, or we throw
+      const headerBytes = new Uint8Array(Buffer.allocUnsafeSlow(fixed.dataOffset).buffer, 0, fixed.dataOffset);
       headerBytes.set(first.subarray(0, Math.min(first.byteLength, fixed.dataOffset)));
       const footerAt = size - FOOTER_SIZE;
       const footerRead = footerAt >= fixed.dataOffset ? src.readAt(footerAt, FOOTER_SIZE) : undefined;
@@ -88,7 +89,7 @@ export class ImageInput {
       await Promise.all(Array.from({ length: Math.min(HEADER_PIECES_IN_FLIGHT, pieces.length) }, async () => {
         while (next < pieces.length) {
           const [from, to] = pieces[next++]!;
-          headerBytes.set(await src.readAt(from, to - from), from);
+          await src.readAtInto(headerBytes.subarray(from, to), from);
         }
       }));
       const opened = parseHeader(headerBytes, size);

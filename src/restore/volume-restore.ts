@@ -4,13 +4,25 @@
  * Stored blocks go to their offsets; unused blocks stay holes in a file, and on a device are left
  * as they are unless zeroUnused. A target smaller than the volume is refused before any write.
  * A damaged frame is reported and its blocks left unwritten; the rest is restored.
+ *
+ * I/O, with no per-block work but the checksum: frames are read in batches of BATCH_BYTES (a
+ * file: positional reads into pooled buffers, READS_AHEAD in flight; a stream: one batch at a
+ * time), each frame is verified in place, and its payload goes to the target straight from the
+ * read buffer: one pwritev per run of consecutive logical blocks, the iovecs stepping over the
+ * 64-byte frame headers (no copy). A buffer is reused once its writes are done. fdatasync is
+ * started every SYNC_EVERY bytes written, so the disk writes back while we read and the final
+ * fsync flushes only the tail (the kernel would otherwise hold a 1 GiB restore in the page cache
+ * and write all of it in the fsync).
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
 import { FormatError, IoError, UsageError } from '../errors/index.js';
-import { fsTypeName, type ImageHeader, type BlockMap } from '../format/index.js';
-import { forEachFrameStream, readHeaderStream } from '../image/image-stream.js';
-import { ioErrorFrom, type RandomSource, type SequentialSource, StreamSource } from '../io/index.js';
+import { FRAME_HEADER_SIZE, fsTypeName, type ImageHeader, type BlockMap } from '../format/index.js';
+import { frameBlockCount, verifyFrame } from '../image/frame-check.js';
+import type { OpenedHeader } from '../image/image-reader.js';
+import { ioErrorFrom, type RandomSource, type SequentialSource } from '../io/index.js';
+import { writevAll } from './fd-io.js';
+import { ImageInput } from './image-input.js';
 
 export interface VolumeRestoreOptions {
   zeroUnused?: boolean;
@@ -27,10 +39,17 @@ export interface VolumeRestoreResult {
   damaged: { frame?: number; firstBlock?: number; lastBlock?: number; what: string }[];
 }
 
-/** Writes in flight at once. */
-const WRITES_IN_FLIGHT = 3;
-/** Consecutive writes are combined up to this size. */
-const COMBINE_BYTES = 4 << 20;
+/** Bytes of whole frames per read. */
+const BATCH_BYTES = 8 << 20;
+/** Reads in flight ahead of the batch being verified (seekable images). */
+const READS_AHEAD = 2;
+/** Batches whose writes may be in flight at once. */
+const WRITE_BATCHES = 3;
+/** Largest single write, and most buffers in one pwritev (below IOV_MAX). */
+const MAX_WRITE_BYTES = 8 << 20;
+const MAX_IOVECS = 512;
+/** Written bytes between background fdatasync calls. */
+const SYNC_EVERY = 128 << 20;
 
 interface Target { fh: FileHandle; sizeBytes: number; isDevice: boolean }
 
@@ -67,9 +86,8 @@ async function openTarget(path: string, volumeBytes: number): Promise<Target> {
 /** Restores from a seekable image file or a stream; both are read strictly forward. */
 export async function restoreVolume(input: RandomSource | SequentialSource, targetPath: string,
   opts: VolumeRestoreOptions = {}): Promise<VolumeRestoreResult> {
-  const seq: SequentialSource = input.random ? StreamSource.file(input.name) : input;
-  const opened = await readHeaderStream(seq);
-  const { header, map, controlArea } = opened;
+  const img = input.random ? await ImageInput.fromRandom(input) : await ImageInput.fromSequential(input);
+  const { header, map, controlArea } = img.opened;
   const target = await openTarget(targetPath, header.volumeBytes);
   const bs = header.blockSize;
   const result: VolumeRestoreResult = {
@@ -77,54 +95,147 @@ export async function restoreVolume(input: RandomSource | SequentialSource, targ
     blocksWritten: 0, bytesWritten: 0, bytesRead: 0, damaged: [],
   };
   const total = (header.controlBlocks + header.dataBlocks) * bs;
-  const writes = new WriteQueue(target.fh, targetPath, header.volumeBytes);
+  const writes = new Writer(target.fh, targetPath, header.volumeBytes);
   try {
     if (target.isDevice && opts.zeroUnused) await zeroUnused(writes, map, header);
-    // control blocks: one write per control run
-    for (const r of map.runs()) {
+    // control blocks: one write per control run, straight from the header
+    for (let i = 0; i < map.runCount; i++) {
+      const r = map.run(i);
       if (r.kind !== 'control') continue;
-      const first = map.locate(r.start).index;
-      await writes.put(r.start * bs, controlArea.subarray(first * bs, (first + r.len) * bs));
+      const first = map.firstIndex[i]!;
+      await writes.put(r.start * bs, [controlArea.subarray(first * bs, (first + r.len) * bs)]);
     }
     result.blocksWritten += header.controlBlocks;
     opts.onProgress?.(header.controlBlocks * bs, total);
-    let cursor = 0; // index of the map run holding the next data block
-    await forEachFrameStream(seq, opened, header.frameCount - 1, () => true, async (frame, payload) => {
-      const firstData = frame * header.frameBlocks;
-      const count = Math.min(header.frameBlocks, header.dataBlocks - firstData);
-      if (payload instanceof FormatError) {
-        result.damaged.push({ ...(payload.detail as object), what: payload.message });
-        return;
-      }
-      // split the payload into runs of consecutive logical blocks
-      let k = 0;
-      while (k < count) {
-        const block = map.dataBlockAt(firstData + k);
-        const loc = map.locate(block);
-        const n = Math.min(loc.runLeft, count - k);
-        await writes.put(block * bs, payload.subarray(k * bs, (k + n) * bs));
-        k += n;
-      }
-      cursor += count;
-      result.blocksWritten += count;
-      opts.onProgress?.((header.controlBlocks + cursor) * bs, total);
-    });
+    await framePass(input, img, writes, result, (done) => opts.onProgress?.((header.controlBlocks + done) * bs, total));
     await writes.drain();
     await target.fh.sync();
   } finally {
     await writes.drain().catch(() => undefined);
     await target.fh.close();
-    await seq.close();
+    if (!input.random) await input.close();
   }
   result.bytesWritten = writes.bytes;
-  result.bytesRead = seq.stats.bytesRead;
+  result.bytesRead = input.stats.bytesRead;
   if (result.blocksWritten < header.controlBlocks + header.dataBlocks && result.damaged.length === 0) {
     result.damaged.push({ what: 'image truncated: not every block was restored' });
   }
   return result;
 }
 
-async function zeroUnused(writes: WriteQueue, map: BlockMap, header: ImageHeader): Promise<void> {
+/** Reads every frame present once, in order, verifies it and writes its blocks. */
+async function framePass(input: RandomSource | SequentialSource, img: ImageInput, writes: Writer,
+  result: VolumeRestoreResult, progress: (dataBlocksDone: number) => void): Promise<void> {
+  const opened = img.opened;
+  const h = opened.header;
+  const perBatch = Math.max(1, Math.floor(BATCH_BYTES / h.frameBytes));
+  const present = img.framesPresent;
+  const batchLen = (first: number, n: number): number => (n - 1) * h.frameBytes + FRAME_HEADER_SIZE + frameBlockCount(h, first + n - 1) * h.blockSize;
+  const hashes = new BigUint64Array(h.frameBlocks);
+  let dataDone = 0;
+  const handle = async (first: number, n: number, buf: Uint8Array, release: () => void): Promise<void> => {
+    const runs = new RunBuilder(h.blockSize);
+    for (let f = first; f < first + n; f++) {
+      const off = (f - first) * h.frameBytes;
+      const count = frameBlockCount(h, f);
+      if (off + FRAME_HEADER_SIZE + count * h.blockSize > buf.byteLength) break; // a stream that ended: missing
+      let payload: Uint8Array;
+      try {
+        payload = verifyFrame(opened, f, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + count * h.blockSize), hashes);
+      } catch (e) {
+        if (!(e instanceof FormatError)) throw e;
+        result.damaged.push({ ...(e.detail as object), what: e.message });
+        continue;
+      }
+      addFrameRuns(runs, opened.map, f * h.frameBlocks, count, payload);
+      result.blocksWritten += count;
+      dataDone += count;
+    }
+    await writes.putBatch(runs.done(), release);
+    progress(dataDone);
+  };
+  if (input.random) {
+    // pooled buffers: READS_AHEAD being read, WRITE_BATCHES being written, one being verified
+    const pool: Uint8Array[] = [];
+    const size = Math.min(perBatch, Math.max(1, present)) * h.frameBytes;
+    for (let i = 0; i < READS_AHEAD + WRITE_BATCHES + 1; i++) pool.push(new Uint8Array(size));
+    const waiting: (() => void)[] = [];
+    const take = async (): Promise<Uint8Array> => {
+      while (pool.length === 0) await new Promise<void>((r) => waiting.push(r));
+      return pool.pop()!;
+    };
+    const give = (b: Uint8Array): void => { pool.push(b); waiting.shift()?.(); };
+    const reads: { first: number; n: number; p: Promise<Uint8Array> }[] = [];
+    let next = 0;
+    const issue = (): void => {
+      while (reads.length < READS_AHEAD && next < present) {
+        const first = next;
+        const n = Math.min(perBatch, present - first);
+        next += n;
+        const p = take().then((b) => input.readAtInto(b.subarray(0, batchLen(first, n)), h.dataOffset + first * h.frameBytes));
+        p.catch(() => undefined); // awaited below, in order
+        reads.push({ first, n, p });
+      }
+    };
+    issue();
+    while (reads.length) {
+      const r = reads.shift()!;
+      const buf = await r.p;
+      issue();
+      await handle(r.first, r.n, buf, () => give(new Uint8Array(buf.buffer, 0, size)));
+    }
+  } else {
+    for (let first = 0; first < present; first += perBatch) {
+      const n = Math.min(perBatch, present - first);
+      const len = batchLen(first, n);
+      let buf: Uint8Array;
+      try {
+        buf = await input.readUpTo(len);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ESHORT') throw e;
+        buf = new Uint8Array(0);
+      }
+      await handle(first, n, buf, () => undefined);
+      if (buf.byteLength < len) break; // the stream ended
+    }
+  }
+}
+
+/** Splits a verified frame's payload into runs of consecutive logical blocks. */
+function addFrameRuns(runs: RunBuilder, map: BlockMap, firstData: number, count: number, payload: Uint8Array): void {
+  const bs = runs.blockSize;
+  let k = 0;
+  while (k < count) {
+    const block = map.dataBlockAt(firstData + k);
+    const n = Math.min(map.locate(block).runLeft, count - k);
+    runs.add(block * bs, payload.subarray(k * bs, (k + n) * bs));
+    k += n;
+  }
+}
+
+interface Run { pos: number; bufs: Uint8Array[]; len: number }
+
+/** Gathers pieces that continue each other into writes (at most MAX_WRITE_BYTES, MAX_IOVECS). */
+class RunBuilder {
+  private readonly runs: Run[] = [];
+  private cur: Run | undefined;
+  constructor(readonly blockSize: number) {}
+
+  add(pos: number, piece: Uint8Array): void {
+    const c = this.cur;
+    if (c && c.pos + c.len === pos && c.len + piece.byteLength <= MAX_WRITE_BYTES && c.bufs.length < MAX_IOVECS) {
+      c.bufs.push(piece);
+      c.len += piece.byteLength;
+      return;
+    }
+    this.cur = { pos, bufs: [piece], len: piece.byteLength };
+    this.runs.push(this.cur);
+  }
+
+  done(): Run[] { return this.runs; }
+}
+
+async function zeroUnused(writes: Writer, map: BlockMap, header: ImageHeader): Promise<void> {
   const bs = header.blockSize;
   const zeros = new Uint8Array(Math.min(4 << 20, header.blockCount * bs));
   let block = 0;
@@ -133,7 +244,7 @@ async function zeroUnused(writes: WriteQueue, map: BlockMap, header: ImageHeader
     if (loc.kind === 'unused') {
       for (let b = block; b < block + loc.runLeft; b += zeros.byteLength / bs) {
         const n = Math.min(zeros.byteLength / bs, block + loc.runLeft - b);
-        await writes.put(b * bs, zeros.subarray(0, n * bs));
+        await writes.put(b * bs, [zeros.subarray(0, n * bs)]);
       }
     }
     block += loc.runLeft;
@@ -141,74 +252,65 @@ async function zeroUnused(writes: WriteQueue, map: BlockMap, header: ImageHeader
 }
 
 /**
- * Positional writes, a few in flight, never past the volume's end (the last raw block may be
- * partial). Writes that continue each other are gathered into one buffer of up to COMBINE_BYTES
- * first, so a volume of short runs still goes out in large writes.
+ * Positional writes (pwritev), never past the volume's end (the last raw block may be partial).
+ * A batch's writes run together, at most WRITE_BATCHES batches in flight; the caller's buffers
+ * must stay untouched until the batch's `release`.
  */
-class WriteQueue {
+class Writer {
   bytes = 0;
-  private inflight = new Set<Promise<void>>();
+  private readonly inflight = new Set<Promise<void>>();
   private failed: unknown;
-  private combine: Uint8Array = new Uint8Array(COMBINE_BYTES);
-  private combinePos = -1;
-  private combineLen = 0;
-  private readonly spare: Uint8Array[] = [];
+  private sinceSync = 0;
+  private syncing: Promise<void> | undefined;
   constructor(private readonly fh: FileHandle, private readonly path: string, private readonly limit: number) {}
 
-  /** Queues a write; `data` is copied or written before the promise resolves, so it may be reused. */
-  async put(pos: number, data: Uint8Array): Promise<void> {
-    if (this.failed) throw this.failed;
-    const len = Math.min(data.byteLength, this.limit - pos);
-    if (len <= 0) return;
-    if (this.combineLen > 0 && pos === this.combinePos + this.combineLen && this.combineLen + len <= COMBINE_BYTES) {
-      this.combine.set(data.subarray(0, len), this.combineLen);
-      this.combineLen += len;
-      return;
-    }
-    await this.flush();
-    if (len >= COMBINE_BYTES) { await this.issue(pos, data.subarray(0, len), undefined); return; }
-    this.combine.set(data.subarray(0, len), 0);
-    this.combinePos = pos;
-    this.combineLen = len;
+  /** One write whose buffers stay valid until drain (header bytes, shared zeros). */
+  async put(pos: number, bufs: Uint8Array[]): Promise<void> {
+    let len = 0;
+    for (const b of bufs) len += b.byteLength;
+    await this.putBatch([{ pos, bufs, len }], () => undefined);
   }
 
-  private async flush(): Promise<void> {
-    if (this.combineLen === 0) return;
-    const buf = this.combine;
-    await this.issue(this.combinePos, buf.subarray(0, this.combineLen), buf);
-    this.combine = this.spare.pop() ?? new Uint8Array(COMBINE_BYTES);
-    this.combineLen = 0;
-  }
-
-  private async issue(pos: number, data: Uint8Array, recycle: Uint8Array | undefined): Promise<void> {
-    while (this.inflight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inflight);
-    if (this.failed) throw this.failed;
-    const p: Promise<void> = this.write(pos, data)
-      .then(() => { if (recycle) this.spare.push(recycle); })
-      .catch((e) => { this.failed = e; })
-      .finally(() => { this.inflight.delete(p); });
+  /** Issues a batch of writes; `release` runs when all of them are done (or failed). */
+  async putBatch(runs: Run[], release: () => void): Promise<void> {
+    while (this.inflight.size >= WRITE_BATCHES) await Promise.race(this.inflight);
+    if (this.failed) { release(); throw this.failed; }
+    const p: Promise<void> = Promise.all(runs.map((r) => this.write(r)))
+      .then(() => undefined, (e: unknown) => { this.failed ??= e; })
+      .finally(() => { this.inflight.delete(p); release(); });
     this.inflight.add(p);
-    // an uncombined caller buffer must be written before put() returns
-    if (!recycle) await p;
   }
 
-  private async write(pos: number, data: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < data.byteLength) {
-      try {
-        const { bytesWritten } = await this.fh.write(data, off, data.byteLength - off, pos + off);
-        if (bytesWritten === 0) throw new IoError('ENOSPC', `${this.path}: write made no progress at byte ${pos + off}`);
-        off += bytesWritten;
-      } catch (e) {
-        throw e instanceof IoError ? e : ioErrorFrom(e, this.path, `write failed at byte ${pos + off}`);
-      }
+  private async write(r: Run): Promise<void> {
+    let { bufs, len } = r;
+    if (r.pos + len > this.limit) {
+      // the volume ends inside this run: keep only what lies before its end
+      len = Math.max(0, this.limit - r.pos);
+      const kept: Uint8Array[] = [];
+      let left = len;
+      for (const b of bufs) { if (left <= 0) break; kept.push(b.subarray(0, Math.min(b.byteLength, left))); left -= b.byteLength; }
+      bufs = kept;
     }
-    this.bytes += data.byteLength;
+    if (len === 0) return;
+    try {
+      await writevAll(this.fh.fd, bufs, r.pos);
+    } catch (e) {
+      throw ioErrorFrom(e, this.path, `write failed at byte ${r.pos}`);
+    }
+    this.bytes += len;
+    this.sinceSync += len;
+    if (this.sinceSync >= SYNC_EVERY && !this.syncing) {
+      this.sinceSync = 0;
+      // start writeback now; an error it reports is not reported again by the final fsync: keep it
+      this.syncing = this.fh.datasync()
+        .catch((e: unknown) => { this.failed ??= ioErrorFrom(e, this.path, 'write-back failed'); })
+        .finally(() => { this.syncing = undefined; });
+    }
   }
 
   async drain(): Promise<void> {
-    await this.flush();
-    await Promise.all(this.inflight);
+    while (this.inflight.size) await Promise.all([...this.inflight]);
+    await this.syncing;
     if (this.failed) throw this.failed;
   }
 }

@@ -82,6 +82,12 @@ t.test('block map refuses overlap, bad kinds and runs past the end', async (t) =
   t.throws(() => decodeBlockMap(kind, 1, 100), { code: 'ECORRUPT' }, 'kind');
   t.throws(() => decodeBlockMap(encodeBlockMap([{ start: 95, len: 10, kind: 'data' }]), 1, 100), { code: 'ECORRUPT' }, 'past end');
   t.throws(() => decodeBlockMap(new Uint8Array(10), 1, 100), { code: 'ETRUNC' }, 'short');
+  const reserved = encodeBlockMap([{ start: 0, len: 1, kind: 'data' }]); reserved[15] = 1;
+  t.throws(() => decodeBlockMap(reserved, 1, 100), { code: 'ECORRUPT' }, 'reserved bytes');
+  const huge = encodeBlockMap([{ start: 0, len: 1, kind: 'data' }]); huge[7] = 0x01;
+  t.throws(() => decodeBlockMap(huge, 1, 100), { code: 'ERANGE' }, 'start past 2^53');
+  const far = { start: 2 ** 40 + 5, len: 7, kind: 'control' } as MapRun;
+  t.same([...decodeBlockMap(encodeBlockMap([far]), 1, 2 ** 41).runs()], [far], 'a start above 2^32 survives');
   t.throws(() => new BlockMap([{ start: 0, len: 1, kind: 'data' }], 10).dataBlockAt(5), { code: 'ERANGE' });
 });
 
