@@ -24,6 +24,13 @@ import { FileSource, StreamSource, type ReadStats, type RandomSource, type Seque
 
 export interface FrameResult { frame: number; payload: Uint8Array | FormatError }
 
+/**
+ * Handed to each batch callback: call it for every payload kept past the callback's return (a
+ * pending write), and call the function it returns once done with it. A seekable source reuses
+ * a batch's read buffer after the callback has returned and every such hold is released.
+ */
+export type KeepBatch = () => () => void;
+
 export interface FramePassOptions {
   /** Seekable sources: gaps up to this many bytes between wanted frames are read through. */
   gapBytes?: number;
@@ -36,6 +43,12 @@ export interface FramePassOptions {
 export const DEFAULT_GAP_BYTES = 1 << 20;
 const DEFAULT_MAX_READ_BYTES = 8 << 20;
 const DEFAULT_READS_AHEAD = 3;
+/**
+ * Read buffers beyond those being read that may be held by pending writes. Reused buffers read
+ * 100 MiB 2-3x faster than fresh ones (no page faults and unmapping per read); when all are held,
+ * reading waits for the writes, which bounds memory.
+ */
+const POOL_EXTRA = 4;
 /** Header pieces read backwards (at most the device's largest request, so none is split). */
 const HEADER_PIECE_BYTES = 1 << 20;
 const HEADER_PIECES_IN_FLIGHT = 4;
@@ -152,9 +165,9 @@ export class ImageInput {
 
   /**
    * Reads the `wanted` frames (sorted, distinct) once, in order, and hands each batch's verified
-   * payloads (or their errors) to `onBatch`, which may keep the payload buffers.
+   * payloads (or their errors) to `onBatch`; payloads used after it returns must be held (KeepBatch).
    */
-  async readFramesOnce(wanted: readonly number[], onBatch: (frames: FrameResult[]) => Promise<void>, opts: FramePassOptions = {}): Promise<void> {
+  async readFramesOnce(wanted: readonly number[], onBatch: (frames: FrameResult[], keep: KeepBatch) => Promise<void>, opts: FramePassOptions = {}): Promise<void> {
     if (this.passed) throw new InternalError('ImageInput: the frame pass may run only once');
     this.passed = true;
     for (let i = 1; i < wanted.length; i++) {
@@ -165,7 +178,7 @@ export class ImageInput {
     else await this.passStream(this.seq!, wanted, onBatch, maxRead);
   }
 
-  private async passRandom(src: RandomSource, wanted: readonly number[], onBatch: (f: FrameResult[]) => Promise<void>,
+  private async passRandom(src: RandomSource, wanted: readonly number[], onBatch: (f: FrameResult[], keep: KeepBatch) => Promise<void>,
     gapBytes: number, maxRead: number, readsAhead: number): Promise<void> {
     // Batches: [first, last] frame ranges read in one request.
     interface Batch { first: number; last: number; frames: number[] }
@@ -181,12 +194,28 @@ export class ImageInput {
         batches.push({ first: f, last: f, frames: [f] });
       }
     }
+    const span = (b: Batch): number => this.frameOffset(b.last) + this.frameLen(b.last) - this.frameOffset(b.first);
+    let size = 0;
+    for (const b of batches) size = Math.max(size, span(b));
+    const pool: Uint8Array[] = [];
+    let made = 0;
+    const waiting: (() => void)[] = [];
+    const take = async (): Promise<Uint8Array> => {
+      for (;;) {
+        const b = pool.pop();
+        if (b) return b;
+        // not zero-filled: every byte used is read into first
+        if (made < readsAhead + POOL_EXTRA) { made++; return new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size); }
+        await new Promise<void>((r) => waiting.push(r));
+      }
+    };
+    const give = (b: Uint8Array): void => { pool.push(b); waiting.shift()?.(); };
     const reads: Promise<Uint8Array>[] = [];
     let issued = 0;
     const issue = (): void => {
       while (issued < batches.length && reads.length < readsAhead) {
         const b = batches[issued++]!;
-        const p = src.readAt(this.frameOffset(b.first), this.frameOffset(b.last) + this.frameLen(b.last) - this.frameOffset(b.first));
+        const p = take().then((buf) => src.readAtInto(buf.subarray(0, span(b)), this.frameOffset(b.first)));
         p.catch(() => undefined); // awaited below, in order
         reads.push(p);
       }
@@ -197,12 +226,24 @@ export class ImageInput {
       issue();
       const b = batches[i]!;
       const base = this.frameOffset(b.first);
-      await onBatch(b.frames.map((f) => this.check(f, buf, this.frameOffset(f) - base)));
+      let holds = 1;
+      const release = (): void => { if (--holds === 0) give(new Uint8Array(buf.buffer, 0, size)); };
+      const keep: KeepBatch = () => {
+        holds++;
+        let done = false;
+        return () => { if (!done) { done = true; release(); } };
+      };
+      try {
+        await onBatch(b.frames.map((f) => this.check(f, buf, this.frameOffset(f) - base)), keep);
+      } finally {
+        release();
+      }
     }
-    if (missing.length) await onBatch(missing.map((f) => this.missing(f)));
+    if (missing.length) await onBatch(missing.map((f) => this.missing(f)), () => () => undefined);
   }
 
-  private async passStream(seq: SequentialSource, wanted: readonly number[], onBatch: (f: FrameResult[]) => Promise<void>, maxRead: number): Promise<void> {
+  private async passStream(seq: SequentialSource, wanted: readonly number[], onBatch: (f: FrameResult[], keep: KeepBatch) => Promise<void>, maxRead: number): Promise<void> {
+    const keep: KeepBatch = () => () => undefined; // stream buffers are fresh: nothing to reuse
     let i = 0;
     while (i < wanted.length) {
       const first = wanted[i]!;
@@ -230,10 +271,10 @@ export class ImageInput {
       }
       if (buf.byteLength < len) {
         for (; j < wanted.length; j++) out.push(this.missing(wanted[j]!));
-        await onBatch(out);
+        await onBatch(out, keep);
         return;
       }
-      await onBatch(out);
+      await onBatch(out, keep);
       i = j;
     }
   }

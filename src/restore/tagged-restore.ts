@@ -28,7 +28,7 @@ import { showPath, selectTagged, type Problem } from './select.js';
 import { planRestore, type PlannedEntry, type PlannedFile, type RestorePlan } from './plan.js';
 import { EntryError, OutTree, runTool } from './out-tree.js';
 import { fixTimes, utimeArg, type TimeFix } from './exact-times.js';
-import type { FrameResult, ImageInput } from './image-input.js';
+import type { FrameResult, ImageInput, KeepBatch } from './image-input.js';
 import { openHeaderTree } from './open-tree.js';
 
 export interface TaggedRestoreOptions {
@@ -315,7 +315,7 @@ class Restorer {
     let next = 0;
     let active: number[] = [];
     let done = 0;
-    await this.input.readFramesOnce(this.plan.wantedFrames, async (frames: FrameResult[]) => {
+    await this.input.readFramesOnce(this.plan.wantedFrames, async (frames: FrameResult[], keep: KeepBatch) => {
       // pieces of this batch, as runs of contiguous file bytes
       let run: { st: FileState; pos: number; bufs: Uint8Array[]; len: number } | undefined;
       const runs: NonNullable<typeof run>[] = [];
@@ -347,7 +347,7 @@ class Restorer {
         done += payloadBytes;
         this.opts.onProgress?.(Math.min(done, total), total);
       }
-      for (const w of runs) await this.schedule(w.st, w.pos, w.bufs, w.len);
+      for (const w of runs) await this.schedule(w.st, w.pos, w.bufs, w.len, keep);
     });
   }
 
@@ -384,18 +384,23 @@ class Restorer {
     while (this.inflight.size) await Promise.all([...this.inflight]);
   }
 
-  private async schedule(st: FileState, pos: number, bufs: Uint8Array[], len: number): Promise<void> {
+  private async schedule(st: FileState, pos: number, bufs: Uint8Array[], len: number, keep: KeepBatch): Promise<void> {
     if (st.state === 'new' && st.queued === 0 && len === st.pending && len <= SYNC_FILE_BYTES &&
         (st.path.length <= 1 || this.dirMade.has(OutTree.key(st.path.slice(0, -1))))) {
       this.writeWholeSync(st, pos, bufs, len);
       return;
     }
     await this.room(len);
+    const done = keep(); // the read buffer holding `bufs` stays ours until the write is done
     this.enqueue(st, len, async () => {
-      if (await this.ready(st)) {
-        await writevAll(st.fd, bufs, pos);
-        this.bytesWritten += len;
-        st.lastUse = ++this.tick;
+      try {
+        if (await this.ready(st)) {
+          await writevAll(st.fd, bufs, pos);
+          this.bytesWritten += len;
+          st.lastUse = ++this.tick;
+        }
+      } finally {
+        done();
       }
       await this.account(st, len);
     });

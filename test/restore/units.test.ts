@@ -158,7 +158,7 @@ if (tools.ok) {
     const bytes = await readFile(img);
     const log: [number, number][] = [];
     class Recording extends MemorySource {
-      override async readAt(pos: number, len: number): Promise<Uint8Array> { log.push([pos, len]); return super.readAt(pos, len); }
+      override async readAtInto(buf: Uint8Array, pos: number): Promise<Uint8Array> { log.push([pos, buf.byteLength]); return super.readAtInto(buf, pos); }
     }
     const input = await ImageInput.fromRandom(new Recording(bytes, 'rec'));
     const h = input.opened.header;
@@ -182,5 +182,30 @@ if (tools.ok) {
     await input2.readFramesOnce([0, 3, 9], async () => undefined, { gapBytes: 2 * h.frameBytes });
     t.same(log.map(([p]) => frameAt(p)), [0, 9], 'a gap of 2 frames is read through, one of 5 is sought over');
     await input2.close();
+
+    // read buffers are reused, but never while a payload in them is held
+    const input3 = await ImageInput.fromRandom(new MemorySource(bytes, 'mem'));
+    const all = Array.from({ length: h.frameCount }, (_, i) => i);
+    const held: { payload: Uint8Array; copy: Uint8Array; done: () => void }[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    let intact = 0, overwritten = 0;
+    const releaseOldest = (): void => {
+      const x = held.shift()!;
+      if (Buffer.from(x.payload).equals(x.copy)) intact++; else overwritten++;
+      x.done();
+    };
+    await input3.readFramesOnce(all, async (frames, keep) => {
+      for (const f of frames) {
+        if (!(f.payload instanceof Uint8Array)) { t.fail(`frame ${f.frame}: ${f.payload.message}`); continue; }
+        buffers.add(f.payload.buffer);
+        // hold every other frame for three batches (fewer than the buffers, so reading goes on)
+        if (f.frame % 2 === 0) held.push({ payload: f.payload, copy: f.payload.slice(), done: keep() });
+        if (held.length > 3) releaseOldest();
+      }
+    }, { maxReadBytes: h.frameBytes, readsAhead: 1 });
+    while (held.length) releaseOldest();
+    t.ok(buffers.size < h.frameCount, `${h.frameCount} one-frame reads went through ${buffers.size} buffers`);
+    t.equal(overwritten, 0, `${intact} held payloads were never overwritten`);
+    await input3.close();
   });
 }

@@ -78,7 +78,7 @@ export class BlockMap {
       else { f.push(r.f); v.push(r.v); n.push(len); }
     }
     if (f.length === 0) return BlockMap.EMPTY;
-    return new BlockMap(Float64Array.from(f), Float64Array.from(v), Float64Array.from(n));
+    return new BlockMap(new Float64Array(f), new Float64Array(v), new Float64Array(n));
   }
 }
 
