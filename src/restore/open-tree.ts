@@ -17,7 +17,8 @@ export async function openHeaderTree(opened: OpenedHeader, log?: (m: string) => 
   const volume = new HeaderVolume({ map: opened.map, controlArea: opened.controlArea, blockSize: h.blockSize, volumeBytes: h.volumeBytes });
   const type = fsTypeName(h.fsType);
   if (type === 'ext2' || type === 'ext3' || type === 'ext4') {
-    return { tree: await openExt4(volume, { log }), volume };
+    // unbounded cache: the volume is the header, already in memory, and what is decoded from it stays a small multiple of it
+    return { tree: await openExt4(volume, { log, cacheBytes: Infinity }), volume };
   }
   throw new UnsupportedError(`the image holds no filesystem imgrestore can read (${type ?? `type ${h.fsType}`}): restore the whole volume with --volume`);
 }
