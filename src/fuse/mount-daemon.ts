@@ -117,7 +117,9 @@ export class MountDaemon {
     const timings: Record<string, number> = { start: since() };
     let stack: ImageStack;
     try {
-      stack = await ImageStack.open(image, { cacheDir: cfg.cacheDir, log, controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES });
+      stack = await ImageStack.open(image, {
+        cacheDir: cfg.cacheDir, log, controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES, deferHeaderWrite: true,
+      });
       timings.imageOpened = since();
     } catch (e) {
       await removeStateDir(stateDir).catch(() => undefined);
@@ -155,11 +157,12 @@ export class MountDaemon {
         }
         const tree = await openExt4(stack.top, { log, cacheBytes: TREE_CACHE_BYTES });
         timings.treeOpened = since();
-        ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask });
+        ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask, recycle: (b) => stack.frames.recycle(b) });
       } else {
         ops = new VolumeOps({
           fileName: volumeFileName(image), volume: stack.top, overlay: writable, durable: cfg.keepWrites !== undefined,
           blockSize: h.blockSize, timeNs: BigInt(h.createdSec ?? 0) * 1_000_000_000n, uid: o.uid ?? uid, gid: o.gid ?? gid, timeouts,
+          recycle: (b) => stack.frames.recycle(b),
         });
       }
       const ready: ReadyInfo = {
@@ -177,6 +180,8 @@ export class MountDaemon {
       timings.mounted = since();
       ready.imageReads = stack.src.stats.reads;
       ready.imageBytesRead = stack.src.stats.bytesRead;
+      // the header cache is written while the mount is already served (close() waits for it)
+      void stack.persistHeader();
       return daemon;
     } catch (e) {
       if (daemon) await daemon.teardown(true).catch((t: unknown) => log(`cleanup after a failed mount: ${(t as Error).message}`));

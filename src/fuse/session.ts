@@ -21,7 +21,7 @@ import {
   cString, decodeInHeader, decodeInitIn, decodeReadIn, decodeSetattrIn, direntSize, dtypeOf, encodeAttrOut,
   encodeInitOut, encodeOpenOut, encodeOutHeader, encodeStatfsOut, encodeU32Out, ENTRY_OUT_SIZE, FATTR, FOPEN,
   FUSE_KERNEL_MINOR, FUSE_KERNEL_VERSION, INIT, MODIFYING_OPS, OP, OP_NAME, OUT_HEADER_SIZE, writeDirent, writeEntryOut,
-  WRITE_IN_SIZE, type InHeader,
+  WRITE_IN_SIZE, type InHeader, type ReadIn,
 } from './protocol.js';
 
 export interface SessionOptions {
@@ -251,10 +251,7 @@ export class FuseSession {
         const flags = buf.readUInt32LE(40);
         return this.run(h, async () => [openOut(await ops.open(h.nodeid, flags))]);
       }
-      case OP.READ: {
-        const r = decodeReadIn(buf);
-        return this.run(h, async () => [await ops.read(h.nodeid, r.fh, r.offset, r.size)]);
-      }
+      case OP.READ: return this.read(h, decodeReadIn(buf));
       case OP.WRITE: {
         const r = decodeReadIn(buf);
         const data = buf.subarray(WRITE_IN_SIZE + 40, WRITE_IN_SIZE + 40 + r.size);
@@ -304,6 +301,19 @@ export class FuseSession {
         if (MODIFYING_OPS.has(h.opcode)) { this.fail(h, new Errno(ops.readOnly ? ERRNO.EROFS : ERRNO.EPERM)); return; }
         this.fail(h, new Errno(ERRNO.ENOSYS));
     }
+  }
+
+  /** READ: the reply is written synchronously, so its buffer can go back to the view for reuse. */
+  private async read(h: InHeader, r: ReadIn): Promise<void> {
+    let data: Uint8Array;
+    try {
+      data = await this.ops.read(h.nodeid, r.fh, r.offset, r.size);
+    } catch (e) {
+      this.fail(h, e);
+      return;
+    }
+    this.ok(h, data);
+    this.ops.recycle?.(data);
   }
 
   private init(h: InHeader, buf: Buffer): void {

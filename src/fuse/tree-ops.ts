@@ -30,6 +30,8 @@ export interface TreeOpsOptions {
   /** Attributes kept in memory (default 16384 inodes; the kernel caches them too). */
   attrCacheEntries?: number;
   blksize?: number;
+  /** Takes back buffers read() returned (the volume's buffer pool). */
+  recycle?: (buf: Uint8Array) => void;
 }
 
 export class TreeOps implements FuseOps {
@@ -109,6 +111,8 @@ export class TreeOps implements FuseOps {
     if (posBytes >= st.size || lenBytes === 0) return new Uint8Array(0);
     return this.tree.read(ino, posBytes, Math.min(lenBytes, st.size - posBytes));
   }
+
+  recycle(buf: Uint8Array): void { this.o.recycle?.(buf); }
 
   async write(): Promise<number> { throw new FsError('EROFS', 'the file tree is read-only'); }
 

@@ -31,6 +31,8 @@ export interface VolumeOpsOptions {
   uid: number;
   gid: number;
   timeouts: Timeouts;
+  /** Takes back buffers read() returned (the volume's buffer pool). */
+  recycle?: (buf: Uint8Array) => void;
 }
 
 export class VolumeOps implements FuseOps {
@@ -98,6 +100,8 @@ export class VolumeOps implements FuseOps {
     if (posBytes >= size || lenBytes === 0) return new Uint8Array(0);
     return this.o.volume.readAt(posBytes, Math.min(lenBytes, size - posBytes));
   }
+
+  recycle(buf: Uint8Array): void { this.o.recycle?.(buf); }
 
   async write(nodeid: number, _fh: number, posBytes: number, data: Uint8Array): Promise<number> {
     if (nodeid !== FILE) throw new Errno(ERRNO.EISDIR);

@@ -51,6 +51,15 @@ export class ControlCache implements ByteReader {
 
   get storeKind(): 'file' | 'memory' { return this.store.kind; }
 
+  /**
+   * Serves control blocks from `store` from now on (a mount moves from the header in memory to
+   * the cache file once it has written it). Safe at any time: memory copies are synchronous, so
+   * no load is in flight from the old store.
+   */
+  useStore(store: Extract<ControlStore, { kind: 'file' }>): void {
+    this.store = store;
+  }
+
   async readAt(posBytes: number, lenBytes: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 || posBytes + lenBytes > this.sizeBytes) {
       throw new IoError('ESHORT', `volume read of ${lenBytes} bytes at ${posBytes} is past its end (${this.sizeBytes})`, { posBytes, lenBytes });

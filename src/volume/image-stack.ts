@@ -2,18 +2,21 @@
  * ImageStack: opens an image for mounting and builds its volume as a stack of layers, each a
  * ByteReader over the next: [Overlay (transient writes) ▸] [Overlay (kept writes, read-only) ▸]
  * ControlCache ▸ ImageVolume (verified frames, zeros). Mount reads: the footer, then the header
- * once from offset 0 in one sequential read, or from the disk header cache when an earlier mount
- * left it there (then nothing but the footer comes from the image). After opening, the control
- * blocks are served from the cache file and the in-memory header is released.
+ * from offset 0 (SplitSource: in parallel pieces), or from the disk header cache when an earlier
+ * mount left it there (then nothing but the footer comes from the image). Control blocks are
+ * served from the cache file and the in-memory header is released: right after opening, or, with
+ * `deferHeaderWrite` (a mount: writing 19 MiB before the mount is ready delays the first `ls`),
+ * from memory until persistHeader() has written the cache file.
  * Owns the order of the layers and their cleanup; knows nothing of filesystems or FUSE.
  */
 import { join } from 'node:path';
-import { ImageReader } from '../image/image-reader.js';
-import { FileSource, type ByteReader } from '../io/index.js';
+import { ImageReader, type HeaderCache } from '../image/image-reader.js';
+import type { ByteReader } from '../io/index.js';
 import { ControlCache, type ControlStore } from './control-cache.js';
 import { DiskHeaderCache } from './header-cache.js';
 import { ImageVolume } from './image-volume.js';
 import { Overlay } from './overlay.js';
+import { SplitSource } from './split-source.js';
 
 export interface ImageStackOptions {
   /** Cache directory (headers go to `<cacheDir>/headers`); undefined: no disk cache. */
@@ -23,38 +26,77 @@ export interface ImageStackOptions {
   /** Bytes of data frames kept in memory. */
   frameCacheBytes?: number;
   readaheadFrames?: number;
+  /** A header read from the image goes to the cache only in persistHeader(), not during open(). */
+  deferHeaderWrite?: boolean;
   log?: (m: string) => void;
 }
 
 export class ImageStack {
   private overlays: Overlay[] = [];
+  private persisting: Promise<void> | undefined;
+  private closed = false;
 
-  private constructor(readonly path: string, readonly src: FileSource, readonly reader: ImageReader,
+  private constructor(readonly path: string, readonly src: SplitSource, readonly reader: ImageReader,
                       readonly frames: ImageVolume, readonly control: ControlCache,
-                      readonly headerCache: DiskHeaderCache | undefined) {}
+                      readonly headerCache: DiskHeaderCache | undefined,
+                      /** A header read from the image, not yet in the cache (deferHeaderWrite). */
+                      private unwritten: { key: string; bytes: Uint8Array } | undefined,
+                      private readonly log: (m: string) => void) {}
 
   static async open(path: string, o: ImageStackOptions = {}): Promise<ImageStack> {
     const log = o.log ?? ((): void => {});
-    const src = await FileSource.open(path);
+    const src = await SplitSource.open(path);
     try {
-      const cache = o.cacheDir !== undefined ? new DiskHeaderCache(join(o.cacheDir, 'headers'), log) : undefined;
+      const disk = o.cacheDir !== undefined ? new DiskHeaderCache(join(o.cacheDir, 'headers'), log) : undefined;
+      let unwritten: { key: string; bytes: Uint8Array } | undefined;
+      let cache: HeaderCache | undefined = disk;
+      if (disk && o.deferHeaderWrite) {
+        cache = { get: (key) => disk.get(key), put: async (key, bytes) => { unwritten = { key, bytes }; } };
+      }
       const reader = await ImageReader.open(src, cache ? { cache } : {});
       const frames = new ImageVolume(reader, { cacheBytes: o.frameCacheBytes, readaheadFrames: o.readaheadFrames });
-      const handle = cache ? await cache.takeHandle(reader.headerFromCache) : undefined;
+      const handle = disk ? await disk.takeHandle(reader.headerFromCache) : undefined;
       let store: ControlStore;
       if (handle) {
         store = { kind: 'file', fh: handle.fh, path: handle.path, offsetBytes: reader.header.controlOffset };
       } else {
-        if (cache) log('header cache unavailable: the control blocks stay in memory');
+        if (disk && !unwritten) log('header cache unavailable: the control blocks stay in memory');
         store = { kind: 'memory', bytes: reader.controlArea };
       }
       const control = new ControlCache(frames, reader.map, reader.header.blockSize, store, { cacheBytes: o.controlCacheBytes });
       if (handle) reader.releaseControlArea();
-      return new ImageStack(path, src, reader, frames, control, cache);
+      return new ImageStack(path, src, reader, frames, control, disk, unwritten, log);
     } catch (e) {
       await src.close().catch(() => undefined);
       throw e;
     }
+  }
+
+  /**
+   * Writes the header that open() read from the image to the cache (deferHeaderWrite), then serves
+   * control blocks from that file and releases the in-memory header. Best effort: if the cache
+   * cannot be written, the header stays in memory. Does nothing the second time.
+   */
+  persistHeader(): Promise<void> {
+    this.persisting ??= this.writeHeader();
+    return this.persisting;
+  }
+
+  private async writeHeader(): Promise<void> {
+    const u = this.unwritten;
+    if (!u || !this.headerCache) return;
+    this.unwritten = undefined;
+    try {
+      await this.headerCache.put(u.key, u.bytes);
+    } catch {
+      this.log('header cache unavailable: the control blocks stay in memory'); // put() logged why
+      return;
+    }
+    const handle = await this.headerCache.takeHandle(false);
+    if (!handle) return;
+    if (this.closed) { await handle.fh.close().catch(() => undefined); return; }
+    this.control.useStore({ kind: 'file', fh: handle.fh, path: handle.path, offsetBytes: this.reader.header.controlOffset });
+    this.reader.releaseControlArea();
   }
 
   get imageUuid(): string { return Buffer.from(this.reader.header.imageUuid).toString('hex'); }
@@ -78,6 +120,8 @@ export class ImageStack {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    await this.persisting;
     for (const ov of this.overlays.reverse()) await ov.close().catch(() => undefined);
     this.overlays = [];
     await this.control.close();

