@@ -76,9 +76,10 @@ export class OutTree {
     return path.length > 0 && this.sgid.has(OutTree.key(path.slice(0, -1)));
   }
 
-  private checkParent(path: readonly Uint8Array[]): void {
+  /** `parentKey`, when given, is OutTree.key of the parent (callers that create many files keep it). */
+  private checkParent(path: readonly Uint8Array[], parentKey = OutTree.key(path.slice(0, -1))): void {
     if (path.length === 0) throw new EntryError('the restore directory itself');
-    if (!this.dirs.has(OutTree.key(path.slice(0, -1)))) throw new EntryError('its parent directory was not restored');
+    if (!this.dirs.has(parentKey)) throw new EntryError('its parent directory was not restored');
   }
 
   /**
@@ -136,8 +137,8 @@ export class OutTree {
    * createFile, synchronously: for small files written whole at once, where a few system calls
    * on the main thread cost less than the round trips through the thread pool.
    */
-  createFileSync(path: readonly Uint8Array[], mode: number): number {
-    this.checkParent(path);
+  createFileSync(path: readonly Uint8Array[], mode: number, parentKey?: string): number {
+    this.checkParent(path, parentKey);
     const p = this.pathOf(path);
     const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
     try {

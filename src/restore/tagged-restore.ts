@@ -87,6 +87,8 @@ const SYNC_FILE_BYTES = 256 << 10;
 interface FileState {
   f: PlannedFile;
   path: Uint8Array[];
+  /** OutTree.key of the parent directory, computed once (several steps per file ask for it). */
+  parentKey: string;
   /** Frame bytes not yet written or written off as damaged. */
   pending: number;
   /** The file's operations, in order: create, writes, finish. */
@@ -166,7 +168,8 @@ class Restorer {
       const needChown = this.owners && (f.stat.uid !== this.euid || f.stat.gid !== this.egid || this.out.sgidParent(plan.entries[f.entry]!.sel.path));
       const plain = (mode & 0o7000) === 0 && (mode & 0o200) !== 0 && !needChown;
       return {
-        f, path: plan.entries[f.entry]!.sel.path, pending: f.frameBytes, chain: Promise.resolve(), queued: 0,
+        f, path: plan.entries[f.entry]!.sel.path, parentKey: OutTree.key(plan.entries[f.entry]!.sel.path.slice(0, -1)),
+        pending: f.frameBytes, chain: Promise.resolve(), queued: 0,
         state: 'new', fd: -1, lastUse: 0, createMode: plain ? mode : 0o600, needChown,
       };
     });
@@ -386,7 +389,7 @@ class Restorer {
 
   private async schedule(st: FileState, pos: number, bufs: Uint8Array[], len: number, keep: KeepBatch): Promise<void> {
     if (st.state === 'new' && st.queued === 0 && len === st.pending && len <= SYNC_FILE_BYTES &&
-        (st.path.length <= 1 || this.dirMade.has(OutTree.key(st.path.slice(0, -1))))) {
+        (st.path.length <= 1 || this.dirMade.has(st.parentKey))) {
       this.writeWholeSync(st, pos, bufs, len);
       return;
     }
@@ -412,7 +415,7 @@ class Restorer {
     st.state = 'failed'; // until done
     let fd = -1;
     try {
-      fd = this.out.createFileSync(st.path, st.createMode);
+      fd = this.out.createFileSync(st.path, st.createMode, st.parentKey);
       this.counts.files++;
       for (const piece of st.f.headerPieces) {
         writeAllSync(fd, [piece.bytes], piece.posBytes);
