@@ -98,14 +98,18 @@ async function mainInner(): Promise<number> {
   // its log is best effort: a full cache disk must not take the mount down with a write error
   else process.stderr.on('error', () => undefined);
   const readyFd = o.readyFd !== undefined ? Number(o.readyFd) : undefined;
-  const { MountDaemon } = await import('../fuse/mount-daemon.js');
   const pid = process.pid;
   const log = (m: string): void => { process.stderr.write(`${new Date().toISOString()} imgmount[${pid}] ${args[1]}: ${m}\n`); };
+  // the image's header is read while the mount code loads; start() reports its errors in turn
+  const { openMountImage } = await import('../fuse/open-image.js');
+  const opening = openMountImage(args[0]!, cacheDir, log);
+  opening.catch(() => undefined);
+  const { MountDaemon } = await import('../fuse/mount-daemon.js');
   let daemon: Awaited<ReturnType<typeof MountDaemon.start>>;
   try {
     daemon = await about(args[0]!, () => MountDaemon.start({
       image: args[0]!, mountPoint: args[1]!, view: o.kernel ? 'kernel' : o.volume ? 'volume' : 'tree', options, cacheDir,
-      keepWrites: o.keepWrites, writes: o.writes, log,
+      keepWrites: o.keepWrites, writes: o.writes, log, opening,
     }));
   } catch (e) {
     if (readyFd === undefined) throw e;

@@ -15,7 +15,7 @@ import { FsError, MountError, UnsupportedError, UsageError } from '../errors/ind
 import { fsTypeName } from '../format/index.js';
 import { openExt4 } from '../fs/ext4/reader.js';
 import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
-import { ImageStack } from '../volume/image-stack.js';
+import type { ImageStack } from '../volume/image-stack.js';
 import { Overlay } from '../volume/overlay.js';
 import { chooseBinding, mountFuse, type BindingKind, type FuseMount } from './binding.js';
 import { prewarmReader } from './session.js';
@@ -26,6 +26,7 @@ import {
 import type { MountOptions } from './mount-options.js';
 import { daemonAlive, processStart, readState, writeState, type MountState } from './mount-state.js';
 import { mountAt } from './mount-table.js';
+import { openMountImage } from './open-image.js';
 import type { FuseOps, Timeouts } from './ops.js';
 import { TreeOps } from './tree-ops.js';
 import { VolumeOps } from './volume-ops.js';
@@ -44,6 +45,8 @@ export interface MountConfig {
   writes?: string;
   binding?: BindingKind;
   log: (m: string) => void;
+  /** openMountImage(image, cacheDir) started early by the caller; start() opens the image itself if absent. */
+  opening?: Promise<ImageStack>;
 }
 
 export interface ReadyInfo {
@@ -66,14 +69,8 @@ export interface ReadyInfo {
 const since = (): number => Math.round(process.uptime() * 1000);
 
 const IMMUTABLE_SEC = 3600;
-/**
- * Memory budget (the daemon should stay near 150 MB RSS after walking a large tree): decoded
- * metadata in the filesystem reader, raw control blocks above the disk cache, verified data
- * frames (readahead needs 2-3 MiB of them; the kernel's page cache keeps file data anyway).
- */
+/** Decoded metadata in the filesystem reader (the rest of the memory budget: open-image.ts). */
 const TREE_CACHE_BYTES = 32 << 20;
-const CONTROL_CACHE_BYTES = 16 << 20;
-const FRAME_CACHE_BYTES = 16 << 20;
 /** Kernel readahead on our mounts (KiB): several 1 MiB reads in flight for a sequential copy. */
 const READAHEAD_KIB = Number(process.env.IMGMOUNT_READAHEAD_KIB ?? 4096);
 const MAX_WRITE_RW = 1 << 20;
@@ -90,9 +87,21 @@ export class MountDaemon {
                       readonly ready: ReadyInfo, private ops: FuseOps) {}
 
   static async start(cfg: MountConfig): Promise<MountDaemon> {
+    let stateDir: string;
+    try {
+      stateDir = await MountDaemon.prepare(cfg);
+    } catch (e) {
+      // the early open is not going to be used: close what it opened
+      cfg.opening?.then((s) => s.close(), () => undefined).catch(() => undefined);
+      throw e;
+    }
+    return MountDaemon.startPrepared(cfg, stateDir);
+  }
+
+  /** Checks the request and the mount point, cleans up after a dead daemon; returns the state directory. */
+  private static async prepare(cfg: MountConfig): Promise<string> {
     const log = cfg.log;
     const mnt = resolve(cfg.mountPoint);
-    const image = resolve(cfg.image);
     const o = cfg.options;
     const wantWrites = cfg.view === 'kernel' || (cfg.view === 'volume' && o.readOnly === false);
     if (cfg.view === 'tree' && o.readOnly === false) throw new UsageError('the file tree is read-only: -o rw needs --volume or --kernel');
@@ -113,13 +122,20 @@ export class MountDaemon {
       await cleanupAfterDaemon(old, log);
       await ensurePrivateDir(stateDir);
     }
+    return stateDir;
+  }
+
+  private static async startPrepared(cfg: MountConfig, stateDir: string): Promise<MountDaemon> {
+    const log = cfg.log;
+    const mnt = resolve(cfg.mountPoint);
+    const image = resolve(cfg.image);
+    const o = cfg.options;
+    const wantWrites = cfg.view === 'kernel' || (cfg.view === 'volume' && o.readOnly === false);
 
     const timings: Record<string, number> = { start: since() };
     let stack: ImageStack;
     try {
-      stack = await ImageStack.open(image, {
-        cacheDir: cfg.cacheDir, log, controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES, deferHeaderWrite: true,
-      });
+      stack = await (cfg.opening ?? openMountImage(image, cfg.cacheDir, log));
       timings.imageOpened = since();
     } catch (e) {
       await removeStateDir(stateDir).catch(() => undefined);

@@ -17,6 +17,7 @@ import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
 import { haveTools } from '../fixtures/exec.js';
 import { makeImage } from '../fuse/helpers.js';
 
+const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
 const work = await mkdtemp(join(tmpdir(), 'imgmount-io-'));
 t.teardown(() => rm(work, { recursive: true, force: true }));
 
@@ -35,7 +36,6 @@ t.test('SplitSource: large reads in pieces, same bytes', async (t) => {
   await t.rejects(src.readAt(1000, data.byteLength), IoError, 'a large read past the end fails');
 });
 
-const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
 if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
 else {
   t.test('ImageVolume: recycled buffers are reused, foreign ones ignored', async (t) => {
