@@ -5,9 +5,11 @@
  * trailer checksum); an entry is trusted only after ImageReader.parseHeader has checked it against
  * the header's own checksums, so a damaged or foreign file is just a miss. Entries are written to
  * a temporary name (0600) and renamed into place: a killed write leaves no half entry under the
- * real name. The file handle of the entry the last get() read or put() wrote stays open until
- * takeHandle() hands it to ControlCache, which serves control blocks from it afterwards (so a
- * later rename or removal of the entry cannot change what this mount reads).
+ * real name. get() reads an entry in parallel 1 MiB pieces (readInPieces; with the cold 19 MiB
+ * benchmark entry a mount's open step went from 38-57 ms to 0-27 ms). The file handle of the
+ * entry the last get() read or put() wrote stays open until takeHandle() hands it to
+ * ControlCache, which serves control blocks from it afterwards (so a later rename or removal of
+ * the entry cannot change what this mount reads).
  * Concurrent mounts may put the same key at once: rename makes the last one win, and both files
  * hold the same bytes.
  */
@@ -16,6 +18,7 @@ import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { HeaderCache } from '../image/image-reader.js';
 import { ensurePrivateDir } from './cache-dir.js';
+import { readInPieces } from './split-source.js';
 
 export class DiskHeaderCache implements HeaderCache {
   private handle: { fh: FileHandle; path: string; from: 'get' | 'put' } | undefined;
@@ -33,10 +36,12 @@ export class DiskHeaderCache implements HeaderCache {
     let fh: FileHandle | undefined;
     try {
       fh = await open(path, 'r');
-      const bytes = await fh.readFile();
+      const f = fh;
+      const bytes = new Uint8Array((await f.stat()).size);
+      await readInPieces(bytes, 0, (piece, pos) => readFully(f, piece, pos));
       this.stats.hits++;
       await this.keep({ fh, path, from: 'get' });
-      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      return bytes;
     } catch (e) {
       await fh?.close().catch(() => undefined);
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log(`header cache: ${path}: ${(e as Error).message}`);
@@ -83,5 +88,15 @@ export class DiskHeaderCache implements HeaderCache {
     if (h && (h.from === 'get') === headerFromCache) return { fh: h.fh, path: h.path };
     await h?.fh.close().catch(() => undefined);
     return undefined;
+  }
+}
+
+/** Fills `buf` from `pos`; a file that ends early is an error (the entry is then a miss). */
+async function readFully(fh: FileHandle, buf: Uint8Array, pos: number): Promise<void> {
+  let done = 0;
+  while (done < buf.byteLength) {
+    const { bytesRead } = await fh.read(buf, done, buf.byteLength - done, pos + done);
+    if (bytesRead === 0) throw new Error('the entry shrank while being read');
+    done += bytesRead;
   }
 }
