@@ -65,7 +65,7 @@ export interface FuzzReport {
   walkErrors: Record<string, number>;
   slowest: { index: number; ms: number; desc: string }[];
   walkStopped: Record<string, number>;
-  heap: { firstAfterGcMb: number; lastAfterGcMb: number; maxAfterGcMb: number; peakHeapMb: number; peakArrayBuffersMb: number; peakRssMb: number };
+  heap: { firstAfterGcMb: number; lastAfterGcMb: number; maxAfterGcMb: number; maxArrayBuffersAfterGcMb: number; peakHeapMb: number; peakArrayBuffersMb: number; peakArrayBuffersCase: number; peakRssMb: number };
   findings: Finding[];
   hangs: number;
   crashes: number;
@@ -103,7 +103,7 @@ export async function runFuzz(o: FuzzOptions, seedsIn?: SeedImage[]): Promise<Fu
   const report: FuzzReport = {
     seed: o.seed, casesRun: 0, seconds: 0, byStrategy: {}, byMode: {}, bySeed: {}, openOutcomes: {}, treeOpened: 0, walkErrors: {},
     slowest: [], walkStopped: {}, findings: [], hangs: 0, crashes: 0,
-    heap: { firstAfterGcMb: -1, lastAfterGcMb: 0, maxAfterGcMb: 0, peakHeapMb: 0, peakArrayBuffersMb: 0, peakRssMb: 0 },
+    heap: { firstAfterGcMb: -1, lastAfterGcMb: 0, maxAfterGcMb: 0, maxArrayBuffersAfterGcMb: 0, peakHeapMb: 0, peakArrayBuffersMb: 0, peakArrayBuffersCase: -1, peakRssMb: 0 },
   };
   const findings = new Map<string, Finding>();
   const pending: Promise<void>[] = [];
@@ -180,6 +180,7 @@ export async function runFuzz(o: FuzzOptions, seedsIn?: SeedImage[]): Promise<Fu
             if (report.heap.firstAfterGcMb < 0) report.heap.firstAfterGcMb = mb(m.afterGc);
             report.heap.lastAfterGcMb = mb(m.afterGc);
             report.heap.maxAfterGcMb = Math.max(report.heap.maxAfterGcMb, mb(m.afterGc));
+            report.heap.maxArrayBuffersAfterGcMb = Math.max(report.heap.maxArrayBuffersAfterGcMb, mb(m.arrayBuffers));
             give();
             return;
           }
@@ -190,7 +191,11 @@ export async function runFuzz(o: FuzzOptions, seedsIn?: SeedImage[]): Promise<Fu
           }
           if (timer) clearTimeout(timer);
           report.heap.peakHeapMb = Math.max(report.heap.peakHeapMb, mb(m.heapUsed));
-          report.heap.peakArrayBuffersMb = Math.max(report.heap.peakArrayBuffersMb, mb(m.arrayBuffers));
+          if (mb(m.arrayBuffers) > report.heap.peakArrayBuffersMb) {
+            // between GCs this includes the garbage of earlier cases: the case is where to look, not the culprit
+            report.heap.peakArrayBuffersMb = mb(m.arrayBuffers);
+            report.heap.peakArrayBuffersCase = m.outcome.index;
+          }
           report.heap.peakRssMb = Math.max(report.heap.peakRssMb, mb(m.rss));
           void record(m.outcome).then(() => {
             o.progress?.(report.casesRun, o.cases, findings.size);
@@ -236,7 +241,8 @@ export function formatReport(r: FuzzReport): string {
     `  open/backup outcomes: ${JSON.stringify(r.openOutcomes)}`,
     `  ext4 tree opened in ${r.treeOpened} cases; walk errors: ${JSON.stringify(r.walkErrors)}; walks stopped: ${JSON.stringify(r.walkStopped)}`,
     `  heap after GC: first ${r.heap.firstAfterGcMb} MiB, last ${r.heap.lastAfterGcMb} MiB, max ${r.heap.maxAfterGcMb} MiB; ` +
-      `peaks: heap ${r.heap.peakHeapMb} MiB, array buffers ${r.heap.peakArrayBuffersMb} MiB, rss ${r.heap.peakRssMb} MiB`,
+      `peaks: heap ${r.heap.peakHeapMb} MiB, array buffers ${r.heap.peakArrayBuffersMb} MiB (after case #${r.heap.peakArrayBuffersCase}; ` +
+        `after GC at most ${r.heap.maxArrayBuffersAfterGcMb} MiB), rss ${r.heap.peakRssMb} MiB`,
     `  slowest: ${r.slowest.map((s) => `#${s.index} ${s.ms} ms`).join(', ')}`,
   ];
   for (const f of r.findings) {
