@@ -4,7 +4,7 @@
  * control, and the caller tells the user so.
  */
 import type { RandomSource } from '../io/index.js';
-import { classifyExt4 } from './ext4/classify.js';
+import { classifyExt4 } from './ext4/index.js';
 import { isExtSuperblock, SUPERBLOCK_OFFSET } from './ext4/layout/index.js';
 import { RunList } from './run-list.js';
 import type { BlockClassification } from './types.js';

@@ -14,25 +14,11 @@ import createDebug from 'debug';
 import { FsError, MountError } from '../errors/index.js';
 import type { Stat } from '../fs/types.js';
 import { lastLine, runCommand } from './command.js';
-import { DevFuseMount } from './dev-fuse.js';
+import { DevFuseMount, type MountRequest } from './dev-fuse.js';
 import { toErrno } from './errno.js';
-import type { MountOptions } from './mount-options.js';
 import { mountAt } from './mount-table.js';
-import type { FuseOps } from './ops.js';
 
-export interface MountRequest {
-  mountPoint: string;
-  /** Shown as the mount's source (the image path). */
-  source: string;
-  ops: FuseOps;
-  options: MountOptions;
-  readOnly: boolean;
-  /** Largest write (and read) request (bytes). */
-  maxWrite: number;
-  readdirplus: boolean;
-  readaheadKiB: number;
-  log: (m: string) => void;
-}
+export type { MountRequest } from './dev-fuse.js';
 
 export interface FuseMount {
   readonly kind: 'kernel' | 'fuse-native';

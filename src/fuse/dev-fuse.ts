@@ -20,12 +20,15 @@ import { FuseSession } from './session.js';
 const closeFd = promisify(closeCb);
 const openFd = promisify(openCb);
 
-export interface DevFuseRequest {
+/** What a mount needs, whichever binding serves it (binding.ts re-exports it). */
+export interface MountRequest {
   mountPoint: string;
+  /** Shown as the mount's source (the image path). */
   source: string;
   ops: FuseOps;
   options: MountOptions;
   readOnly: boolean;
+  /** Largest write (and read) request (bytes). */
   maxWrite: number;
   readdirplus: boolean;
   readaheadKiB: number;
@@ -40,7 +43,7 @@ export class DevFuseMount {
 
   get ended(): Promise<void> { return this.session.ended; }
 
-  static async mount(r: DevFuseRequest): Promise<DevFuseMount> {
+  static async mount(r: MountRequest): Promise<DevFuseMount> {
     let fd: number;
     try {
       fd = await openFd('/dev/fuse', 'r+');

@@ -13,7 +13,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { FsError, MountError, UnsupportedError, UsageError } from '../errors/index.js';
 import { fsTypeName } from '../format/index.js';
-import { openExt4 } from '../fs/ext4/reader.js';
+import { openExt4 } from '../fs/ext4/index.js';
 import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
 import type { ImageStack } from '../volume/image-stack.js';
 import { Overlay } from '../volume/overlay.js';

@@ -6,7 +6,7 @@
 import { UnsupportedError } from '../errors/index.js';
 import { fsTypeName } from '../format/index.js';
 import type { OpenedHeader } from '../image/image-reader.js';
-import { openExt4 } from '../fs/ext4/reader.js';
+import { openExt4 } from '../fs/ext4/index.js';
 import type { FsTree } from '../fs/types.js';
 import { HeaderVolume } from './header-volume.js';
 
