@@ -42,6 +42,8 @@ export interface FuseOps {
   readlink(nodeid: number): Promise<Uint8Array>;
   open(nodeid: number, flags: number): Promise<OpenResult>;
   read(nodeid: number, fh: number, posBytes: number, lenBytes: number): Promise<Uint8Array>;
+  /** Like read(), as pieces the session writes with one writev and drops at once (views, no copy). */
+  readv?(nodeid: number, fh: number, posBytes: number, lenBytes: number): Promise<Uint8Array[]>;
   /** The session has sent what read() returned and will not touch it again (buffers may be reused). */
   recycle?(buf: Uint8Array): void;
   write(nodeid: number, fh: number, posBytes: number, data: Uint8Array): Promise<number>;

@@ -303,8 +303,10 @@ export class FuseSession {
     }
   }
 
-  /** READ: the reply is written synchronously, so its buffer can go back to the view for reuse. */
+  /** READ: the reply is written synchronously, so its buffers can go back to the view for reuse. */
   private async read(h: InHeader, r: ReadIn): Promise<void> {
+    const ops = this.ops;
+    if (ops.readv) return this.run(h, () => ops.readv!(h.nodeid, r.fh, r.offset, r.size));
     let data: Uint8Array;
     try {
       data = await this.ops.read(h.nodeid, r.fh, r.offset, r.size);

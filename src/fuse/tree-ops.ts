@@ -22,6 +22,9 @@ const DOT = new Uint8Array([0x2e]);
 const DOTDOT = new Uint8Array([0x2e, 0x2e]);
 const O_ACCMODE = 3;
 
+/** A tree that can also serve file bytes as read-only views (Ext4Tree.readPieces). */
+type PieceTree = FsTree & { readPieces?(ino: number, posBytes: number, lenBytes: number): Promise<Uint8Array[]> };
+
 export interface TreeOpsOptions {
   timeouts: Timeouts;
   uid?: number;
@@ -43,7 +46,7 @@ export class TreeOps implements FuseOps {
   private readonly loading = new Map<number, Promise<Stat>>();
   private readonly rootIno: number;
 
-  constructor(private readonly tree: FsTree, private readonly o: TreeOpsOptions) {
+  constructor(private readonly tree: PieceTree, private readonly o: TreeOpsOptions) {
     this.timeouts = o.timeouts;
     this.blksize = o.blksize ?? 128 * 1024;
     this.rootIno = tree.rootIno;
@@ -110,6 +113,14 @@ export class TreeOps implements FuseOps {
     const st = await this.stat(ino);
     if (posBytes >= st.size || lenBytes === 0) return new Uint8Array(0);
     return this.tree.read(ino, posBytes, Math.min(lenBytes, st.size - posBytes));
+  }
+
+  async readv(nodeid: number, _fh: number, posBytes: number, lenBytes: number): Promise<Uint8Array[]> {
+    const ino = this.toIno(nodeid);
+    const st = await this.stat(ino);
+    if (posBytes >= st.size || lenBytes === 0) return [];
+    const n = Math.min(lenBytes, st.size - posBytes);
+    return this.tree.readPieces ? this.tree.readPieces(ino, posBytes, n) : [await this.tree.read(ino, posBytes, n)];
   }
 
   recycle(buf: Uint8Array): void { this.o.recycle?.(buf); }

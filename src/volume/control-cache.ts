@@ -20,6 +20,9 @@ export type ControlStore =
   | { kind: 'file'; fh: FileHandle; path: string; offsetBytes: number }
   | { kind: 'memory'; bytes: Uint8Array };
 
+/** A layer that can also serve a read as views (ImageVolume.readPieces). */
+export type PieceReader = ByteReader & { readPieces?(posBytes: number, lenBytes: number): Promise<Uint8Array[]> };
+
 export interface ControlCacheOptions {
   /** Bytes of control blocks kept in memory (default 16 MiB; the filesystem reader caches what it decodes). */
   cacheBytes?: number;
@@ -40,7 +43,7 @@ export class ControlCache implements ByteReader {
   private readonly loading = new Map<number, Promise<Uint8Array>>();
   readonly stats = { hits: 0, misses: 0, storeReads: 0, storeBytes: 0, passedDown: 0 };
 
-  constructor(private readonly lower: ByteReader, private readonly map: BlockMap, readonly blockSize: number,
+  constructor(private readonly lower: PieceReader, private readonly map: BlockMap, readonly blockSize: number,
               private store: ControlStore, opts: ControlCacheOptions = {}) {
     this.sizeBytes = lower.sizeBytes;
     this.lru = new LRUCache<number, Uint8Array>({
@@ -58,6 +61,22 @@ export class ControlCache implements ByteReader {
    */
   useStore(store: Extract<ControlStore, { kind: 'file' }>): void {
     this.store = store;
+  }
+
+  /**
+   * Like readAt, as read-only views for immediate use (see ImageVolume.readPieces) when the
+   * layer below serves the whole request; otherwise one fresh buffer.
+   */
+  async readPieces(posBytes: number, lenBytes: number): Promise<Uint8Array[]> {
+    const bs = this.blockSize;
+    if (this.lower.readPieces && Number.isSafeInteger(posBytes) && posBytes >= 0 && posBytes < this.sizeBytes) {
+      const first = this.map.locate(Math.floor(posBytes / bs));
+      if (first.kind !== 'control' && first.runLeft * bs - posBytes % bs >= lenBytes) {
+        this.stats.passedDown++;
+        return this.lower.readPieces(posBytes, lenBytes);
+      }
+    }
+    return [await this.readAt(posBytes, lenBytes)];
   }
 
   async readAt(posBytes: number, lenBytes: number): Promise<Uint8Array> {

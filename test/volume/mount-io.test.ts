@@ -1,7 +1,8 @@
 /**
  * The mount's I/O helpers: SplitSource reads a large range in 1 MiB pieces (same bytes, one read
  * counted per piece, reads past the end still fail); ImageVolume's buffer pool hands a buffer
- * given back with recycle() to the next read and ignores buffers it did not hand out.
+ * given back with recycle() to the next read and ignores buffers it did not hand out;
+ * readPieces serves the same bytes as readAt, as views.
  */
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
@@ -62,5 +63,23 @@ else {
     t.ok(Buffer.from(d).equals(ref), 'a fresh buffer reads the same');
     const small = await vol.readAt(0, 4096);
     t.equal(small.buffer.byteLength, 4096, 'small reads are not pooled');
+  });
+
+  t.test('ImageVolume: readPieces gives readAt\'s bytes (control, data and unused blocks)', async (t) => {
+    const fx = await buildExtFixture('ext4-4k');
+    const img = join(work, 'b.imgm');
+    await makeImage(fx.image, img);
+    const src = await FileSource.open(img);
+    t.teardown(() => src.close());
+    const vol = new ImageVolume(await ImageReader.open(src));
+    const step = 700 * 1024 + 123; // odd offsets, reads across frames and run kinds
+    for (let pos = 0; pos < vol.sizeBytes; pos += step) {
+      const len = Math.min(1 << 20, vol.sizeBytes - pos);
+      const pieces = await vol.readPieces(pos, len);
+      const joined = Buffer.concat(pieces);
+      if (!joined.equals(Buffer.from(await vol.readAt(pos, len)))) { t.fail(`bytes differ at ${pos}`); return; }
+    }
+    t.ok(vol.stats.controlBlocks > 0 && vol.stats.dataBlocks > 0 && vol.stats.zeroBlocks > 0, 'every kind of run was read');
+    await t.rejects(vol.readPieces(vol.sizeBytes - 10, 20), IoError, 'a read past the end fails');
   });
 }

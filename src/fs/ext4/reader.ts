@@ -64,6 +64,8 @@ const INLINE_IBLOCK_BYTES = 60;
 const SYMLINK_MAX = 4096;
 /** Largest single read() we serve (a bound on the buffer we allocate; FUSE asks for 128 KiB). */
 const MAX_READ_LEN = 1 << 30;
+/** A volume that can also serve a read as read-only views (the mount's volume stack). */
+type PieceVolume = ByteReader & { readPieces?(posBytes: number, lenBytes: number): Promise<Uint8Array[]> };
 /** Largest directory we list (8 million entries or so; a hostile i_size must not exhaust memory). */
 const MAX_DIR_BYTES = 256 * 1024 * 1024;
 
@@ -281,13 +283,33 @@ export class Ext4Tree implements FsTree {
   }
 
   async read(ino: number, posBytes: number, lenBytes: number): Promise<Uint8Array> {
+    return this.readData(await this.fileRec(ino, posBytes, lenBytes), posBytes, lenBytes);
+  }
+
+  /**
+   * Like read(), as read-only views for immediate use (a FUSE reply writes them with one writev):
+   * when the volume serves views and one extent covers the request; otherwise one fresh buffer.
+   */
+  async readPieces(ino: number, posBytes: number, lenBytes: number): Promise<Uint8Array[]> {
+    const rec = await this.fileRec(ino, posBytes, lenBytes);
+    const vol = this.vol as PieceVolume;
+    const n = Math.min(lenBytes, rec.stat.size - posBytes);
+    if (vol.readPieces && n > 0 && !(rec.flags & INODE_FLAGS.INLINE_DATA)) {
+      const at = this.singleRun(await this.blockMap(rec), posBytes, n);
+      if (at !== undefined) return vol.readPieces(at, n);
+    }
+    return [await this.readData(rec, posBytes, lenBytes)];
+  }
+
+  /** The inode of a regular file, for a read of the given range. */
+  private async fileRec(ino: number, posBytes: number, lenBytes: number): Promise<InodeRec> {
     if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 || lenBytes > MAX_READ_LEN) {
       throw new FsError('EINVAL', `ext4: bad read range ${posBytes}+${lenBytes}`, { inode: ino });
     }
     const rec = await this.inode(ino);
     if (rec.stat.type === 'dir') throw new FsError('EISDIR', `ext4: inode ${ino} is a directory`, { inode: ino });
     if (rec.stat.type !== 'file') throw new FsError('EINVAL', `ext4: inode ${ino} is not a regular file`, { inode: ino });
-    return this.readData(rec, posBytes, lenBytes);
+    return rec;
   }
 
   async readlink(ino: number): Promise<Uint8Array> {
@@ -497,11 +519,10 @@ export class Ext4Tree implements FsTree {
     const bs = this.blockSize;
     const end = posBytes + n;
     const fbEnd = Math.ceil(end / bs);
-    let i = map.seek(Math.floor(posBytes / bs));
     // One run covers the whole request: hand the volume's buffer straight back.
-    if (i < map.count && map.fileBlock[i]! * bs <= posBytes && (map.fileBlock[i]! + map.lenBlocks[i]!) * bs >= end) {
-      return this.vol.readAt(map.volumeBlock[i]! * bs + (posBytes - map.fileBlock[i]! * bs), n);
-    }
+    const at = this.singleRun(map, posBytes, n);
+    if (at !== undefined) return this.vol.readAt(at, n);
+    let i = map.seek(Math.floor(posBytes / bs));
     const out = new Uint8Array(n);
     const reads: Promise<void>[] = [];
     for (; i < map.count && map.fileBlock[i]! < fbEnd; i++) {
@@ -513,6 +534,16 @@ export class Ext4Tree implements FsTree {
     }
     await Promise.all(reads);
     return out;
+  }
+
+  /** The volume position of file bytes [pos, pos+n) when one run of `map` holds them all. */
+  private singleRun(map: BlockMap, posBytes: number, n: number): number | undefined {
+    const bs = this.blockSize;
+    const i = map.seek(Math.floor(posBytes / bs));
+    if (i < map.count && map.fileBlock[i]! * bs <= posBytes && (map.fileBlock[i]! + map.lenBlocks[i]!) * bs >= posBytes + n) {
+      return map.volumeBlock[i]! * bs + (posBytes - map.fileBlock[i]! * bs);
+    }
+    return undefined;
   }
 
   // ---- directories --------------------------------------------------------------------------
