@@ -170,9 +170,10 @@ export class ImageReader {
   /**
    * Reads `count` consecutive frames in one read and verifies each. Each result is the frame's
    * payload, or the FormatError (ECHECKSUM, EMAGIC, ETRUNC...) that names the frame and its
-   * logical blocks: one damaged frame does not spoil its neighbours.
+   * logical blocks: one damaged frame does not spoil its neighbours. `into`, if large enough,
+   * receives the bytes (a caller's reused buffer; the payloads are views of it).
    */
-  async readFrames(first: number, count: number): Promise<(Uint8Array | FormatError)[]> {
+  async readFrames(first: number, count: number, into?: Uint8Array): Promise<(Uint8Array | FormatError)[]> {
     const h = this.header;
     if (first < 0 || count < 1 || first + count > h.frameCount) throw new FormatError('ERANGE', `frame ${first}+${count} is outside the image`, { frame: first });
     const present = Math.max(0, Math.min(count, this.framesPresent - first));
@@ -180,7 +181,8 @@ export class ImageReader {
     if (present > 0) {
       let len = 0;
       for (let i = 0; i < present; i++) len += FRAME_HEADER_SIZE + this.frameBlockCount(first + i) * h.blockSize;
-      const buf = await this.src.readAt(this.frameOffset(first), len);
+      const buf = into && into.byteLength >= len ? await this.src.readAtInto(into.subarray(0, len), this.frameOffset(first))
+        : await this.src.readAt(this.frameOffset(first), len);
       let off = 0;
       for (let i = 0; i < present; i++) {
         const idx = first + i;
