@@ -12,12 +12,19 @@ import { cleanupAfterDaemon, umountPath } from './kernel-mode.js';
 import { daemonAlive, readState, type MountState } from './mount-state.js';
 import { mountAt } from './mount-table.js';
 
+/** The type our FUSE mounts show in the mount table (subtype "imgmount"). */
+const OUR_FS_TYPE = 'fuse.imgmount';
+
 export async function unmountCommand(mountPoint: string, cacheDir: string, log: (m: string) => void): Promise<void> {
   const mnt = resolve(mountPoint);
   const state = await readState(mountStateDir(cacheDir, mnt));
   const alive = state ? await daemonAlive(state) : false;
   const mounted = await mountAt(mnt);
   if (!state && !mounted) throw new MountError(`${mnt}: not mounted`);
+  // without a state file, only a mount that says it is ours (any binding names itself so) is touched
+  if (!state && mounted && mounted.fsType !== OUR_FS_TYPE) {
+    throw new MountError(`${mnt}: not mounted by imgmount (${mounted.fsType} from ${mounted.source}): use umount(8)`);
+  }
   if (mounted) {
     let r = await umountPath(mnt);
     if (r === 'busy' && !alive) {

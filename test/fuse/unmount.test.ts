@@ -92,4 +92,17 @@ else {
     t.same(await readdir(join(cacheDir, 'mounts')).catch(() => []), [], 'no state left');
     t.equal((await imgmount(['--cache-dir', cacheDir, '-u', mnt])).status, 5, '-u of something not mounted: exit 5');
   });
+
+  t.test('-u leaves a mount that is not ours alone', async (t) => {
+    const mnt = await mountPoint(work, 'tmpfs');
+    await run('mount', ['-t', 'tmpfs', 'imgmount-test', mnt]);
+    try {
+      const r = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+      t.equal(r.status, 5, 'exit 5');
+      t.match(r.stderr, /not mounted by imgmount \(tmpfs/, `says why: ${r.stderr.trim()}`);
+      t.ok(await isMounted(mnt), 'the tmpfs is still mounted');
+    } finally {
+      await run('umount', [mnt], { okCodes: [0, 32] });
+    }
+  });
 }
