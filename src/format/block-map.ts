@@ -98,19 +98,23 @@ export function encodeBlockMap(runs: readonly MapRun[]): Uint8Array {
   return out;
 }
 
+/** Field offsets of a map run, from the one table FORMAT.md is checked against. */
+const RUN_AT = Object.fromEntries(MAP_RUN.fields.map((f) => [f.name, f.offset])) as Record<'start' | 'len' | 'kind' | 'reserved', number>;
+
 export function decodeBlockMap(buf: Uint8Array, runCount: number, blockCount: number): BlockMap {
   if (buf.byteLength < runCount * MAP_RUN_SIZE) throw new FormatError('ETRUNC', 'block map truncated');
-  // the MAP_RUN layout, read directly: the generic Struct decode cost ~30 ms for 4,000 runs
+  // read with a DataView at MAP_RUN's field offsets: the generic Struct decode cost ~30 ms for 4,000 runs
   const v = new DataView(buf.buffer, buf.byteOffset, runCount * MAP_RUN_SIZE);
   const runs: MapRun[] = new Array(runCount);
   for (let i = 0; i < runCount; i++) {
     const o = i * MAP_RUN_SIZE;
-    const hi = v.getUint32(o + 4, true);
+    const hi = v.getUint32(o + RUN_AT.start + 4, true);
     if (hi > 0x1fffff) throw new FormatError('ERANGE', `block map run ${i}: start exceeds 2^53`, { run: i });
-    const kind = v.getUint8(o + 12);
+    const kind = v.getUint8(o + RUN_AT.kind);
     if (kind !== RUN_KIND.CONTROL && kind !== RUN_KIND.DATA) throw new FormatError('ECORRUPT', `block map run ${i}: unknown kind ${kind}`, { run: i });
-    if (v.getUint8(o + 13) | v.getUint8(o + 14) | v.getUint8(o + 15)) throw new FormatError('ECORRUPT', `block map run ${i}: reserved bytes are not zero`, { run: i });
-    runs[i] = { start: hi * 0x100000000 + v.getUint32(o, true), len: v.getUint32(o + 8, true), kind: kind === RUN_KIND.CONTROL ? 'control' : 'data' };
+    const r = o + RUN_AT.reserved;
+    if (v.getUint8(r) | v.getUint8(r + 1) | v.getUint8(r + 2)) throw new FormatError('ECORRUPT', `block map run ${i}: reserved bytes are not zero`, { run: i });
+    runs[i] = { start: hi * 0x100000000 + v.getUint32(o + RUN_AT.start, true), len: v.getUint32(o + RUN_AT.len, true), kind: kind === RUN_KIND.CONTROL ? 'control' : 'data' };
   }
   return new BlockMap(runs, blockCount);
 }
