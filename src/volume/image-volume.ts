@@ -52,7 +52,7 @@ export class ImageVolume implements ByteReader {
   private readonly streams = new Array<number>(8).fill(-2);
   private nextStream = 0;
   /** Reads served, by layer (for tests and the benchmark). */
-  readonly stats = { controlBlocks: 0, dataBlocks: 0, zeroBlocks: 0, frameLoads: 0 };
+  readonly stats = { controlBlocks: 0, dataBlocks: 0, zeroBlocks: 0, frameLoads: 0, staleRestarts: 0 };
 
   constructor(readonly image: ImageReader, opts: ImageVolumeOptions = {}) {
     this.sizeBytes = image.header.volumeBytes;
@@ -82,6 +82,19 @@ export class ImageVolume implements ByteReader {
     if (!Number.isSafeInteger(posBytes) || !Number.isSafeInteger(lenBytes) || posBytes < 0 || lenBytes < 0 || posBytes + lenBytes > this.sizeBytes) {
       throw new IoError('ESHORT', `volume read of ${lenBytes} bytes at ${posBytes} is past its end (${this.sizeBytes})`, { posBytes, lenBytes });
     }
+    // A frame in a pooled batch buffer that left the cache while this read waited for other frames
+    // may already be overwritten by a later batch: check every frame used once all have arrived,
+    // and start again if one is stale. From here the views reach their user before any buffer is
+    // reused (reuse waits for setImmediate, see releaseBatch).
+    for (;;) {
+      const used: { idx: number; payload: Uint8Array }[] = [];
+      const pieces = await this.collectPieces(posBytes, lenBytes, used);
+      if (used.every((u) => !this.poolBuffers.has(u.payload.buffer) || this.frames.peek(u.idx) === u.payload)) return pieces;
+      this.stats.staleRestarts++;
+    }
+  }
+
+  private async collectPieces(posBytes: number, lenBytes: number, used: { idx: number; payload: Uint8Array }[]): Promise<Uint8Array[]> {
     const bs = this.blockSize;
     const parts: (Uint8Array | Promise<Uint8Array[]>)[] = [];
     let pos = posBytes;
@@ -95,7 +108,7 @@ export class ImageVolume implements ByteReader {
         parts.push(this.image.controlArea.subarray(start, start + runBytes));
         this.stats.controlBlocks += Math.ceil(runBytes / bs);
       } else if (loc.kind === 'data') {
-        parts.push(this.dataPieces(loc.index, inBlock, runBytes));
+        parts.push(this.dataPieces(loc.index, inBlock, runBytes, used));
       } else {
         for (let z = 0; z < runBytes; z += ZEROS.byteLength) parts.push(ZEROS.subarray(0, Math.min(ZEROS.byteLength, runBytes - z)));
         this.stats.zeroBlocks += Math.ceil(runBytes / bs);
@@ -122,7 +135,7 @@ export class ImageVolume implements ByteReader {
   }
 
   /** Views of `len` bytes starting `inBlock` bytes into data block `dataIndex` (consecutive data blocks). */
-  private async dataPieces(dataIndex: number, inBlock: number, len: number): Promise<Uint8Array[]> {
+  private async dataPieces(dataIndex: number, inBlock: number, len: number, used: { idx: number; payload: Uint8Array }[]): Promise<Uint8Array[]> {
     const bs = this.blockSize;
     const frameBytes = this.image.header.frameBlocks * bs;
     let byteInData = dataIndex * bs + inBlock; // offset within the concatenated data blocks
@@ -130,14 +143,7 @@ export class ImageVolume implements ByteReader {
     const first = Math.floor(byteInData / frameBytes);
     const last = Math.floor((byteInData + len - 1) / frameBytes);
     const payloads = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => this.frame(first + i)));
-    // A frame in a pooled buffer that left the cache while we waited for the others may be
-    // overwritten by a later batch: fetch it again. Views handed out here are used before any
-    // buffer is reused (reuse waits for setImmediate, see releaseBatch).
-    for (let i = 0; i < payloads.length; i++) {
-      while (this.poolBuffers.has(payloads[i]!.buffer) && this.frames.peek(first + i) !== payloads[i]) {
-        payloads[i] = await this.frame(first + i);
-      }
-    }
+    payloads.forEach((payload, i) => used.push({ idx: first + i, payload }));
     const out: Uint8Array[] = [];
     for (const payload of payloads) {
       const off = byteInData % frameBytes;
