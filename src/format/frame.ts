@@ -8,7 +8,6 @@
 import { FormatError } from '../errors/index.js';
 import { hash64 } from './checksum.js';
 import { FRAME_HEADER_SIZE, MAGIC_FRAME } from './constants.js';
-import { sameBytes } from './header.js';
 import { Struct } from './struct.js';
 
 export interface FrameHeader {
@@ -47,12 +46,43 @@ export function encodeFrameHeader(f: Omit<FrameHeader, 'magic' | 'headerChecksum
   return buf;
 }
 
-/** Decodes and checks a frame header against what the image header says frame `expectIndex` must be. */
+type FrameField = keyof FrameHeader;
+const FRAME_AT = Object.fromEntries(FRAME_HEADER.fields.map((f) => [f.name, f.offset])) as Record<FrameField, number>;
+const MAGIC_FRAME_U32 = new DataView(MAGIC_FRAME.buffer, MAGIC_FRAME.byteOffset).getUint32(0, true);
+
+/**
+ * Decodes and checks a frame header against what the image header says frame `expectIndex` must be.
+ * Read with a DataView at FRAME_HEADER's field offsets, not the generic Struct decode: a mount
+ * checks ~800 frame headers per 100 MiB read, and the generic decode cost ~5 ms of that.
+ */
 export function decodeFrameHeader(buf: Uint8Array, expect: { frameIndex: number; blockCount: number; blockSize: number }): FrameHeader {
-  const f = FRAME_HEADER.decode(buf);
+  if (buf.byteLength < FRAME_HEADER_SIZE) FRAME_HEADER.decode(buf); // throws the usual ETRUNC
+  const v = new DataView(buf.buffer, buf.byteOffset, FRAME_HEADER_SIZE);
   const where = { frame: expect.frameIndex };
-  if (!sameBytes(f.magic, MAGIC_FRAME)) throw new FormatError('EMAGIC', `frame ${expect.frameIndex}: bad magic`, where);
-  if (hash64(buf.subarray(0, 0x38)) !== f.headerChecksum) throw new FormatError('ECHECKSUM', `frame ${expect.frameIndex}: header checksum mismatch`, where);
+  if (v.getUint32(FRAME_AT.magic, true) !== MAGIC_FRAME_U32) throw new FormatError('EMAGIC', `frame ${expect.frameIndex}: bad magic`, where);
+  if (hash64(buf.subarray(0, FRAME_AT.headerChecksum)) !== v.getBigUint64(FRAME_AT.headerChecksum, true)) {
+    throw new FormatError('ECHECKSUM', `frame ${expect.frameIndex}: header checksum mismatch`, where);
+  }
+  const u64 = (name: FrameField): number => {
+    const at = FRAME_AT[name];
+    const hi = v.getUint32(at + 4, true);
+    if (hi > 0x1fffff) throw new FormatError('ERANGE', `frame header: 64-bit value at offset ${at} exceeds 2^53`, { at });
+    return hi * 0x100000000 + v.getUint32(at, true);
+  };
+  const f: FrameHeader = {
+    magic: buf.subarray(FRAME_AT.magic, FRAME_AT.magic + 4),
+    flags: v.getUint16(FRAME_AT.flags, true),
+    reserved: v.getUint16(FRAME_AT.reserved, true),
+    frameIndex: v.getUint32(FRAME_AT.frameIndex, true),
+    blockCount: v.getUint32(FRAME_AT.blockCount, true),
+    firstDataIndex: u64('firstDataIndex'),
+    firstBlock: u64('firstBlock'),
+    lastBlock: u64('lastBlock'),
+    payloadBytes: v.getUint32(FRAME_AT.payloadBytes, true),
+    reserved2: v.getUint32(FRAME_AT.reserved2, true),
+    payloadChecksum: v.getBigUint64(FRAME_AT.payloadChecksum, true),
+    headerChecksum: v.getBigUint64(FRAME_AT.headerChecksum, true),
+  };
   if (f.flags !== 0 || f.reserved !== 0 || f.reserved2 !== 0) throw new FormatError('ECORRUPT', `frame ${expect.frameIndex}: unknown flags`, where);
   if (f.frameIndex !== expect.frameIndex || f.blockCount !== expect.blockCount || f.payloadBytes !== expect.blockCount * expect.blockSize) {
     throw new FormatError('ECORRUPT', `frame ${expect.frameIndex}: header does not match the image header (index ${f.frameIndex}, ${f.blockCount} blocks)`, where);

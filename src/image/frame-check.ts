@@ -17,7 +17,7 @@ export function frameBlocksDetail(c: FrameContext, idx: number): { frame: number
   return { frame: idx, firstBlock: c.map.dataBlockAt(firstData), lastBlock: c.map.dataBlockAt(firstData + frameBlockCount(c.header, idx) - 1) };
 }
 
-/** Checks frame `idx`'s header and payload; returns the payload. `hashesOut` receives the block hashes. */
+/** Checks frame `idx`'s header and payload; returns the payload. `hashesOut` (at least the frame's block count long) receives the block hashes. */
 export function verifyFrame(c: FrameContext, idx: number, headerBytes: Uint8Array, payload: Uint8Array,
   hashesOut: BigUint64Array = new BigUint64Array(frameBlockCount(c.header, idx))): Uint8Array {
   const h = c.header;

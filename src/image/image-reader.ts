@@ -56,6 +56,8 @@ function checkFooterAgainstHeader(f: Footer, h: ImageHeader): void {
 export class ImageReader {
   /** Frames present in the file (all of them unless the image is truncated). */
   readonly framesPresent: number;
+  /** Block hashes of the frame being checked (verification is synchronous, so one array serves every read). */
+  private hashScratch: BigUint64Array | undefined;
 
   private constructor(
     readonly src: RandomSource,
@@ -188,7 +190,8 @@ export class ImageReader {
         const idx = first + i;
         const end = off + FRAME_HEADER_SIZE + this.frameBlockCount(idx) * h.blockSize;
         try {
-          out.push(this.verifyFrame(idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, end)));
+          this.hashScratch ??= new BigUint64Array(h.frameBlocks);
+          out.push(this.verifyFrame(idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, end), this.hashScratch));
         } catch (e) {
           if (!(e instanceof FormatError)) throw e;
           out.push(e);
