@@ -2,7 +2,8 @@
  * The mount's I/O helpers: SplitSource reads a large range in 1 MiB pieces (same bytes, one read
  * counted per piece, reads past the end still fail); ImageVolume's buffer pool hands a buffer
  * given back with recycle() to the next read and ignores buffers it did not hand out;
- * readPieces serves the same bytes as readAt, as views.
+ * readPieces serves the same bytes as readAt, as views; a streaming read drops the pooled frames
+ * it went through (their buffers go back to the pool), small reads keep theirs.
  */
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
@@ -90,5 +91,32 @@ else {
     await Promise.all(jobs);
     t.ok(vol.stats.controlBlocks > 0 && vol.stats.dataBlocks > 0 && vol.stats.zeroBlocks > 0, 'every kind of run was read');
     await t.rejects(vol.readPieces(vol.sizeBytes - 10, 20), IoError, 'a read past the end fails');
+  });
+
+  t.test('ImageVolume: streaming reads drop the frames they passed, small reads keep them', async (t) => {
+    const fx = await buildExtFixture('ext4-4k');
+    const img = join(work, 'c.imgm');
+    await makeImage(fx.image, img);
+    const src = await FileSource.open(img);
+    t.teardown(() => src.close());
+    const raw = await readFile(fx.image);
+    const reader = await ImageReader.open(src);
+    const bs = reader.header.blockSize;
+    for (let b = 0; b < raw.byteLength / bs; b++) if (reader.map.locate(b).kind === 'unused') raw.fill(0, b * bs, (b + 1) * bs);
+    const pass = async (vol: ImageVolume, len: number): Promise<void> => {
+      for (let pos = 0; pos < vol.sizeBytes; pos += len) {
+        const n = Math.min(len, vol.sizeBytes - pos);
+        const pieces = await vol.readPieces(pos, n);
+        if (!Buffer.concat(pieces).equals(raw.subarray(pos, pos + n))) { t.fail(`bytes differ at ${pos} (reads of ${len})`); return; }
+      }
+    };
+    const streamed = new ImageVolume(reader);
+    await pass(streamed, 1 << 20);
+    t.ok(streamed.stats.dataBlocks > 0, 'data frames were read');
+    t.ok(streamed.stats.passedDrops > 0, `1 MiB reads dropped the frames they passed (${streamed.stats.passedDrops})`);
+    const small = new ImageVolume(reader);
+    await pass(small, 4096);
+    t.equal(small.stats.passedDrops, 0, '4 KiB reads keep their frames');
+    t.ok(small.stats.frameLoads <= reader.framesPresent, `and load no frame twice (${small.stats.frameLoads} loads, ${reader.framesPresent} frames)`);
   });
 }
