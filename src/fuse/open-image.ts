@@ -18,6 +18,6 @@ const FRAME_CACHE_BYTES = 16 << 20;
 
 export function openMountImage(image: string, cacheDir: string, log: (m: string) => void): Promise<ImageStack> {
   return ImageStack.open(resolve(image), {
-    cacheDir, log, controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES, deferHeaderWrite: true,
+    cacheDir, log, controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES, deferHeaderWrite: true, directFrames: true,
   });
 }

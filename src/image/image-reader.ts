@@ -11,7 +11,7 @@ import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
   decodeFooter, decodeTrailerHeader, hash64, Xxh64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
 } from '../format/index.js';
-import type { RandomSource } from '../io/index.js';
+import { alignedSpan, type RandomSource } from '../io/index.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame } from './frame-check.js';
 
 /** Where a mount keeps header bytes between mounts (see src/volume/header-cache.ts). */
@@ -175,7 +175,11 @@ export class ImageReader {
    * logical blocks: one damaged frame does not spoil its neighbours. `into`, if large enough,
    * receives the bytes (a caller's reused buffer; the payloads are views of it).
    */
-  async readFrames(first: number, count: number, into?: Uint8Array): Promise<(Uint8Array | FormatError)[]> {
+  /**
+   * Reads and checks frames [first, first + count) in one read, into `into` if given (a buffer from
+   * alignedBuffer() when `aligned`: the source may then read it with O_DIRECT).
+   */
+  async readFrames(first: number, count: number, into?: Uint8Array, aligned = false): Promise<(Uint8Array | FormatError)[]> {
     const h = this.header;
     if (first < 0 || count < 1 || first + count > h.frameCount) throw new FormatError('ERANGE', `frame ${first}+${count} is outside the image`, { frame: first });
     const present = Math.max(0, Math.min(count, this.framesPresent - first));
@@ -183,7 +187,8 @@ export class ImageReader {
     if (present > 0) {
       let len = 0;
       for (let i = 0; i < present; i++) len += FRAME_HEADER_SIZE + this.frameBlockCount(first + i) * h.blockSize;
-      const buf = into && into.byteLength >= len ? await this.src.readAtInto(into.subarray(0, len), this.frameOffset(first))
+      const buf = into && aligned && into.byteLength >= alignedSpan(len) ? await this.src.readAligned(into, this.frameOffset(first), len)
+        : into && into.byteLength >= len ? await this.src.readAtInto(into.subarray(0, len), this.frameOffset(first))
         : await this.src.readAt(this.frameOffset(first), len);
       let off = 0;
       for (let i = 0; i < present; i++) {

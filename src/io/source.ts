@@ -51,6 +51,18 @@ export abstract class RandomSource implements ByteReader {
     return buf;
   }
 
+  /** Whether readAligned() bypasses the page cache (see FileSource.enableDirect). */
+  get direct(): boolean { return false; }
+
+  /**
+   * Bytes [pos, pos + len) as a view into `into`, which must come from alignedBuffer() and hold
+   * alignedSpan(len) bytes. A source with direct reads on reads the aligned range around them
+   * with O_DIRECT; this default reads them into the start of `into`.
+   */
+  async readAligned(into: Uint8Array, posBytes: number, lenBytes: number): Promise<Uint8Array> {
+    return this.readAtInto(into.subarray(0, lenBytes), posBytes);
+  }
+
   /** One read(2): fills buf[off, off+len) from pos, returns the count (0 at EOF). */
   protected abstract readInto(buf: Uint8Array, off: number, len: number, pos: number): Promise<number>;
   abstract close(): Promise<void>;

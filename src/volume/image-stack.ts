@@ -26,6 +26,8 @@ export interface ImageStackOptions {
   /** Bytes of data frames kept in memory. */
   frameCacheBytes?: number;
   readaheadFrames?: number;
+  /** Read readahead batches of frames with O_DIRECT where the file system allows it (see FileSource.enableDirect). */
+  directFrames?: boolean;
   /** A header read from the image goes to the cache only in persistHeader(), not during open(). */
   deferHeaderWrite?: boolean;
   log?: (m: string) => void;
@@ -54,6 +56,7 @@ export class ImageStack {
         cache = { get: (key) => disk.get(key), put: async (key, bytes) => { unwritten = { key, bytes }; } };
       }
       const reader = await ImageReader.open(src, cache ? { cache } : {});
+      if (o.directFrames) await src.enableDirect();
       const frames = new ImageVolume(reader, { cacheBytes: o.frameCacheBytes, readaheadFrames: o.readaheadFrames });
       const handle = disk ? await disk.takeHandle(reader.headerFromCache) : undefined;
       let store: ControlStore;

@@ -12,7 +12,7 @@
 import { LRUCache } from 'lru-cache';
 import { IoError } from '../errors/index.js';
 import type { ImageReader } from '../image/image-reader.js';
-import type { ByteReader } from '../io/index.js';
+import { alignedBuffer, alignedSpan, type ByteReader } from '../io/index.js';
 
 /** Reads of OUT_MIN..OUT_BYTES bytes get a buffer of OUT_BYTES, and OUT_POOL of those are kept (a FUSE read is ≤ 1 MiB). */
 const OUT_MIN = 256 * 1024;
@@ -46,6 +46,8 @@ export class ImageVolume implements ByteReader {
    * buffer goes back to the pool once the LRU dropped every frame of it.
    */
   private readonly batchPool: ArrayBuffer[] = [];
+  /** Pooled buffers that are page-aligned (for O_DIRECT reads). */
+  private readonly alignedBuffers = new WeakSet<ArrayBuffer>();
   /** Cached frames per pooled batch buffer. */
   private readonly batchRefs = new Map<ArrayBufferLike, number>();
   private readonly poolBuffers = new WeakSet<ArrayBufferLike>();
@@ -245,10 +247,23 @@ export class ImageVolume implements ByteReader {
     }
   }
 
+  /** A buffer for a full batch: page-aligned when the image is read with O_DIRECT. */
+  private newBatchBuffer(): ArrayBuffer {
+    const bytes = this.readahead * this.image.header.frameBytes;
+    if (this.image.src.direct) {
+      const ab = alignedBuffer(alignedSpan(bytes));
+      if (ab) {
+        this.alignedBuffers.add(ab);
+        return ab;
+      }
+    }
+    return new ArrayBuffer(bytes);
+  }
+
   /** Reads frames [idx, idx + count) in one read and registers each in `loading` until verified. */
   private load(idx: number, count: number): void {
-    const pooled = count === this.readahead ? this.batchPool.pop() ?? new ArrayBuffer(count * this.image.header.frameBytes) : undefined;
-    const batch = this.image.readFrames(idx, count, pooled && new Uint8Array(pooled));
+    const pooled = count === this.readahead ? this.batchPool.pop() ?? this.newBatchBuffer() : undefined;
+    const batch = this.image.readFrames(idx, count, pooled && new Uint8Array(pooled), pooled !== undefined && this.alignedBuffers.has(pooled));
     this.stats.frameLoads++;
     if (pooled) {
       this.poolBuffers.add(pooled);

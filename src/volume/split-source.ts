@@ -5,6 +5,7 @@
  * 25-45 ms: the kernel serves a single read a readahead window after the other, while parallel
  * pieces keep the device queue full. Frame reads (≤ ~1 MiB) pass through unchanged. Each piece
  * counts as one read in `stats`. The header cache reads its file the same way (readInPieces).
+ * Frame batches can be read with O_DIRECT (enableDirect, readAligned: see FileSource).
  */
 import { FileSource, RandomSource } from '../io/index.js';
 
@@ -36,6 +37,17 @@ export class SplitSource extends RandomSource {
     const buf = new Uint8Array(Buffer.allocUnsafeSlow(lenBytes).buffer, 0, lenBytes); // every byte is read into
     await readInPieces(buf, posBytes, (piece, pos) => this.readAtInto(piece, pos));
     return buf;
+  }
+
+  override get direct(): boolean { return this.file.direct; }
+
+  enableDirect(): Promise<boolean> { return this.file.enableDirect(); }
+
+  override async readAligned(into: Uint8Array, posBytes: number, lenBytes: number): Promise<Uint8Array> {
+    const view = await this.file.readAligned(into, posBytes, lenBytes);
+    this.stats.reads++;
+    this.stats.bytesRead += lenBytes;
+    return view;
   }
 
   protected async readInto(buf: Uint8Array, off: number, len: number, pos: number): Promise<number> {

@@ -3,7 +3,8 @@
  * counted per piece, reads past the end still fail); ImageVolume's buffer pool hands a buffer
  * given back with recycle() to the next read and ignores buffers it did not hand out;
  * readPieces serves the same bytes as readAt, as views; a streaming read drops the pooled frames
- * it went through (their buffers go back to the pool), small reads keep theirs.
+ * it went through (their buffers go back to the pool), small reads keep theirs; O_DIRECT reads
+ * (FileSource.readAligned) give the same bytes at unaligned offsets, up to the end of the file.
  */
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
@@ -11,7 +12,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IoError } from '../../src/errors/index.js';
-import { FileSource } from '../../src/io/index.js';
+import { alignedBuffer, alignedSpan, FileSource } from '../../src/io/index.js';
 import { ImageReader } from '../../src/image/image-reader.js';
 import { ImageVolume } from '../../src/volume/image-volume.js';
 import { SplitSource } from '../../src/volume/split-source.js';
@@ -22,6 +23,25 @@ import { makeImage } from '../fuse/helpers.js';
 const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
 const work = await mkdtemp(join(tmpdir(), 'imgmount-io-'));
 t.teardown(() => rm(work, { recursive: true, force: true }));
+
+t.test('FileSource.readAligned: O_DIRECT reads at any offset give the file\'s bytes', async (t) => {
+  const file = join(work, 'direct.bin');
+  const data = randomBytes((1 << 20) + 777);
+  await writeFile(file, data);
+  const src = await FileSource.open(file);
+  t.teardown(() => src.close());
+  const direct = await src.enableDirect();
+  t.equal(src.direct, direct, `direct reads ${direct ? 'on' : 'refused by this file system: buffered'}`);
+  for (const [pos, len] of [[0, 4096], [1, 100], [4095, 8194], [123_457, 300_000], [data.byteLength - 5000, 5000], [data.byteLength - 1, 1]] as const) {
+    const into = new Uint8Array(alignedBuffer(alignedSpan(len))!);
+    const got = await src.readAligned(into, pos, len);
+    t.ok(Buffer.from(got).equals(data.subarray(pos, pos + len)), `${len} bytes at ${pos}`);
+    t.equal(got.buffer, into.buffer, 'read into the given buffer');
+  }
+  const small = new Uint8Array(alignedBuffer(100)!);
+  t.ok(Buffer.from(await src.readAligned(small.subarray(0, 100), 4000, 100)).equals(data.subarray(4000, 4100)), 'a buffer without room for the slack reads buffered');
+  await t.rejects(src.readAligned(new Uint8Array(alignedBuffer(alignedSpan(10))!), data.byteLength - 5, 10), IoError, 'a read past the end fails');
+});
 
 t.test('SplitSource: large reads in pieces, same bytes', async (t) => {
   const path = join(work, 'data.bin');
@@ -99,6 +119,7 @@ else {
     await makeImage(fx.image, img);
     const src = await FileSource.open(img);
     t.teardown(() => src.close());
+    await src.enableDirect(); // batches then go through aligned buffers and O_DIRECT (where /tmp allows it)
     const raw = await readFile(fx.image);
     const reader = await ImageReader.open(src);
     const bs = reader.header.blockSize;
