@@ -415,6 +415,7 @@ class Restorer {
     st.state = 'failed'; // until done
     let fd = -1;
     try {
+      this.recheckOwner(st);
       fd = this.out.createFileSync(st.path, st.createMode, st.parentKey);
       this.counts.files++;
       for (const piece of st.f.headerPieces) {
@@ -455,6 +456,16 @@ class Restorer {
     if (st.pending === 0 && st.state === 'open') await this.finish(st);
   }
 
+  /**
+   * Whether the file needs a chown is first decided before any directory is made; its parent is
+   * known only now. An existing set-group-ID directory adopted since (or one made under it) gives
+   * the new file its own group, so the file's group must be set back. A file made with its final
+   * mode has no set-ID bits, which a chown would clear.
+   */
+  private recheckOwner(st: FileState): void {
+    if (this.owners && !st.needChown && this.out.sgidParent(st.path)) st.needChown = true;
+  }
+
   /** Makes sure the file exists and its descriptor is open; false if it cannot be. Runs on its chain. */
   private async ready(st: FileState): Promise<boolean> {
     if (st.state === 'open') return true;
@@ -462,6 +473,7 @@ class Restorer {
     if (st.state !== 'new') return false;
     st.state = 'failed'; // until created
     if (!(await this.parentReady(st.path))) throw new EntryError('its parent directory was not restored');
+    this.recheckOwner(st);
     st.fd = await this.out.createFile(st.path, st.createMode);
     st.state = 'open';
     this.counts.files++;

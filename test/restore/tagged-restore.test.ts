@@ -7,7 +7,7 @@
 // one small file (header + one frame). Skips when e2fsprogs is missing.
 
 import t from 'tap';
-import { lstat, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXT_LAYOUTS, buildExtFixture } from '../fixtures/ext4-fixtures.js';
@@ -152,5 +152,28 @@ else {
     // '..' in a tagged path is refused before anything is done
     const rdd = await runCli('imgrestore', [img, '-C', join(work, 'dd'), '/deep/../tiny.txt']);
     t.equal(rdd.status, 2, 'usage error for ..');
+  });
+
+  // An existing set-group-ID directory in the target hands its group to what is made in it: a
+  // file must still get the group the image says (the owner decision waits for the directories).
+  t.test('files under an existing set-group-ID directory keep their own group', { skip: process.getuid?.() !== 0 && 'needs root (chown)' }, async (t) => {
+    const fx = await buildExtFixture('ext4-4k');
+    const img = join(work, 'sgid.imgm');
+    t.equal((await runCli('imgbackup', ['-q', fx.image, img], { env: ENV })).status, 0);
+    const plainDir = join(work, 'sgid-plain');
+    t.equal((await runCli('imgrestore', ['-q', img, '-C', plainDir, '/medium'])).status, 0);
+    const names = (await readdir(join(plainDir, 'medium'))).sort();
+    const sgidDir = join(work, 'sgid');
+    await mkdir(join(sgidDir, 'medium'), { recursive: true });
+    await chown(join(sgidDir, 'medium'), 0, 4242);
+    await chmod(join(sgidDir, 'medium'), 0o2775);
+    const r = await runCli('imgrestore', ['-q', img, '-C', sgidDir, '/medium']);
+    t.equal(r.status, 0, r.stderr);
+    t.ok(names.length > 0, 'the directory has files');
+    for (const n of names) {
+      const want = await stat(join(plainDir, 'medium', n));
+      t.not(want.gid, 4242, `${n}: its group in the image is not the directory's`);
+      t.equal((await stat(join(sgidDir, 'medium', n))).gid, want.gid, `${n}: group ${want.gid}, as in the image`);
+    }
   });
 }
