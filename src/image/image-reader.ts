@@ -173,11 +173,8 @@ export class ImageReader {
    * Reads `count` consecutive frames in one read and verifies each. Each result is the frame's
    * payload, or the FormatError (ECHECKSUM, EMAGIC, ETRUNC...) that names the frame and its
    * logical blocks: one damaged frame does not spoil its neighbours. `into`, if large enough,
-   * receives the bytes (a caller's reused buffer; the payloads are views of it).
-   */
-  /**
-   * Reads and checks frames [first, first + count) in one read, into `into` if given (a buffer from
-   * alignedBuffer() when `aligned`: the source may then read it with O_DIRECT).
+   * receives the bytes (a caller's reused buffer; the payloads are views of it); with `aligned`,
+   * `into` comes from alignedBuffer() and the source may read it with O_DIRECT.
    */
   async readFrames(first: number, count: number, into?: Uint8Array, aligned = false): Promise<(Uint8Array | FormatError)[]> {
     const h = this.header;
