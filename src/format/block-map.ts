@@ -99,7 +99,7 @@ export function encodeBlockMap(runs: readonly MapRun[]): Uint8Array {
 }
 
 /** Field offsets of a map run, from the one table FORMAT.md is checked against. */
-const RUN_AT = Object.fromEntries(MAP_RUN.fields.map((f) => [f.name, f.offset])) as Record<'start' | 'len' | 'kind' | 'reserved', number>;
+const RUN_AT = MAP_RUN.at;
 
 export function decodeBlockMap(buf: Uint8Array, runCount: number, blockCount: number): BlockMap {
   if (buf.byteLength < runCount * MAP_RUN_SIZE) throw new FormatError('ETRUNC', 'block map truncated');

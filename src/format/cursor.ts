@@ -7,6 +7,13 @@
  */
 import { FormatError } from '../errors/index.js';
 
+/** The u64 LE at `at` as a number; FormatError('ERANGE') above 2^53 (`what` names the structure). */
+export function u64At(view: DataView, at: number, what: string): number {
+  const hi = view.getUint32(at + 4, true);
+  if (hi > 0x1fffff) throw new FormatError('ERANGE', `${what}: 64-bit value at offset ${at} exceeds 2^53`, { at });
+  return hi * 0x100000000 + view.getUint32(at, true);
+}
+
 export class Cursor {
   private readonly view: DataView;
   pos: number;
@@ -40,13 +47,9 @@ export class Cursor {
   u32le(): number { this.need(4); const v = this.view.getUint32(this.pos, true); this.pos += 4; return v; }
   u64le(): number {
     this.need(8);
-    const lo = this.view.getUint32(this.pos, true);
-    const hi = this.view.getUint32(this.pos + 4, true);
-    if (hi > 0x1fffff) {
-      throw new FormatError('ERANGE', `${this.what}: 64-bit value at offset ${this.pos} exceeds 2^53`, { at: this.pos });
-    }
+    const v = u64At(this.view, this.pos, this.what);
     this.pos += 8;
-    return hi * 0x100000000 + lo;
+    return v;
   }
   /** Raw 64-bit value (checksums): kept as bigint because all 64 bits matter. */
   u64raw(): bigint { this.need(8); const v = this.view.getBigUint64(this.pos, true); this.pos += 8; return v; }

@@ -8,6 +8,7 @@
 import { FormatError } from '../errors/index.js';
 import { hash64 } from './checksum.js';
 import { FRAME_HEADER_SIZE, MAGIC_FRAME } from './constants.js';
+import { u64At } from './cursor.js';
 import { Struct } from './struct.js';
 
 export interface FrameHeader {
@@ -46,8 +47,7 @@ export function encodeFrameHeader(f: Omit<FrameHeader, 'magic' | 'headerChecksum
   return buf;
 }
 
-type FrameField = keyof FrameHeader;
-const FRAME_AT = Object.fromEntries(FRAME_HEADER.fields.map((f) => [f.name, f.offset])) as Record<FrameField, number>;
+const FRAME_AT = FRAME_HEADER.at;
 const MAGIC_FRAME_U32 = new DataView(MAGIC_FRAME.buffer, MAGIC_FRAME.byteOffset).getUint32(0, true);
 
 /**
@@ -63,21 +63,15 @@ export function decodeFrameHeader(buf: Uint8Array, expect: { frameIndex: number;
   if (hash64(buf.subarray(0, FRAME_AT.headerChecksum)) !== v.getBigUint64(FRAME_AT.headerChecksum, true)) {
     throw new FormatError('ECHECKSUM', `frame ${expect.frameIndex}: header checksum mismatch`, where);
   }
-  const u64 = (name: FrameField): number => {
-    const at = FRAME_AT[name];
-    const hi = v.getUint32(at + 4, true);
-    if (hi > 0x1fffff) throw new FormatError('ERANGE', `frame header: 64-bit value at offset ${at} exceeds 2^53`, { at });
-    return hi * 0x100000000 + v.getUint32(at, true);
-  };
   const f: FrameHeader = {
     magic: buf.subarray(FRAME_AT.magic, FRAME_AT.magic + 4),
     flags: v.getUint16(FRAME_AT.flags, true),
     reserved: v.getUint16(FRAME_AT.reserved, true),
     frameIndex: v.getUint32(FRAME_AT.frameIndex, true),
     blockCount: v.getUint32(FRAME_AT.blockCount, true),
-    firstDataIndex: u64('firstDataIndex'),
-    firstBlock: u64('firstBlock'),
-    lastBlock: u64('lastBlock'),
+    firstDataIndex: u64At(v, FRAME_AT.firstDataIndex, FRAME_HEADER.name),
+    firstBlock: u64At(v, FRAME_AT.firstBlock, FRAME_HEADER.name),
+    lastBlock: u64At(v, FRAME_AT.lastBlock, FRAME_HEADER.name),
     payloadBytes: v.getUint32(FRAME_AT.payloadBytes, true),
     reserved2: v.getUint32(FRAME_AT.reserved2, true),
     payloadChecksum: v.getBigUint64(FRAME_AT.payloadChecksum, true),

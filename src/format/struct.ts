@@ -22,7 +22,12 @@ export function fieldSize(type: FieldType): number {
 export type FieldValue = number | bigint | Uint8Array;
 
 export class Struct<T extends object> {
-  constructor(readonly name: string, readonly size: number, readonly fields: readonly Field[]) {}
+  /** Each field's offset by name, for decoders that read a hot structure with a DataView. */
+  readonly at: Readonly<Record<keyof T, number>>;
+
+  constructor(readonly name: string, readonly size: number, readonly fields: readonly Field[]) {
+    this.at = Object.fromEntries(fields.map((f) => [f.name, f.offset])) as Record<keyof T, number>;
+  }
 
   decode(buf: Uint8Array, offset = 0): T {
     const c = new Cursor(buf, offset, this.name);

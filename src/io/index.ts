@@ -1,4 +1,4 @@
-export { RandomSource, SequentialSource, type ByteReader, type ReadStats } from './source.js';
+export { RandomSource, SequentialSource, type ByteReader, type PieceReader, type ReadStats } from './source.js';
 export { FileSource, ioErrorFrom } from './file-source.js';
 export { alignedBuffer, alignedSpan, DIRECT_ALIGN } from './aligned.js';
 export { MemorySource } from './memory-source.js';

@@ -17,6 +17,9 @@ export interface ByteReader {
   readAt(posBytes: number, lenBytes: number): Promise<Uint8Array>;
 }
 
+/** A ByteReader that can also serve a read as read-only views for immediate use (the mount's volume layers). */
+export type PieceReader = ByteReader & { readPieces?(posBytes: number, lenBytes: number): Promise<Uint8Array[]> };
+
 export abstract class RandomSource implements ByteReader {
   readonly random = true as const;
   readonly stats: ReadStats = { reads: 0, bytesRead: 0 };

@@ -14,14 +14,11 @@ import type { FileHandle } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { IoError } from '../errors/index.js';
 import type { BlockMap } from '../format/index.js';
-import { ioErrorFrom, type ByteReader } from '../io/index.js';
+import { ioErrorFrom, type ByteReader, type PieceReader } from '../io/index.js';
 
 export type ControlStore =
   | { kind: 'file'; fh: FileHandle; path: string; offsetBytes: number }
   | { kind: 'memory'; bytes: Uint8Array };
-
-/** A layer that can also serve a read as views (ImageVolume.readPieces). */
-export type PieceReader = ByteReader & { readPieces?(posBytes: number, lenBytes: number): Promise<Uint8Array[]> };
 
 export interface ControlCacheOptions {
   /** Bytes of control blocks kept in memory (default 16 MiB; the filesystem reader caches what it decodes). */

@@ -6,7 +6,7 @@
  * it went through (their buffers go back to the pool), small reads keep theirs; O_DIRECT reads
  * (FileSource.readAligned) give the same bytes at unaligned offsets, up to the end of the file.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -58,15 +58,29 @@ t.test('SplitSource: large reads in pieces, same bytes', async (t) => {
   await t.rejects(src.readAt(1000, data.byteLength), IoError, 'a large read past the end fails');
 });
 
+/**
+ * The ext4-4k fixture backed up to `name` and opened (closed at the test's end), with the volume's
+ * bytes as the image serves them (unused blocks read as zeros).
+ */
+async function fixtureImage(t: Test, name: string, direct = false): Promise<{ reader: ImageReader; raw: Buffer }> {
+  const fx = await buildExtFixture('ext4-4k');
+  const img = join(work, name);
+  await makeImage(fx.image, img);
+  const src = await FileSource.open(img);
+  t.teardown(() => src.close());
+  if (direct) await src.enableDirect(); // batches then go through aligned buffers and O_DIRECT (where /tmp allows it)
+  const reader = await ImageReader.open(src);
+  const raw = await readFile(fx.image);
+  const bs = reader.header.blockSize;
+  for (let b = 0; b < raw.byteLength / bs; b++) if (reader.map.locate(b).kind === 'unused') raw.fill(0, b * bs, (b + 1) * bs);
+  return { reader, raw };
+}
+
 if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
 else {
   t.test('ImageVolume: recycled buffers are reused, foreign ones ignored', async (t) => {
-    const fx = await buildExtFixture('ext4-4k');
-    const img = join(work, 'a.imgm');
-    await makeImage(fx.image, img);
-    const src = await FileSource.open(img);
-    t.teardown(() => src.close());
-    const vol = new ImageVolume(await ImageReader.open(src));
+    const { reader } = await fixtureImage(t, 'a.imgm');
+    const vol = new ImageVolume(reader);
     const len = 512 * 1024;
     const ref = Buffer.from(await vol.readAt(0, len));
     const a = await vol.readAt(0, len);
@@ -87,16 +101,9 @@ else {
   });
 
   t.test('ImageVolume: readPieces gives readAt\'s bytes (control, data and unused blocks)', async (t) => {
-    const fx = await buildExtFixture('ext4-4k');
-    const img = join(work, 'b.imgm');
-    await makeImage(fx.image, img);
-    const src = await FileSource.open(img);
-    t.teardown(() => src.close());
+    const { reader, raw } = await fixtureImage(t, 'b.imgm');
     // the smallest frame cache: batch buffers go back to the pool and are reused during the pass
-    const vol = new ImageVolume(await ImageReader.open(src), { cacheBytes: 0 });
-    const raw = await readFile(fx.image);
-    const bs = vol.blockSize;
-    for (let b = 0; b < raw.byteLength / bs; b++) if (vol.image.map.locate(b).kind === 'unused') raw.fill(0, b * bs, (b + 1) * bs); // read as zeros
+    const vol = new ImageVolume(reader, { cacheBytes: 0 });
     const step = 700 * 1024 + 123; // odd offsets, reads across frames and run kinds
     const jobs: Promise<void>[] = [];
     for (let pos = 0; pos < vol.sizeBytes; pos += step) {
@@ -114,16 +121,7 @@ else {
   });
 
   t.test('ImageVolume: streaming reads drop the frames they passed, small reads keep them', async (t) => {
-    const fx = await buildExtFixture('ext4-4k');
-    const img = join(work, 'c.imgm');
-    await makeImage(fx.image, img);
-    const src = await FileSource.open(img);
-    t.teardown(() => src.close());
-    await src.enableDirect(); // batches then go through aligned buffers and O_DIRECT (where /tmp allows it)
-    const raw = await readFile(fx.image);
-    const reader = await ImageReader.open(src);
-    const bs = reader.header.blockSize;
-    for (let b = 0; b < raw.byteLength / bs; b++) if (reader.map.locate(b).kind === 'unused') raw.fill(0, b * bs, (b + 1) * bs);
+    const { reader, raw } = await fixtureImage(t, 'c.imgm', true);
     const pass = async (vol: ImageVolume, len: number): Promise<void> => {
       for (let pos = 0; pos < vol.sizeBytes; pos += len) {
         const n = Math.min(len, vol.sizeBytes - pos);

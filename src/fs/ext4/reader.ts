@@ -16,7 +16,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { FormatError, FsError } from '../../errors/index.js';
-import type { ByteReader } from '../../io/index.js';
+import type { ByteReader, PieceReader } from '../../io/index.js';
 import type { DirEntry, FileExtent, FileType, FsTree, Stat, StatFs } from '../types.js';
 import { Ext4Geometry } from './geometry.js';
 import { PatchedReader, replayJournal } from './journal-replay.js';
@@ -64,8 +64,6 @@ const INLINE_IBLOCK_BYTES = 60;
 const SYMLINK_MAX = 4096;
 /** Largest single read() we serve (a bound on the buffer we allocate; FUSE asks for 128 KiB). */
 const MAX_READ_LEN = 1 << 30;
-/** A volume that can also serve a read as read-only views (the mount's volume stack). */
-type PieceVolume = ByteReader & { readPieces?(posBytes: number, lenBytes: number): Promise<Uint8Array[]> };
 /** Largest directory we list (8 million entries or so; a hostile i_size must not exhaust memory). */
 const MAX_DIR_BYTES = 256 * 1024 * 1024;
 
@@ -292,7 +290,7 @@ export class Ext4Tree implements FsTree {
    */
   async readPieces(ino: number, posBytes: number, lenBytes: number): Promise<Uint8Array[]> {
     const rec = await this.fileRec(ino, posBytes, lenBytes);
-    const vol = this.vol as PieceVolume;
+    const vol = this.vol as PieceReader;
     const n = Math.min(lenBytes, rec.stat.size - posBytes);
     if (vol.readPieces && n > 0 && !(rec.flags & INODE_FLAGS.INLINE_DATA)) {
       const at = this.singleRun(await this.blockMap(rec), posBytes, n);
