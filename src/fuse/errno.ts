@@ -1,5 +1,5 @@
 /**
- * The one table from our errors to the errno a FUSE reply carries (STYLE.md §3): FsError codes
+ * The one table from our errors to the errno a FUSE reply carries (one table, not a mapping per handler): FsError codes
  * pass through (they are errno names), FormatError (ECHECKSUM included) and IoError become EIO
  * (ENOSPC stays ENOSPC), a write to a read-only view is EROFS, and anything unknown is EIO and is
  * logged with its stack (it is our bug). Damaged data is logged too: EIO must never be silent.
