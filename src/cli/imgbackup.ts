@@ -2,6 +2,7 @@
 import { stat } from 'node:fs/promises';
 import { UsageError } from '../errors/index.js';
 import { backup, type BackupResult } from '../backup/backup.js';
+import { checkSource } from '../backup/source-check.js';
 import { FileSink, FileSource, StdoutSink, type Sink } from '../io/index.js';
 import { Progress, formatBytes } from './progress.js';
 import { program, run, VERSION, debugFor } from './run.js';
@@ -36,6 +37,8 @@ async function main(): Promise<number> {
   const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : undefined;
   const created = createdSec();
 
+  // before a byte of the source is read or IMG is created: refuses a source mounted read-write
+  const plan = await checkSource(srcPath, { imgPath, freeze: false });
   const src = await FileSource.open(srcPath);
   if (imgPath !== '-') await refuseSameFile(srcPath, imgPath);
   const sink: Sink = imgPath === '-' ? new StdoutSink() : await FileSink.create(imgPath, !!o.force);
@@ -63,7 +66,7 @@ async function main(): Promise<number> {
   }
   for (const w of result.warnings) process.stderr.write(`imgbackup: warning: ${w}\n`);
   if (o.json) {
-    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, ...result }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze: null, ...result }, null, 2) + '\n');
   } else if (!o.quiet) {
     const out = imgPath === '-' ? process.stderr : process.stdout;
     out.write(`${srcPath}: ${result.fsType}, ${formatBytes(result.volumeBytes)}, ${result.blockSize}-byte blocks\n` +
