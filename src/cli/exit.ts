@@ -16,6 +16,8 @@ export const EXIT = {
   IO: 4,
   /** A mount could not be set up or torn down. */
   MOUNT: 5,
+  /** imgbackup: the source is mounted read-write (and no --freeze), or its freeze failed or timed out. */
+  SOURCE_BUSY: 6,
   /** Our bug. */
   INTERNAL: 70,
   /** Stopped by SIGINT/SIGTERM. */
@@ -30,6 +32,7 @@ export function exitCodeFor(code: ErrorCode | undefined): number {
     case 'ESHORT': case 'EIO': case 'ENOSPC': case 'ENOENT': case 'ENOTDIR': case 'EISDIR': case 'EEXIST': case 'EROFS':
       return EXIT.IO;
     case 'EMOUNT': return EXIT.MOUNT;
+    case 'EMOUNTED': case 'EFREEZE': case 'EFREEZETIMEOUT': return EXIT.SOURCE_BUSY;
     case 'EPARTIAL': return EXIT.PARTIAL;
     case 'EINTERRUPTED': return EXIT.INTERRUPTED;
     default: return EXIT.INTERNAL;

@@ -2,6 +2,8 @@
 import { stat } from 'node:fs/promises';
 import { UsageError } from '../errors/index.js';
 import { backup, type BackupResult } from '../backup/backup.js';
+import { checkSource } from '../backup/source-check.js';
+import { holdSource } from '../backup/freeze.js';
 import { FileSink, FileSource, StdoutSink, type Sink } from '../io/index.js';
 import { Progress, formatBytes } from './progress.js';
 import { program, run, VERSION, debugFor } from './run.js';
@@ -26,31 +28,43 @@ async function main(): Promise<number> {
     .option('--all-blocks', 'store every block, free ones included')
     .option('--uuid <uuid>', 'image UUID (default: random); with SOURCE_DATE_EPOCH gives reproducible images')
     .option('-f, --force', 'replace IMG if it exists')
+    .option('--freeze', 'if SRC is mounted read-write: freeze its filesystem for the whole backup (a consistent image; writers wait)')
+    .option('--freeze-timeout <seconds>', 'give up (thaw, fail, no image) after this long frozen; 0: no limit', '600')
     .option('--json', 'print a JSON summary on stdout (not with IMG -)')
     .option('-q, --quiet', 'no summary')
     .parse();
   const [srcPath, imgPath] = cmd.args as [string, string];
-  const o = cmd.opts<{ allBlocks?: boolean; uuid?: string; force?: boolean; json?: boolean; quiet?: boolean }>();
+  const o = cmd.opts<{ allBlocks?: boolean; uuid?: string; force?: boolean; freeze?: boolean; freezeTimeout: string; json?: boolean; quiet?: boolean }>();
+  if (!/^\d+(\.\d+)?$/.test(o.freezeTimeout)) throw new UsageError(`--freeze-timeout ${o.freezeTimeout}: not a number of seconds`);
+  const freezeTimeoutSec = Number(o.freezeTimeout);
   if (o.json && imgPath === '-') throw new UsageError('--json needs stdout, which IMG - uses for the image');
   if (imgPath === '-' && process.stdout.isTTY) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
   const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : undefined;
   const created = createdSec();
 
+  // before a byte of the source is read or IMG is created: refuses a source mounted read-write
+  const plan = await checkSource(srcPath, { imgPath, freeze: !!o.freeze });
   const src = await FileSource.open(srcPath);
   if (imgPath !== '-') await refuseSameFile(srcPath, imgPath);
   const sink: Sink = imgPath === '-' ? new StdoutSink() : await FileSink.create(imgPath, !!o.force);
   const progress = new Progress('imgbackup');
   const log = debugFor('imgbackup');
   let result: BackupResult;
+  let frozenMs = 0;
   const started = process.hrtime.bigint();
+  const hold = await holdSource(src, plan.freeze, { timeoutSec: freezeTimeoutSec, sourcePath: srcPath }).catch(async (e) => {
+    await sink.abort(); await src.close(); throw e;
+  });
   try {
-    result = await backup(src, sink, {
+    result = await backup(hold.source, sink, {
       allBlocks: !!o.allBlocks, imageUuid, createdSec: created, writer: `imgbackup ${VERSION}`,
       log: (m) => log(m), onProgress: (d, t) => progress.update(d, t),
     });
+    frozenMs = await hold.release();
     await sink.close();
   } catch (e) {
     progress.done();
+    await hold.release().catch(() => undefined);
     await sink.abort();
     throw e;
   } finally {
@@ -63,13 +77,15 @@ async function main(): Promise<number> {
   }
   for (const w of result.warnings) process.stderr.write(`imgbackup: warning: ${w}\n`);
   if (o.json) {
-    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, ...result }, null, 2) + '\n');
+    const freeze = hold.frozen.length > 0 ? { mountPoints: hold.frozen.map((f) => f.mountPoint), ms: Math.round(frozenMs) } : null;
+    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, ...result }, null, 2) + '\n');
   } else if (!o.quiet) {
     const out = imgPath === '-' ? process.stderr : process.stdout;
     out.write(`${srcPath}: ${result.fsType}, ${formatBytes(result.volumeBytes)}, ${result.blockSize}-byte blocks\n` +
       `stored ${result.controlBlocks} control + ${result.dataBlocks} data blocks (${formatBytes((result.controlBlocks + result.dataBlocks) * result.blockSize)}), ` +
       `skipped ${result.unusedBlocks} unused\n` +
-      `image ${imgPath}: ${formatBytes(result.imageBytes)} (header ${formatBytes(result.headerBytes)}) in ${seconds.toFixed(2)} s\n`);
+      `image ${imgPath}: ${formatBytes(result.imageBytes)} (header ${formatBytes(result.headerBytes)}) in ${seconds.toFixed(2)} s\n` +
+      (hold.frozen.length > 0 ? `${hold.frozen.map((f) => f.mountPoint).join(', ')} frozen for ${(frozenMs / 1000).toFixed(2)} s\n` : ''));
   }
   return 0;
 }

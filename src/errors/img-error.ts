@@ -13,7 +13,9 @@ export type ErrorCode =
   // FsError: a path or inode request that the tree cannot satisfy
   | 'ENOENT' | 'ENOTDIR' | 'EISDIR' | 'ELOOP' | 'ENODATA' | 'EROFS' | 'EEXIST' | 'EINVAL'
   // the rest
-  | 'EUNSUPPORTED' | 'EUSAGE' | 'EINTERNAL' | 'EPARTIAL' | 'EINTERRUPTED' | 'EMOUNT';
+  | 'EUNSUPPORTED' | 'EUSAGE' | 'EINTERNAL' | 'EPARTIAL' | 'EINTERRUPTED' | 'EMOUNT'
+  // SourceBusyError: the source is mounted read-write, or its freeze failed or timed out
+  | 'EMOUNTED' | 'EFREEZE' | 'EFREEZETIMEOUT';
 
 export type ErrorDetail = Record<string, string | number | bigint | boolean | undefined>;
 

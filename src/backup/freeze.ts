@@ -1,0 +1,184 @@
+/**
+ * Holding a mounted filesystem frozen for the length of a backup. The freeze itself (FIFREEZE /
+ * FITHAW) is done by a small native helper process, native/freeze/ (imgmount-freeze): Node has no
+ * ioctl, and a freeze outlives the process that made it, so the thaw must not depend on imgbackup
+ * being alive. The helper thaws when imgbackup asks, when its pipe from imgbackup closes (exit or
+ * kill -9: within milliseconds), on SIGTERM/SIGINT/SIGHUP, or by itself after the timeout.
+ *
+ * holdSource() freezes every filesystem a SourcePlan says to freeze and gives a source whose
+ * reads fail once any freeze was given up; release() thaws and says how long it lasted, or
+ * throws if a freeze ended before it was asked to (the backup is then not consistent).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SourceBusyError } from '../errors/index.js';
+import type { RandomSource } from '../io/index.js';
+import { FrozenSource } from './frozen-source.js';
+import type { FreezeTarget } from './source-check.js';
+
+const HELPER_REL = join('native', 'freeze', 'build', 'imgmount-freeze');
+
+/** The helper binary, looked for from this module up to the package root (dist/src/backup or dist/bundle). */
+export function freezeHelperPath(): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const p = join(dir, HELPER_REL);
+    if (existsSync(p)) return p;
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return undefined;
+}
+
+
+/** One filesystem held frozen by one helper process. */
+export class Freeze {
+  /** Why the helper thawed (asked, parent-gone, timeout, signal), once it did. */
+  private thawedReason: string | undefined;
+  private lostError: SourceBusyError | undefined;
+  private asked = false;
+  private readonly exited: Promise<void>;
+  private readonly started = process.hrtime.bigint();
+
+  private constructor(readonly target: FreezeTarget, private readonly child: ChildProcess,
+                      private readonly timeoutSec: number, private readonly lines: LineReader) {
+    this.exited = new Promise((resolve) => child.once('close', () => resolve()));
+    lines.listen((l) => this.onLine(l));
+    child.once('close', () => {
+      if (this.thawedReason === undefined && !this.lostError) {
+        // the helper died without thawing (killed): thaw with a fresh one, and fail the backup
+        this.lostError = new SourceBusyError('EFREEZE', `${target.mountPoint}: the freeze helper died; the filesystem was thawed and the image is incomplete`,
+          { mountPoint: target.mountPoint });
+        rescueThaw(target);
+      }
+    });
+  }
+
+  /** Freezes target; resolves once it is frozen. `timeoutSec` 0: no limit. */
+  static async start(target: FreezeTarget, opts: { timeoutSec: number; sourcePath?: string }): Promise<Freeze> {
+    const helper = freezeHelperPath();
+    if (!helper) {
+      throw new SourceBusyError('EFREEZE', `cannot freeze ${target.mountPoint}: the helper ${HELPER_REL} is not built (npm run build needs a C compiler)`);
+    }
+    const args = [target.mountPoint, target.device, String(Math.round(opts.timeoutSec * 1000))];
+    if (opts.sourcePath) args.push(opts.sourcePath);
+    // detached: its own session, so a Ctrl-C meant for imgbackup does not reach it (imgbackup's end does)
+    const child = spawn(helper, args, { detached: true, stdio: ['pipe', 'pipe', 'ignore'] });
+    child.stdin!.on('error', () => undefined); // EPIPE once it is gone: its exit says the rest
+    const lines = new LineReader(child);
+    const first = await lines.next();
+    if (first !== 'frozen') {
+      child.stdin!.end();
+      const m = /^error (\S+) (.*)$/.exec(first ?? '');
+      throw new SourceBusyError('EFREEZE', `cannot freeze ${target.mountPoint}: ${m ? m[2] : first === undefined ? 'the freeze helper exited' : first}`,
+        { mountPoint: target.mountPoint, errno: m?.[1] });
+    }
+    return new Freeze(target, child, opts.timeoutSec, lines);
+  }
+
+  private onLine(line: string): void {
+    const m = /^thawed (\S+)/.exec(line);
+    if (!m) return;
+    this.thawedReason = m[1]!;
+    if (this.asked || this.lostError) return;
+    const mp = this.target.mountPoint;
+    this.lostError = m[1] === 'timeout'
+      ? new SourceBusyError('EFREEZETIMEOUT', `${mp}: frozen for --freeze-timeout ${this.timeoutSec} s: thawed it and stopped; the image is incomplete`,
+        { mountPoint: mp, timeoutSec: this.timeoutSec })
+      : new SourceBusyError('EFREEZE', `${mp}: the freeze ended early (${m[1]}): the image is incomplete`, { mountPoint: mp, reason: m[1] });
+  }
+
+  /** Throws if the freeze was given up: what was read since may not be consistent. */
+  check(): void { if (this.lostError) throw this.lostError; }
+
+  /** Thaws (asks the helper, waits for it to exit); ms frozen. Throws if the freeze had ended before. */
+  async thaw(): Promise<number> {
+    if (!this.asked) {
+      this.asked = true;
+      this.child.stdin!.end('thaw\n');
+    }
+    await this.exited;
+    this.check();
+    return Number(process.hrtime.bigint() - this.started) / 1e6;
+  }
+}
+
+/** A freeze whose helper vanished: one more helper run with --thaw (detached: it must finish even if we exit). */
+function rescueThaw(target: FreezeTarget): void {
+  const helper = freezeHelperPath();
+  if (!helper) return;
+  spawn(helper, ['--thaw', target.mountPoint, target.device], { detached: true, stdio: 'ignore' }).unref();
+}
+
+/** Lines from the helper's stdout; next() waits for one (undefined at end). */
+class LineReader {
+  private buf = '';
+  private readonly queue: string[] = [];
+  private waiter: ((l: string | undefined) => void) | undefined;
+  private ended = false;
+  private onLine: ((l: string) => void) | undefined;
+
+  constructor(child: ChildProcess) {
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (d: string) => {
+      this.buf += d;
+      for (let i; (i = this.buf.indexOf('\n')) >= 0;) {
+        const line = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 1);
+        if (this.waiter) { const w = this.waiter; this.waiter = undefined; w(line); }
+        else if (this.onLine) this.onLine(line);
+        else this.queue.push(line);
+      }
+    });
+    child.stdout!.on('end', () => { this.ended = true; this.waiter?.(undefined); this.waiter = undefined; });
+  }
+
+  /** From now on every line (queued ones first) goes to fn. */
+  listen(fn: (l: string) => void): void {
+    this.onLine = fn;
+    for (const l of this.queue.splice(0)) fn(l);
+  }
+
+  next(): Promise<string | undefined> {
+    if (this.queue.length > 0) return Promise.resolve(this.queue.shift());
+    if (this.ended) return Promise.resolve(undefined);
+    return new Promise((resolve) => { this.waiter = resolve; });
+  }
+}
+
+export interface SourceHold {
+  /** The source to back up: its reads fail once a freeze was given up. */
+  source: RandomSource;
+  /** Thaws everything (idempotent); resolves to the longest freeze in ms (0: nothing frozen). Throws if a freeze ended early. */
+  release(): Promise<number>;
+  frozen: FreezeTarget[];
+}
+
+/** Freezes `targets` (none: a plain pass-through) for the backup of `src`. */
+export async function holdSource(src: RandomSource, targets: readonly FreezeTarget[],
+                                 opts: { timeoutSec: number; sourcePath: string }): Promise<SourceHold> {
+  if (targets.length === 0) return { source: src, release: async () => 0, frozen: [] };
+  const freezes: Freeze[] = [];
+  try {
+    for (const t of targets) freezes.push(await Freeze.start(t, opts));
+  } catch (e) {
+    await Promise.allSettled(freezes.map((f) => f.thaw()));
+    throw e;
+  }
+  let released: Promise<number> | undefined;
+  return {
+    source: new FrozenSource(src, () => { for (const f of freezes) f.check(); }),
+    frozen: [...targets],
+    release: () => {
+      released ??= Promise.allSettled(freezes.map((f) => f.thaw())).then((rs) => {
+        const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (bad) throw bad.reason;
+        return Math.max(...rs.map((r) => (r as PromiseFulfilledResult<number>).value));
+      });
+      return released;
+    },
+  };
+}
