@@ -24,6 +24,7 @@ import { haveTools } from '../fixtures/exec.js';
 import { compareManifests, manifestOfTree, type Manifest } from '../fixtures/manifest.js';
 import { runCli } from '../helpers/cli.js';
 
+const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
 const seed = Number(process.env.FC_SEED ?? Date.now() % 100000);
 t.comment(`fast-check seed ${seed}`);
 
@@ -200,7 +201,6 @@ function expected(m: Manifest, tags: readonly string[]): Manifest {
   return out;
 }
 
-const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
 t.test('imgrestore: /a/b/f and /a in either order restore all of /a', { skip: !tools.ok && `missing tools: ${tools.missing.join(', ')}` }, async (t) => {
   const work = await mkdtemp(join(tmpdir(), 'imgrestore-overlap-'));
   t.teardown(() => rm(work, { recursive: true, force: true }));
