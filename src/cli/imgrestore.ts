@@ -88,9 +88,10 @@ async function tagged(img: string, dir: string, paths: string[], o: Opts): Promi
   const loading = import('../restore/tagged-restore.js');
   loading.catch(() => undefined);
   const input = await about(readable(img), () => ImageInput.open(img));
-  const { restoreTagged } = await loading;
+  // from here on every way out goes through the finally (the image's FileHandle is closed)
   const progress = new Progress('imgrestore');
   try {
+    const { restoreTagged } = await loading;
     const r = await about(readable(img), () => restoreTagged(input, {
       paths, dir, literal: !!o.literal, overwrite: !!o.overwrite, xattrs: o.xattrs, owners: o.owners ? undefined : false,
       log: debugFor('imgrestore'), onProgress: (d, t) => progress.update(d, t),
@@ -122,8 +123,8 @@ async function list(img: string, paths: string[], o: Opts): Promise<number> {
   const loading = Promise.all([import('../restore/open-tree.js'), import('../restore/list-tree.js')]);
   loading.catch(() => undefined);
   const input = await about(readable(img), () => ImageInput.open(img));
-  const [{ openHeaderTree }, { listTagged, listLines, pathText, targetText }] = await loading;
   try {
+    const [{ openHeaderTree }, { listTagged, listLines, pathText, targetText }] = await loading;
     const { tree } = await about(readable(img), () => openHeaderTree(input.opened, debugFor('imgrestore')));
     const l = await about(readable(img), () => listTagged(tree, paths, { literal: !!o.literal }));
     if (o.json) {

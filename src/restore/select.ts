@@ -3,8 +3,10 @@
  * component) into the list of entries to restore, by walking an FsTree (for a restore, one built
  * from the image header alone, so no data frame is read). Directories are taken recursively.
  * Symlinks inside a tagged path are not followed (as tar): the path names the link itself.
- * Output order: every entry comes after its parent directory. The parents of a tagged path are
- * listed too, marked `parentOnly` (created if missing, not recursed into).
+ * Output order: every entry comes after its parent directory, each entry once. The parents of a
+ * tagged path are listed too, marked `parentOnly` (created if missing, not recursed into) unless
+ * a tag covers them. Overlapping tags select the union of what each names, in any order (as
+ * `tar -x a/b/f a`): a parentOnly directory that a later tag covers is taken whole and walked.
  * Hostile trees: a name that is empty or holds '/' or NUL, a directory reached twice (a
  * hard-linked directory, or a loop) are skipped and reported as problems; nothing throws for them.
  * Not reentrant per call; the tree may be shared.
@@ -117,7 +119,10 @@ export async function selectTagged(tree: FsTree, tagged: readonly string[], opts
     return { entry: e, fresh: true };
   };
 
-  const has = (key: string): boolean => index.has(key);
+  const lookup = (key: string): SelectedEntry | undefined => {
+    const at = index.get(key);
+    return at === undefined ? undefined : entries[at];
+  };
   const rootStat = await tree.stat(tree.rootIno);
   for (const pat of patterns) {
     let level: Node[] = [{ path: [], ino: tree.rootIno, stat: rootStat }];
@@ -159,7 +164,7 @@ export async function selectTagged(tree: FsTree, tagged: readonly string[], opts
         }
       }
       const { entry, fresh } = add(n, false);
-      if (fresh && entry.stat.type === 'dir') await walk(tree, entry, add, has, walkedDirs, problems);
+      if (fresh && entry.stat.type === 'dir') await walk(tree, entry, add, lookup, walkedDirs, problems);
     }
   }
   return { entries, missing, problems };
@@ -171,9 +176,14 @@ async function resolve(tree: FsTree, path: readonly Uint8Array[]): Promise<numbe
   return ino;
 }
 
-/** Adds everything below directory `top`, depth first, parents before children. */
+/**
+ * Adds everything below directory `top`, depth first, parents before children. An entry already
+ * taken whole (tagged, or met in an earlier walk) is skipped with what is below it; one listed
+ * only as the parent of a tagged path is taken whole now (it keeps its place in the list) and
+ * walked, so the order of overlapping tags does not change what is restored.
+ */
 async function walk(tree: FsTree, top: SelectedEntry, add: (n: Node, parentOnly: boolean, key: string) => { entry: SelectedEntry; fresh: boolean },
-  has: (key: string) => boolean, walkedDirs: Set<number>, problems: Problem[]): Promise<void> {
+  lookup: (key: string) => SelectedEntry | undefined, walkedDirs: Set<number>, problems: Problem[]): Promise<void> {
   if (walkedDirs.has(top.ino)) {
     problems.push({ path: showPath(top.path), message: `directory inode ${top.ino} is reached by more than one path (a hard-linked directory or a loop): not restored again` });
     return;
@@ -219,7 +229,7 @@ async function walk(tree: FsTree, top: SelectedEntry, add: (n: Node, parentOnly:
         }
         names.add(nameKey);
         const key = dirKey + nameKey;
-        if (has(key)) return; // tagged twice (overlapping paths): already walked
+        if (lookup(key)?.parentOnly === false) return; // tagged twice (overlapping paths): already taken whole
         if (st.type === 'dir' && walkedDirs.has(d.ino)) {
           problems.push({ path: showPath(path), message: `directory inode ${d.ino} is reached by more than one path (a hard-linked directory or a loop): not restored again` });
           return;

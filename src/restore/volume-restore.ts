@@ -56,6 +56,7 @@ interface Target { fh: FileHandle; sizeBytes: number; isDevice: boolean }
 async function openTarget(path: string, volumeBytes: number): Promise<Target> {
   const st = await stat(path).catch((e: NodeJS.ErrnoException) => { if (e.code === 'ENOENT') return undefined; throw ioErrorFrom(e, path, 'cannot stat'); });
   if (st?.isDirectory()) throw new UsageError(`${path}: is a directory (give a file or a block device)`);
+  if (st && !st.isFile() && !st.isBlockDevice()) throw new UsageError(`${path}: not a regular file or a block device`);
   let sizeBytes: number;
   let isDevice = false;
   if (st?.isBlockDevice()) {
@@ -77,8 +78,13 @@ async function openTarget(path: string, volumeBytes: number): Promise<Target> {
   }
   if (!isDevice) {
     // every unused block becomes a hole: drop whatever the file held, keep its size
-    await fh.truncate(0);
-    await fh.truncate(sizeBytes);
+    try {
+      await fh.truncate(0);
+      await fh.truncate(sizeBytes);
+    } catch (e) {
+      await fh.close().catch(() => undefined); // never left to the garbage collector
+      throw ioErrorFrom(e, path, 'cannot size the target');
+    }
   }
   return { fh, sizeBytes, isDevice };
 }
