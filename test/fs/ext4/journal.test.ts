@@ -20,7 +20,7 @@ import {
 } from '../../../src/fs/ext4/layout/jbd2.js';
 import { decodeSuperblock, INCOMPAT } from '../../../src/fs/ext4/layout/index.js';
 import { FileSource, MemorySource } from '../../../src/io/index.js';
-import { isImgError } from '../../../src/errors/index.js';
+import { FormatError, isImgError } from '../../../src/errors/index.js';
 import { haveTools, run, tool, toolEnv } from '../../fixtures/exec.js';
 import { runDebugfs } from '../../fixtures/debugfs.js';
 import { buildJournalNeedsRecoveryFixture } from '../../fixtures/ext4-fixtures.js';
@@ -282,6 +282,22 @@ if (!tools.ok) {
       t.same(Buffer.from(await r.readAt(pos, len)), Buffer.from(want.subarray(pos, pos + len)), `readAt(${pos}, ${len})`);
     }
     await t.rejects(r.readAt(16 * 1024 - 1, 2), { code: 'ESHORT' }, 'past the end');
+    // A base that refuses blocks 2 and 5 (a restore's header volume refuses blocks stored as data):
+    // reads that need them only where they are patched still work, and never ask the base for them.
+    const asked: [number, number][] = [];
+    const refusing = {
+      sizeBytes: 16 * 1024,
+      readAt: async (pos: number, len: number): Promise<Uint8Array> => {
+        asked.push([pos, len]);
+        for (const b of [2, 5]) if (pos < (b + 1) * 1024 && pos + len > b * 1024) throw new FormatError('ECORRUPT', `block ${b} refused`);
+        return base.readAt(pos, len);
+      },
+    };
+    const p = new PatchedReader(refusing, 1024, patches);
+    for (const [pos, len] of [[0, 16 * 1024], [2048, 1024], [1000, 5000], [5120, 100], [2500, 3000]] as const) {
+      t.same(Buffer.from(await p.readAt(pos, len)), Buffer.from(want.subarray(pos, pos + len)), `refusing base: readAt(${pos}, ${len})`);
+    }
+    t.notOk(asked.some(([pos, len]) => [2, 5].some((b) => pos < (b + 1) * 1024 && pos + len > b * 1024)), 'patched blocks never read from the base');
   });
 }
 
