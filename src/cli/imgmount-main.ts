@@ -129,6 +129,7 @@ async function mainInner(): Promise<number> {
     reported = true;
     log(`mounted ${daemon.ready.image} (${daemon.ready.view} view, ${daemon.ready.binding})`);
     if (daemon.ready.incomplete) log(daemon.ready.incomplete);
+    if (daemon.ready.journal) log(daemon.ready.journal);
   } else {
     process.stderr.write(readyNotice(daemon.ready));
     if (o.verbose) process.stdout.write(readyLine(daemon.ready));

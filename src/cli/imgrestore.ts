@@ -98,6 +98,7 @@ async function tagged(img: string, dir: string, paths: string[], o: Opts): Promi
     }));
     progress.done();
     if (input.incomplete) process.stderr.write(`imgrestore: ${readable(img)}: ${input.incomplete}\n`);
+    if (r.journal?.notice) process.stderr.write(`imgrestore: ${readable(img)}: journal: ${r.journal.notice}\n`);
     for (const m of r.missing) process.stderr.write(`imgrestore: ${m.path}: ${m.message}\n`);
     reportProblems('', r.problems);
     for (const d of r.damaged) process.stderr.write(`imgrestore: ${d.path}: damaged: ${d.lostBytes} bytes could not be read (${d.why}); restored with holes there\n`);
@@ -125,7 +126,8 @@ async function list(img: string, paths: string[], o: Opts): Promise<number> {
   const input = await about(readable(img), () => ImageInput.open(img));
   try {
     const [{ openHeaderTree }, { listTagged, listLines, pathText, targetText }] = await loading;
-    const { tree } = await about(readable(img), () => openHeaderTree(input.opened, debugFor('imgrestore')));
+    const { tree, journal } = await about(readable(img), () => openHeaderTree(input.opened, debugFor('imgrestore')));
+    if (journal?.notice) process.stderr.write(`imgrestore: ${readable(img)}: journal: ${journal.notice}\n`);
     const l = await about(readable(img), () => listTagged(tree, paths, { literal: !!o.literal }));
     if (o.json) {
       const rows = l.items.map((it) => {
@@ -136,7 +138,7 @@ async function list(img: string, paths: string[], o: Opts): Promise<number> {
           ...(s.type === 'chr' || s.type === 'blk' ? { rdev: s.rdev } : {}),
         };
       });
-      process.stdout.write(JSON.stringify({ image: img, entries: rows, missing: l.missing, problems: l.problems }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ image: img, entries: rows, missing: l.missing, problems: l.problems, ...(journal ? { journal } : {}) }, null, 2) + '\n');
     } else {
       const lines = listLines(l.items);
       for (let i = 0; i < lines.length; i += 4096) {

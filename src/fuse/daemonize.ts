@@ -69,11 +69,14 @@ export function reportToParent<T>(fd: number, r: DaemonReport<T>): void {
 }
 
 /** What the daemon reports once mounted (the subset readyLine prints). */
-export interface ReadyLineInfo { image: string; mountPoint: string; view: string; binding: string; loopDevice?: string; headerFromCache: boolean; imageBytesRead: number; imageReads: number; incomplete?: string; timings?: Record<string, number> }
+export interface ReadyLineInfo { image: string; mountPoint: string; view: string; binding: string; loopDevice?: string; headerFromCache: boolean; imageBytesRead: number; imageReads: number; incomplete?: string; journal?: string; timings?: Record<string, number> }
 
-/** What the user must hear even without -v (stderr): a truncated image is mounted with what is there. */
+/**
+ * What the user must hear even without -v (stderr): a truncated image is mounted with what is
+ * there; a damaged journal was replayed only so far (or not at all).
+ */
 export function readyNotice(i: ReadyLineInfo): string {
-  return i.incomplete ? `imgmount: ${i.image}: ${i.incomplete}\n` : '';
+  return (i.incomplete ? `imgmount: ${i.image}: ${i.incomplete}\n` : '') + (i.journal ? `imgmount: ${i.image}: ${i.journal}\n` : '');
 }
 
 /** imgmount -v: what was mounted and what it read from the image. */

@@ -62,6 +62,8 @@ export interface ReadyInfo {
   loopDevice?: string;
   /** Set when the image is truncated: what is missing (the user command prints it). */
   incomplete?: string;
+  /** Set when the volume's journal needed recovery and was damaged: how far the replay went (printed too). */
+  journal?: string;
   /** Milliseconds since the daemon process started, at each step (for -v and the benchmark). */
   timings: Record<string, number>;
 }
@@ -166,6 +168,7 @@ export class MountDaemon {
       };
       const uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0;
       let ops: FuseOps;
+      let journalNotice: string | undefined;
       if (cfg.view === 'tree') {
         const fsType = fsTypeName(h.fsType);
         if (fsType === undefined || fsType === 'raw') {
@@ -173,6 +176,7 @@ export class MountDaemon {
         }
         const tree = await openExt4(stack.top, { log, cacheBytes: TREE_CACHE_BYTES });
         timings.treeOpened = since();
+        journalNotice = tree.journalReport?.notice;
         ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask, recycle: (b) => stack.frames.recycle(b) });
       } else {
         ops = new VolumeOps({
@@ -185,6 +189,7 @@ export class MountDaemon {
         image, mountPoint: mnt, view: cfg.view, binding: '', headerFromCache: stack.reader.headerFromCache,
         imageReads: 0, imageBytesRead: 0, headerBytes: h.dataOffset, timings,
       };
+      if (journalNotice !== undefined) ready.journal = `journal: ${journalNotice}`;
       const r = stack.reader;
       if (!r.complete) {
         ready.incomplete = `${r.truncatedReason ?? 'image is incomplete'}: ${r.framesPresent} of ${h.frameCount} data frames are present; ` +

@@ -2,15 +2,25 @@
  * openHeaderTree: the filesystem tree of an image, read from its header alone (HeaderVolume), so
  * that listing and restore planning never read a data frame. Picks the driver from the header's
  * filesystem type; an image of an unrecognised (raw) volume has no tree to restore files from.
+ * A volume whose journal needs recovery is shown replayed (the journal is in the header then);
+ * `replayed` holds the blocks the replay rewrote, which a restore takes instead of their frames.
  */
 import { UnsupportedError } from '../errors/index.js';
 import { fsTypeName } from '../format/index.js';
 import type { OpenedHeader } from '../image/image-reader.js';
 import { openExt4 } from '../fs/ext4/index.js';
 import type { FsTree } from '../fs/types.js';
+import type { JournalReport } from '../fs/ext4/journal-replay.js';
 import { HeaderVolume } from './header-volume.js';
 
-export interface HeaderTree { tree: FsTree; volume: HeaderVolume }
+export interface HeaderTree {
+  tree: FsTree;
+  volume: HeaderVolume;
+  /** Filesystem block → its content after the journal replay (absent when nothing was replayed). */
+  replayed?: ReadonlyMap<number, Uint8Array>;
+  /** What the journal replay did, when the volume needed recovery. */
+  journal?: JournalReport;
+}
 
 export async function openHeaderTree(opened: OpenedHeader, log?: (m: string) => void): Promise<HeaderTree> {
   const h = opened.header;
@@ -18,7 +28,8 @@ export async function openHeaderTree(opened: OpenedHeader, log?: (m: string) => 
   const type = fsTypeName(h.fsType);
   if (type === 'ext2' || type === 'ext3' || type === 'ext4') {
     // unbounded cache: the volume is the header, already in memory, and what is decoded from it stays a small multiple of it
-    return { tree: await openExt4(volume, { log, cacheBytes: Infinity }), volume };
+    const tree = await openExt4(volume, { log, cacheBytes: Infinity });
+    return { tree, volume, replayed: tree.journalPatches, journal: tree.journalReport };
   }
   throw new UnsupportedError(`the image holds no filesystem imgrestore can read (${type ?? `type ${h.fsType}`}): restore the whole volume with --volume`);
 }

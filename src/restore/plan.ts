@@ -4,7 +4,9 @@
  * first path of its inode), a hard link (a later path of the same inode), a symlink or a special
  * file; each regular file's extents become byte segments of the image's data area (sorted by
  * their position there) or pieces copied from the header (inline data, blocks the backup stored
- * as control blocks). Blocks the image does not store read as zeros: they are left as holes.
+ * as control blocks, blocks a journal replay rewrote: their content after the replay is in memory,
+ * taken from the journal in the header). Blocks the image does not store read as zeros: they are
+ * left as holes.
  * `wantedFrames` is the sorted set of frames the segments touch: the only frames the pass reads.
  * Hostile extents (past the volume) become damage on that file, not exceptions.
  * Does not touch the output directory. Owns no I/O besides the tree's (header-only) reads.
@@ -70,7 +72,12 @@ export interface PlanOptions {
   xattrs: boolean;
   /** Largest file without extents read through the tree as inline data (bigger ones are holes). */
   inlineMaxBytes?: number;
+  /** Filesystem blocks the journal replay rewrote (fs block → content): file data there comes from here, not from frames. */
+  replayed?: ReadonlyMap<number, Uint8Array>;
 }
+
+/** The replayed blocks, sorted, for range lookups. */
+interface Replayed { map: ReadonlyMap<number, Uint8Array>; sorted: Float64Array }
 
 const INLINE_MAX = 64 * 1024;
 const CONCURRENCY = 64;
@@ -104,6 +111,8 @@ export async function planRestore(tree: FsTree, header: ImageHeader, map: BlockM
   const segments: Segment[] = [];
   const fsBlockSize = (await tree.statfs()).blockSize;
   const inlineMax = opts.inlineMaxBytes ?? INLINE_MAX;
+  const replayed: Replayed | undefined = opts.replayed?.size
+    ? { map: opts.replayed, sorted: Float64Array.from(opts.replayed.keys()).sort() } : undefined;
 
   await mapLimit(entries, CONCURRENCY, async (e) => {
     try {
@@ -112,7 +121,7 @@ export async function planRestore(tree: FsTree, header: ImageHeader, map: BlockM
         const names = await tree.listxattr(e.sel.ino);
         if (names.length) e.xattrs = await Promise.all(names.map(async (n): Promise<[string, Uint8Array]> => [n, await tree.getxattr(e.sel.ino, n)]));
       }
-      if (e.kind === 'file') await planFile(tree, files[e.file!]!, fsBlockSize, header, map, controlArea, inlineMax, segments);
+      if (e.kind === 'file') await planFile(tree, files[e.file!]!, fsBlockSize, header, map, controlArea, inlineMax, segments, replayed);
     } catch (err) {
       if (!isImgError(err)) throw err;
       problems.push({ path: showPath(e.sel.path), message: err.message });
@@ -134,7 +143,7 @@ export async function planRestore(tree: FsTree, header: ImageHeader, map: BlockM
 }
 
 async function planFile(tree: FsTree, f: PlannedFile, fsBlockSize: number, header: ImageHeader, map: BlockMap,
-  controlArea: Uint8Array, inlineMax: number, segments: Segment[]): Promise<void> {
+  controlArea: Uint8Array, inlineMax: number, segments: Segment[], replayed: Replayed | undefined): Promise<void> {
   const size = f.stat.size;
   if (size === 0) return;
   const extents = await tree.extents(f.ino);
@@ -150,19 +159,15 @@ async function planFile(tree: FsTree, f: PlannedFile, fsBlockSize: number, heade
   }
   const ibs = header.blockSize;
   let last: Segment | undefined;
-  for (const x of extents) {
-    const fileStart = x.fileBlock * fsBlockSize;
-    if (fileStart >= size) break;
-    let left = Math.min(x.lenBlocks * fsBlockSize, size - fileStart);
-    let pos = x.volumeBlock * fsBlockSize;
-    let fpos = fileStart;
+  /** Plans `len` file bytes at file offset `fpos` stored from volume byte `pos` on; false once past the volume. */
+  const planRun = (pos: number, fpos: number, left: number): boolean => {
     while (left > 0) {
       const block = Math.floor(pos / ibs);
       const inBlock = pos - block * ibs;
       const loc = block < map.blockCount ? map.locate(block) : undefined;
       if (!loc || loc.runLeft <= 0) {
         f.damage.push({ posBytes: fpos, lenBytes: left, why: `its data at volume byte ${pos} is past the end of the volume` });
-        break;
+        return false;
       }
       const run = Math.min(loc.runLeft * ibs - inBlock, left);
       if (loc.kind === 'data') {
@@ -178,6 +183,36 @@ async function planFile(tree: FsTree, f: PlannedFile, fsBlockSize: number, heade
       } // unused: zeros, left as a hole
       pos += run; fpos += run; left -= run;
     }
+    return true;
+  };
+  for (const x of extents) {
+    const fileStart = x.fileBlock * fsBlockSize;
+    if (fileStart >= size) break;
+    let left = Math.min(x.lenBlocks * fsBlockSize, size - fileStart);
+    let vb = x.volumeBlock;
+    let fpos = fileStart;
+    // blocks the journal replay rewrote: their replayed content, from the header, instead of their frames
+    if (replayed) {
+      const endBlock = vb + Math.ceil(left / fsBlockSize);
+      let i = lowerBound(replayed.sorted, vb);
+      for (; left > 0 && i < replayed.sorted.length && replayed.sorted[i]! < endBlock; i++) {
+        const b = replayed.sorted[i]!;
+        const before = (b - vb) * fsBlockSize;
+        if (before > 0 && !planRun(vb * fsBlockSize, fpos, before)) { left = 0; break; }
+        const n = Math.min(fsBlockSize, left - before);
+        f.headerPieces.push({ posBytes: fpos + before, bytes: replayed.map.get(b)!.subarray(0, n) });
+        endBytes = Math.max(endBytes, fpos + before + n);
+        vb = b + 1; fpos += before + n; left -= before + n;
+      }
+    }
+    if (left > 0) planRun(vb * fsBlockSize, fpos, left);
   }
   f.truncate = endBytes < size;
+}
+
+/** Index of the first element of `sorted` ≥ `x`. */
+function lowerBound(sorted: Float64Array, x: number): number {
+  let lo = 0, hi = sorted.length;
+  while (lo < hi) { const mid = (lo + hi) >>> 1; if (sorted[mid]! < x) lo = mid + 1; else hi = mid; }
+  return lo;
 }

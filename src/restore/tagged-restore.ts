@@ -30,6 +30,7 @@ import { EntryError, OutTree, runTool } from './out-tree.js';
 import { fixTimes, utimeArg, type TimeFix } from './exact-times.js';
 import type { FrameResult, ImageInput, KeepBatch } from './image-input.js';
 import { openHeaderTree } from './open-tree.js';
+import type { JournalReport } from '../fs/ext4/journal-replay.js';
 
 export interface TaggedRestoreOptions {
   /** Tagged paths, from the filesystem root (globs allowed unless `literal`). */
@@ -68,6 +69,8 @@ export interface TaggedRestoreResult {
   /** Entries not (fully) restored, and other failures. */
   problems: Problem[];
   damaged: DamagedFile[];
+  /** What the journal replay did, when the volume needed recovery (the files restored are the replayed state). */
+  journal?: JournalReport;
   seconds: number;
 }
 
@@ -114,11 +117,11 @@ export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOption
   const log = opts.log ?? ((): void => undefined);
   const { opened } = input;
   const lap = (what: string): void => log(`${what}: ${(Number(process.hrtime.bigint() - started) / 1e6).toFixed(1)} ms`);
-  const { tree } = await openHeaderTree(opened, log);
+  const { tree, replayed, journal } = await openHeaderTree(opened, log);
   lap('tree opened');
   const sel = await selectTagged(tree, opts.paths, { literal: !!opts.literal });
   lap(`${sel.entries.length} entries selected`);
-  const plan = await planRestore(tree, opened.header, opened.map, opened.controlArea, sel.entries, { xattrs: opts.xattrs !== false });
+  const plan = await planRestore(tree, opened.header, opened.map, opened.controlArea, sel.entries, { xattrs: opts.xattrs !== false, replayed });
   lap(`planned: ${plan.segments.length} segments in ${plan.wantedFrames.length} frames`);
   const out = await OutTree.open(opts.dir, !!opts.overwrite);
   const r = new Restorer(input, plan, out, opts, log);
@@ -132,7 +135,7 @@ export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOption
     ...r.counts, bytesWritten: r.bytesWritten,
     imageBytesRead: input.stats.bytesRead, imageReads: input.stats.reads, headerBytes: input.headerBytes,
     framesRead: plan.wantedFrames.length,
-    missing: sel.missing, problems: [...sel.problems, ...plan.problems, ...r.problems], damaged: r.damaged,
+    missing: sel.missing, problems: [...sel.problems, ...plan.problems, ...r.problems], damaged: r.damaged, journal,
     seconds: Number(process.hrtime.bigint() - started) / 1e9,
   };
 }

@@ -1,15 +1,21 @@
 /**
  * A volume whose journal needs recovery: the file tree shows the state after replay (never the
  * stale one), and so does --kernel (the kernel replays into the transient layer). The image is
- * never written.
+ * never written. A damaged journal (a bad commit checksum, an impossible revoke count) does not
+ * stop the mount: the tree is what e2fsck -E journal_only -fy recovers, and imgmount says on
+ * stderr, in one line, how far the replay went.
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildJournalNeedsRecoveryFixture } from '../fixtures/ext4-fixtures.js';
-import { haveTools } from '../fixtures/exec.js';
+import { haveTools, run, tool, toolEnv } from '../fixtures/exec.js';
+import { buildJournalledVolume, DAMAGES, readJournalLog } from '../fixtures/journal-log.js';
+import { openExt4 } from '../../src/fs/ext4/reader.js';
+import { FileSource } from '../../src/io/index.js';
+import { manifestOfFsTree } from '../fixtures/fs-tree-manifest.js';
 import { compareManifests, manifestOfTree } from '../fixtures/manifest.js';
 import { forceUnmount, fuseUnavailable, imgmount, isMounted, makeImage, mountPoint } from './helpers.js';
 
@@ -46,4 +52,37 @@ else {
   t.test('the image is unchanged', async (t) => {
     t.equal(createHash('sha256').update(await readFile(img)).digest('hex'), imgSha);
   });
+
+  const vol = await buildJournalledVolume(join(work, 'vol'));
+  const jlog = await readJournalLog(vol.image);
+  const cases: [string, RegExp][] = [
+    ['bad commit checksum in transaction 2', /^imgmount: \S+: journal: replayed transaction 1, stopped at transaction 2: commit block checksum mismatch$/m],
+    ['r_count 65535 in the revoke block of transaction 2', /^imgmount: \S+: journal: nothing replayed, stopped at transaction 2: r_count 65535 exceeds the block/m],
+  ];
+  for (const [name, notice] of cases) {
+    t.test(`a damaged journal (${name}): mounted, the tree e2fsck recovers, one line on stderr`, async (t) => {
+      const raw = Buffer.from(await readFile(vol.image));
+      DAMAGES.find((d) => d.name === name)!.apply(raw, jlog);
+      const damaged = join(work, 'damaged.img');
+      const fsckCopy = join(work, 'damaged-fsck.img');
+      await writeFile(damaged, raw);
+      await copyFile(damaged, fsckCopy);
+      await run(await tool('e2fsck'), ['-E', 'journal_only', '-fy', fsckCopy], { env: toolEnv(), okCodes: [0, 1, 2, 4, 8, 12] });
+      const src = await FileSource.open(fsckCopy);
+      let want;
+      try { want = await manifestOfFsTree(await openExt4(src, { replayJournal: false })); } finally { await src.close(); }
+      const dimg = join(work, 'damaged.imgm');
+      await rm(dimg, { force: true });
+      await makeImage(damaged, dimg);
+      const mnt = await mountPoint(work, 'damaged');
+      t.teardown(() => forceUnmount(cacheDir, mnt));
+      const r = await imgmount(['--cache-dir', cacheDir, dimg, mnt]);
+      t.equal(r.status, 0, `imgmount exits 0 ${r.stderr.trim()}`);
+      t.match(r.stderr, notice, 'stderr says how far the replay went');
+      t.equal(r.stderr.trim().split('\n').length, 1, 'in one line');
+      t.same(compareManifests(want, await manifestOfTree(mnt), { ignorePaths: ['/lost+found'] }), [], 'the tree of e2fsck\'s recovered copy');
+      const u = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+      t.equal(u.status, 0, `-u exits 0 ${u.stderr.trim()}`);
+    });
+  }
 }

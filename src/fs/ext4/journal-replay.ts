@@ -4,14 +4,15 @@
  * s_start/s_sequence: SCAN finds the last committed transaction, REVOKE collects revoke records,
  * REPLAY copies each journaled block (un-escaped) to its home block unless a revoke record of the
  * same or a later transaction covers it. Checksums (v1 transaction crc32, v2/v3 crc32c) are checked
- * as the kernel does: a corrupt commit ends the replay before that transaction (the kernel would
- * then refuse to mount; we show what e2fsck -y recovers). Fast-commit blocks are not replayed.
+ * as the kernel does; damage (bad checksums, impossible counts, unreadable or foreign blocks) ends
+ * the replay where e2fsck's would end (the kernel would refuse to mount; we show what e2fsck -y
+ * recovers) and is described in a JournalReport. Fast-commit blocks are not replayed.
  * The result also holds the two superblocks as recovery leaves them: the filesystem's with
  * INCOMPAT_RECOVER cleared (checksum updated) and the journal's marked empty (s_start = 0).
  * PatchedReader lays that map over the volume. Owns no tree logic, no caching.
  * Buffers in the map are owned by the map (PatchedReader copies out of them; never mutate them).
  */
-import { FormatError, UnsupportedError } from '../../errors/index.js';
+import { FormatError, isImgError, UnsupportedError } from '../../errors/index.js';
 import type { ByteReader } from '../../io/index.js';
 import type { FileExtent } from '../types.js';
 import { crc32Be, crc32cLe } from './journal-crc.js';
@@ -116,13 +117,75 @@ function journalSuperblockChecksum(buf: Uint8Array): number {
   return crc32cLe(c, buf.subarray(JSB_CHECKSUM_OFFSET + 4, JOURNAL_SUPERBLOCK_SIZE));
 }
 
+/** What a replay did, for the user (summary, notice) and for --json. */
+export interface JournalReport {
+  /** The transaction the log starts with (the journal superblock's s_sequence), if it could be read. */
+  firstTid?: number;
+  /** Committed transactions replayed, and the last of them (absent when none). */
+  transactions: number;
+  lastTid?: number;
+  /** The first transaction not replayed (where the log ends or the replay stopped). */
+  stoppedAt?: number;
+  /** Why the replay stopped short or lost blocks; absent for a clean replay (the log simply ended). */
+  damage?: string;
+  /** Block writes done, distinct blocks written, revoke records, blocks skipped (bad data checksum, past the end). */
+  blocksReplayed: number;
+  distinctBlocks: number;
+  revoked: number;
+  skippedBlocks: number;
+  /** One line describing the outcome. */
+  summary: string;
+  /** The same line when the user must hear it (damage: the files shown may be older than the volume's last state). */
+  notice?: string;
+}
+
+export interface JournalReplay {
+  /** fs block → its content after recovery (superblocks included). */
+  patches: Map<number, Uint8Array>;
+  report: JournalReport;
+}
+
+/** Why a pass ended early (the kernel's `goto failed` or an error status): the replay's outcome is then e2fsck's on error. */
+class PassFailure {
+  constructor(readonly tid: number, readonly why: string) {}
+}
+
+function errorText(e: unknown): string {
+  if (isImgError(e)) return e.message.replace(/^jbd2[^:]*: /, '');
+  throw e;
+}
+
+function tidRange(first: number, last: number): string {
+  return first === last ? `transaction ${first}` : `transactions ${first}-${last}`;
+}
+
+/** The report of a replay that could not start (the journal superblock or inode is unusable). */
+export function unreplayedReport(why: string): JournalReport {
+  const summary = `nothing replayed (${why}); showing the volume as it is, without the journal's transactions`;
+  return { transactions: 0, damage: why, blocksReplayed: 0, distinctBlocks: 0, revoked: 0, skippedBlocks: 0, summary, notice: summary };
+}
+
 /**
  * Replays the internal journal whose data lives in `journalExtents` (the journal inode's block
- * map, sorted by file block). Returns fs block → its content after recovery. An empty journal
- * (s_start 0) gives just the cleaned filesystem superblock.
+ * map, sorted by file block). Returns fs block → its content after recovery, and a report. An
+ * empty journal (s_start 0) gives just the cleaned filesystem superblock.
+ *
+ * Damage is handled as e2fsck (e2fsprogs 1.47, e2fsck/recovery.c, the kernel's fs/jbd2/recovery.c)
+ * does, so that the result equals `e2fsck -fy`'s:
+ *   - SCAN: the log ends at a block without the jbd2 magic, with another transaction's ID, or of an
+ *     unknown type (transactions before it are replayed). A bad commit checksum ends it before
+ *     that transaction (the kernel would refuse to mount). A descriptor or revoke block with a bad
+ *     checksum followed by a commit block no older than the previous one is an error: nothing is
+ *     replayed (e2fsck then clears the journal); with an older commit it is a stale log and ends
+ *     there. An unreadable log block is an error.
+ *   - REVOKE: an impossible r_count is an error: nothing is replayed.
+ *   - REPLAY: a data block that fails its checksum, cannot be read or lies past the volume is
+ *     skipped; the rest is replayed.
+ * Throws only when the journal superblock is unusable (unknown features, bad checksum or magic,
+ * a log that does not fit): the caller then shows the volume un-replayed.
  */
 export async function replayJournal(vol: ByteReader, sb: Superblock, journalExtents: readonly FileExtent[],
-                                    opts: ReplayOptions = {}): Promise<Map<number, Uint8Array>> {
+                                    opts: ReplayOptions = {}): Promise<JournalReplay> {
   const log = opts.log ?? ((): void => {});
   const bs = sb.blockSize;
   const mapped = journalExtents.reduce((m, e) => Math.max(m, e.fileBlock + e.lenBlocks), 0);
@@ -153,10 +216,14 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
     log('jbd2: the journal has a fast-commit area; fast-commit blocks are not replayed');
   }
   const out = new Map<number, Uint8Array>();
+  const report: JournalReport = {
+    firstTid: jsb.sequence, transactions: 0, blocksReplayed: 0, distinctBlocks: 0, revoked: 0, skippedBlocks: 0, summary: '',
+  };
   if (jsb.start === 0) {
-    log('jbd2: the journal is empty; nothing to replay');
+    report.summary = 'the journal is empty; nothing to replay';
+    log(`jbd2: ${report.summary}`);
     await markRecovered(vol, sb, out, undefined, log);
-    return out;
+    return { patches: out, report };
   }
   if (jsb.start < jsb.first || jsb.start >= last) throw new FormatError('ECORRUPT', `jbd2: s_start ${jsb.start} is outside the log`);
 
@@ -166,40 +233,66 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
   const asyncCommit = (jsb.featureIncompat & JBD2_INCOMPAT.ASYNC_COMMIT) !== 0;
   const v1 = (jsb.featureCompat & JBD2_COMPAT.CHECKSUM) !== 0;
   let endTid: number | undefined;
-  let failedCommit: number | undefined;
+  /** Why the scan ended before the log's natural end (a damaged block that ends it cleanly). */
+  let scanEndWhy: string | undefined;
+  /** The scan ended inside a transaction (blocks of it seen, no commit): an interrupted commit. */
+  let open = false;
+  /** The scan ended at blocks left from an earlier use of the log (the kernel's "likely stale data"): not damage. */
+  let staleNote: string | undefined;
+  /** Blocks skipped in REPLAY, with the first reason (e2fsck then reports an error, but keeps what it wrote). */
+  let skipWhy: string | undefined;
   const revoked = new Map<number, number>();
-  let replayed = 0, skipped = 0, transactions = 0;
 
+  /** One pass over the log, as do_one_pass(). Throws PassFailure where the kernel's `goto failed` is. */
   const pass = async (p: number): Promise<void> => {
     let nextTid = jsb.sequence;
     let next = jsb.start;
     let consumed = 0;
     let lastCommitTime = 0n;
-    let needCheckCommitTime = false;
+    /** A checksum failed in this transaction (need_check_commit_time): its commit block decides. */
+    let checkWhy: string | undefined;
     let crc32Sum = 0xffffffff; // v1: crc32_be over each transaction's descriptor and data blocks
     const advance = (n: number): void => {
       consumed += n;
       for (let k = 0; k < n; k++) next = wrap(next + 1);
     };
+    const read = async (j: number): Promise<Uint8Array> => {
+      try { return await jlog.block(j); } catch (e) { throw new PassFailure(nextTid, `log block ${j} cannot be read: ${errorText(e)}`); }
+    };
     scan: for (;;) {
       if (p !== PASS_SCAN && tidGeq(nextTid, endTid!)) break;
       if (consumed >= logBlocks) { log('jbd2: the log wraps onto itself; stopping'); break; }
-      const blk = await jlog.block(next);
+      const here = next;
+      const blk = await read(next);
       advance(1);
       const h = decodeJournalHeader(blk);
-      if (h.magic !== JBD2_MAGIC || h.sequence !== nextTid) break;
+      // The log's end: what follows the last transaction is stale (older IDs, old data blocks) or
+      // zeros. Not so at s_start, where a log that needs recovery must begin, nor a later ID.
+      const atStart = here === jsb.start && consumed === 1;
+      if (h.magic !== JBD2_MAGIC) {
+        if (p === PASS_SCAN && atStart) scanEndWhy = `the log's first block (${here}) is not a journal block`;
+        break;
+      }
+      if (h.sequence !== nextTid) {
+        if (p === PASS_SCAN && (atStart || tidGt(h.sequence, nextTid))) {
+          scanEndWhy = `log block ${here} has transaction ID ${h.sequence}, expected ${nextTid}`;
+        }
+        break;
+      }
+      if (p === PASS_SCAN) open = true;
       switch (h.blockType) {
         case JBD2_BLOCKTYPE.DESCRIPTOR: {
           if (csum && !sums.tail(blk)) {
-            // A stale block from an earlier use of the log may look valid except for its checksum.
-            if (p !== PASS_SCAN) throw new FormatError('ECHECKSUM', `jbd2: descriptor block checksum mismatch in transaction ${nextTid}`);
-            needCheckCommitTime = true;
+            // PASS_SCAN can see stale blocks from an earlier use of the log: the commit block decides.
+            if (p !== PASS_SCAN) throw new PassFailure(nextTid, 'descriptor block checksum mismatch');
+            checkWhy ??= 'descriptor block checksum mismatch';
           }
           const tags = decodeDescriptorTags(blk, jsb);
-          if (p === PASS_SCAN && v1 && !needCheckCommitTime && endTid === undefined) {
+          if (p === PASS_SCAN && v1 && checkWhy === undefined && endTid === undefined) {
             crc32Sum = crc32Be(crc32Sum, blk);
             for (let k = 0; k < tags.length; k++) {
-              const d = await jlog.block(next);
+              let d: Uint8Array;
+              try { d = await jlog.block(next); } catch { break scan; } // calc_chksums(): an unreadable block ends the scan
               advance(1);
               crc32Sum = crc32Be(crc32Sum, d);
             }
@@ -212,21 +305,23 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
             const home = tag.fsBlock;
             const rev = revoked.get(home);
             if (rev !== undefined && !tidGt(nextTid, rev)) continue;
-            const data = await jlog.block(dataBlock);
+            let data: Uint8Array;
+            try { data = await jlog.block(dataBlock); } catch (e) {
+              skip(`log block ${dataBlock} of transaction ${nextTid} cannot be read (${errorText(e)})`);
+              continue;
+            }
             if (csum && !sums.data(tag, data, h.sequence)) {
-              log(`jbd2: checksum mismatch for block ${home} in transaction ${nextTid}; not replayed`);
-              skipped++;
+              skip(`data checksum mismatch for block ${home} in transaction ${nextTid}`);
               continue;
             }
             if (home >= sb.blocksCount) {
-              log(`jbd2: transaction ${nextTid} logs block ${home}, past the filesystem's end; not replayed`);
-              skipped++;
+              skip(`transaction ${nextTid} logs block ${home}, past the filesystem's end`);
               continue;
             }
             const copy = data.slice();
             if (tag.flags & JBD2_TAG_FLAG.ESCAPE) new DataView(copy.buffer).setUint32(0, JBD2_MAGIC);
             out.set(home, copy);
-            replayed++;
+            report.blocksReplayed++;
           }
           continue;
         }
@@ -234,66 +329,115 @@ export async function replayJournal(vol: ByteReader, sb: Superblock, journalExte
           if (p === PASS_SCAN) {
             const ch = decodeCommitHeader(blk);
             const commitTime = ch.commitSec;
-            if (needCheckCommitTime) {
-              if (commitTime >= lastCommitTime) {
-                throw new FormatError('ECHECKSUM', `jbd2: invalid checksum found in transaction ${nextTid}`);
-              }
+            if (checkWhy !== undefined) {
+              // a checksum failed earlier in this transaction: a commit no older than the last is corruption
+              if (commitTime >= lastCommitTime) throw new PassFailure(nextTid, checkWhy);
+              staleNote = `transaction ${nextTid} is stale (${checkWhy}, its commit older than the previous one)`;
+              open = false;
               break scan; // stale blocks of an earlier log: recovery ends here
             }
             let bad = false;
             if (v1) {
-              if (endTid !== undefined) { failedCommit = endTid; break scan; }
+              if (endTid !== undefined) break scan; // the kernel's j_failed_commit: an earlier commit was corrupt (async commit)
               const ok = (crc32Sum === ch.checksum0 && ch.checksumType === 1 && ch.checksumSize === 4) ||
                 (ch.checksumType === 0 && ch.checksumSize === 0 && ch.checksum0 === 0);
               if (ok) crc32Sum = 0xffffffff; else bad = true;
             }
             if (bad || (csum && !sums.commit(blk))) {
-              if (commitTime < lastCommitTime) break scan; // stale: recovery ends here
+              if (commitTime < lastCommitTime) {
+                staleNote = `transaction ${nextTid} is stale (commit block checksum mismatch, its commit older than the previous one)`;
+                open = false;
+                break scan;
+              }
               endTid = nextTid;
-              if (!asyncCommit) { failedCommit = nextTid; break scan; }
+              scanEndWhy = 'commit block checksum mismatch';
+              if (!asyncCommit) { open = false; break scan; } // e2fsck: "journal transaction N was corrupt, replay was aborted"
             }
             lastCommitTime = commitTime;
-            transactions++;
+            open = false;
           }
           nextTid = (nextTid + 1) >>> 0;
           continue;
         }
         case JBD2_BLOCKTYPE.REVOKE: {
-          if (p === PASS_SCAN && csum && !sums.tail(blk)) needCheckCommitTime = true;
+          if (p === PASS_SCAN && csum && !sums.tail(blk)) checkWhy ??= 'revoke block checksum mismatch';
           if (p !== PASS_REVOKE) continue;
-          if (csum && !sums.tail(blk)) throw new FormatError('ECHECKSUM', `jbd2: revoke block checksum mismatch in transaction ${nextTid}`);
-          for (const b of decodeRevokeRecords(blk, jsb)) {
+          let records: number[];
+          try { records = decodeRevokeRecords(blk, jsb); } catch (e) { throw new PassFailure(nextTid, errorText(e)); }
+          for (const b of records) {
             const prev = revoked.get(b);
             if (prev === undefined || tidGt(nextTid, prev)) revoked.set(b, nextTid);
           }
           continue;
         }
         default:
+          if (p === PASS_SCAN) { scanEndWhy = `log block ${here} has an unknown block type ${h.blockType}`; open = false; }
           break scan;
       }
     }
     if (p === PASS_SCAN) endTid ??= nextTid;
     else if (nextTid !== endTid) log(`jbd2: ${PASS_NAME[p]} pass ended at transaction ${nextTid}, expected ${endTid}`);
   };
+  const skip = (why: string): void => {
+    log(`jbd2: ${why}; not replayed`);
+    skipWhy ??= why;
+    report.skippedBlocks++;
+  };
 
-  await pass(PASS_SCAN);
-  if (failedCommit !== undefined) {
-    log(`jbd2: transaction ${failedCommit} is corrupt (bad commit checksum): replaying only the transactions before it ` +
-        '(the kernel would refuse to mount; this is what e2fsck -y recovers)');
+  let failure: PassFailure | undefined;
+  for (const p of [PASS_SCAN, PASS_REVOKE, PASS_REPLAY]) {
+    try {
+      await pass(p);
+    } catch (e) {
+      if (!(e instanceof PassFailure)) throw e;
+      failure = e;
+      log(`jbd2: ${PASS_NAME[p]} pass failed in transaction ${e.tid}: ${e.why}`);
+      if (p !== PASS_REPLAY) out.clear(); // nothing was written yet: e2fsck replays nothing
+      break;
+    }
   }
-  await pass(PASS_REVOKE);
-  await pass(PASS_REPLAY);
-  log(`jbd2: replayed ${transactions} transaction(s) ${jsb.sequence}..${(endTid! - 1) >>> 0}: ` +
-      `${replayed} block writes, ${out.size} distinct blocks, ${revoked.size} revoked, ${skipped} skipped`);
-  // The journal superblock as e2fsck leaves it after recovery: empty, next sequence after the log.
+  report.revoked = revoked.size;
+  report.distinctBlocks = out.size;
+  const first = jsb.sequence;
+  if (failure && out.size === 0) {
+    report.stoppedAt = failure.tid;
+    report.damage = `transaction ${failure.tid}: ${failure.why}`;
+    report.summary = `nothing replayed, stopped at transaction ${failure.tid}: ${failure.why}; ` +
+      'showing the volume without the journal\'s transactions (as e2fsck -y leaves it)';
+  } else {
+    const end = failure ? failure.tid : endTid!;
+    report.transactions = (end - first) >>> 0;
+    if (report.transactions > 0) report.lastTid = (end - 1) >>> 0;
+    report.stoppedAt = end;
+    const done = report.transactions > 0 ? `replayed ${tidRange(first, report.lastTid!)}` : 'nothing replayed';
+    const why = failure?.why ?? scanEndWhy;
+    report.summary = `${done} (${report.blocksReplayed} block writes)`;
+    if (why !== undefined) {
+      report.damage = `transaction ${end}: ${why}`;
+      report.summary = `${done}, stopped at transaction ${end}: ${why}`;
+    } else if (staleNote !== undefined) {
+      report.summary += `; ${staleNote}`;
+    } else if (open) {
+      report.summary += `; transaction ${end} was not committed`;
+    }
+    if (skipWhy !== undefined) {
+      report.damage ??= skipWhy;
+      report.summary += `; ${report.skippedBlocks} block(s) not replayed (${skipWhy})`;
+    }
+  }
+  if (report.damage !== undefined) report.notice = report.summary;
+  log(`jbd2: ${report.summary}; ${report.revoked} revoked, ${report.skippedBlocks} skipped`);
+  // The journal superblock as e2fsck leaves it: empty; after a successful recovery the next sequence
+  // follows the log, after a failed one it is unchanged (the s_errno it records for a corrupt
+  // commit is moved to the filesystem superblock by its journal check).
   const jsbHome = jlog.volumeBlock(0);
   const cleanJsb = (out.get(jsbHome) ?? (await vol.readAt(jsbHome * bs, bs))).slice();
   const jv = new DataView(cleanJsb.buffer);
-  jv.setUint32(0x18, (endTid! + 1) >>> 0);
+  if (failure === undefined && report.skippedBlocks === 0) jv.setUint32(0x18, (endTid! + 1) >>> 0);
   jv.setUint32(0x1c, 0);
   if (csum) jv.setUint32(JSB_CHECKSUM_OFFSET, journalSuperblockChecksum(cleanJsb));
   await markRecovered(vol, sb, out, [jsbHome, cleanJsb], log);
-  return out;
+  return { patches: out, report };
 }
 
 /** Adds the filesystem superblock with INCOMPAT_RECOVER cleared (and its checksum updated). */
@@ -320,7 +464,9 @@ async function markRecovered(vol: ByteReader, sb: Superblock, out: Map<number, U
 /**
  * A ByteReader that serves `patches` (fs block → blockSize bytes) over `base`: the volume as
  * journal recovery leaves it. Lookups are a binary search over the sorted patched block numbers.
- * Concurrent reads are fine; the patch map must not change after construction.
+ * Patched blocks are never read from the base (a restore's header-only volume refuses blocks it
+ * stores as file data, and a replayed block may be one). Concurrent reads are fine; the patch map
+ * must not change after construction.
  */
 export class PatchedReader implements ByteReader {
   private readonly sorted: Float64Array;
@@ -332,22 +478,26 @@ export class PatchedReader implements ByteReader {
   get sizeBytes(): number { return this.base.sizeBytes; }
 
   async readAt(posBytes: number, lenBytes: number): Promise<Uint8Array> {
-    const base = await this.base.readAt(posBytes, lenBytes);
-    if (lenBytes === 0 || this.sorted.length === 0) return base;
+    if (lenBytes === 0 || this.sorted.length === 0) return this.base.readAt(posBytes, lenBytes);
     const bs = this.blockSize;
     const first = Math.floor(posBytes / bs);
     const last = Math.floor((posBytes + lenBytes - 1) / bs);
     let lo = 0, hi = this.sorted.length;
     while (lo < hi) { const mid = (lo + hi) >>> 1; if (this.sorted[mid]! < first) lo = mid + 1; else hi = mid; }
-    if (lo >= this.sorted.length || this.sorted[lo]! > last) return base;
-    const buf = base.slice(); // the base may hand out buffers it still uses
+    if (lo >= this.sorted.length || this.sorted[lo]! > last) return this.base.readAt(posBytes, lenBytes);
+    if (posBytes + lenBytes > this.sizeBytes) return this.base.readAt(posBytes, lenBytes); // the base's error
+    const end = posBytes + lenBytes;
+    const buf = new Uint8Array(lenBytes);
+    let pos = posBytes; // bytes before `pos` are filled
     for (let i = lo; i < this.sorted.length && this.sorted[i]! <= last; i++) {
       const b = this.sorted[i]!;
-      const data = this.patches.get(b)!;
       const from = Math.max(posBytes, b * bs);
-      const to = Math.min(posBytes + lenBytes, (b + 1) * bs);
-      buf.set(data.subarray(from - b * bs, to - b * bs), from - posBytes);
+      const to = Math.min(end, (b + 1) * bs);
+      if (from > pos) buf.set(await this.base.readAt(pos, from - pos), pos - posBytes);
+      buf.set(this.patches.get(b)!.subarray(from - b * bs, to - b * bs), from - posBytes);
+      pos = to;
     }
+    if (pos < end) buf.set(await this.base.readAt(pos, end - pos), pos - posBytes);
     return buf;
   }
 }

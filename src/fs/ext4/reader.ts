@@ -15,11 +15,11 @@
  * checked (tree-block-map.ts); damaged metadata is a FormatError, a bad inode number ENOENT.
  */
 import { LRUCache } from 'lru-cache';
-import { FormatError, FsError } from '../../errors/index.js';
+import { FormatError, FsError, isImgError } from '../../errors/index.js';
 import type { ByteReader, PieceReader } from '../../io/index.js';
 import type { DirEntry, FileExtent, FileType, FsTree, Stat, StatFs } from '../types.js';
 import { Ext4Geometry } from './geometry.js';
-import { PatchedReader, replayJournal } from './journal-replay.js';
+import { PatchedReader, replayJournal, unreplayedReport, type JournalReport } from './journal-replay.js';
 import {
   BG_FLAGS, COMPAT, decodeDirBlock, decodeGroupDesc, decodeInode, decodeInodeXattrs, decodeSuperblock, decodeXattrBlock,
   FT, hasCompat, hasIncompat, hasRoCompat, INCOMPAT, INODE_FLAGS, RO_COMPAT, ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR,
@@ -143,36 +143,44 @@ async function readSuperblock(vol: ByteReader): Promise<Superblock> {
 /**
  * Opens an ext2/3/4 volume. Refuses unknown incompat features (UnsupportedError). If the journal
  * needs recovery and is internal, the tree shows the state after replay (`tree.vol` is then the
- * patched volume and `tree.journalPatches` the replayed blocks).
+ * patched volume, `tree.journalPatches` the replayed blocks and `tree.journalReport` what was
+ * done). A damaged journal never stops the open: the replay stops where e2fsck's would, or the
+ * tree shows the volume un-replayed, and the report says so.
  */
 export async function openExt4(vol: ByteReader, opts: OpenExt4Options = {}): Promise<Ext4Tree> {
   const log = opts.log ?? ((): void => {});
   const cacheBytes = opts.cacheBytes ?? DEFAULT_CACHE_BYTES;
   let sb = await readSuperblock(vol);
   let patches: Map<number, Uint8Array> | undefined;
+  let report: JournalReport | undefined;
   if (hasIncompat(sb, INCOMPAT.RECOVER)) {
     if (opts.replayJournal === false) {
       log('ext4: the journal needs recovery but replay is off: the tree may show a stale state');
     } else if (sb.journalInum === 0 || !hasCompat(sb, COMPAT.HAS_JOURNAL)) {
-      log('ext4: the journal needs recovery but is external (not replayed): the tree may show a stale state');
+      report = unreplayedReport('the journal is on another device');
+      log(`ext4: journal: ${report.summary}`);
     } else {
       const pre = await Ext4Tree.create(vol, sb, { log, cacheBytes: 4 * 1024 * 1024 });
-      const journal = await pre.fileExtentsOf(sb.journalInum);
       try {
-        patches = await replayJournal(vol, sb, journal, { log });
+        const r = await replayJournal(vol, sb, await pre.fileExtentsOf(sb.journalInum), { log });
+        patches = r.patches;
+        report = r.report;
+        vol = new PatchedReader(vol, sb.blockSize, patches);
+        sb = await readSuperblock(vol);
       } catch (e) {
-        log(`ext4: journal replay failed (${(e as Error).message}); open with replayJournal: false to see the un-replayed state`);
-        throw e;
+        if (!isImgError(e)) throw e;
+        report = unreplayedReport(e.message.replace(/^jbd2: /, ''));
+        log(`ext4: journal: ${report.summary}`);
       }
-      vol = new PatchedReader(vol, sb.blockSize, patches);
-      sb = await readSuperblock(vol);
       if (hasIncompat(sb, INCOMPAT.RECOVER)) sb = { ...sb, featureIncompat: sb.featureIncompat & ~INCOMPAT.RECOVER };
     }
   }
-  return Ext4Tree.create(vol, sb, { log, cacheBytes, journalPatches: patches });
+  return Ext4Tree.create(vol, sb, { log, cacheBytes, journalPatches: patches, journalReport: report });
 }
 
-interface CreateOptions { log: (m: string) => void; cacheBytes: number; journalPatches?: Map<number, Uint8Array> | undefined }
+interface CreateOptions {
+  log: (m: string) => void; cacheBytes: number; journalPatches?: Map<number, Uint8Array> | undefined; journalReport?: JournalReport | undefined;
+}
 
 export class Ext4Tree implements FsTree {
   readonly rootIno = ROOT_INO;
@@ -187,6 +195,8 @@ export class Ext4Tree implements FsTree {
   private readonly itableChunks: number;
   private readonly itableChunkBytes: number;
   private readonly log: (m: string) => void;
+  /** What the journal replay did, when the volume needed recovery (absent otherwise). */
+  readonly journalReport: JournalReport | undefined;
 
   private constructor(readonly vol: ByteReader, readonly sb: Superblock, private readonly inodeTable: Float64Array,
                       private readonly groupFlags: Uint16Array, private readonly itableUnused: Uint32Array,
@@ -196,6 +206,7 @@ export class Ext4Tree implements FsTree {
     this.blockSize = sb.blockSize;
     this.geometry = new Ext4Geometry(sb);
     this.log = opts.log;
+    this.journalReport = opts.journalReport;
     this.cache = opts.cacheBytes === Infinity ? new UnboundedCache() : new LRUCache<number, object>({ maxSize: Math.max(1 << 20, opts.cacheBytes) });
     this.descCsum = hasRoCompat(sb, RO_COMPAT.GDT_CSUM) || hasRoCompat(sb, RO_COMPAT.METADATA_CSUM);
     this.hugeFile = hasRoCompat(sb, RO_COMPAT.HUGE_FILE);

@@ -3,7 +3,8 @@
  * the 12-byte block header, descriptor-block tags (32/64-bit, csum v2/v3 layouts), revoke records
  * and the commit header. Follows the kernel's include/linux/jbd2.h and fs/jbd2/recovery.c.
  * Pure: no I/O, no checksums (journal-replay.ts verifies those). Every count is checked against
- * the block; returned arrays are fresh, `uuid` is a copy.
+ * the block (an impossible r_count is a FormatError, as the kernel's -EINVAL); returned arrays are
+ * fresh, `uuid` is a copy.
  */
 import { FormatError } from '../../../errors/index.js';
 
@@ -110,8 +111,11 @@ export function tagBytes(jsb: JournalSuperblock): number {
 /** Bytes at the end of descriptor and revoke blocks taken by the block tail checksum. */
 export function tailBytes(jsb: JournalSuperblock): number { return hasCsumV2or3(jsb) ? 4 : 0; }
 
-function blockNo(lo: number, hi: number, what: string): number {
-  if (hi > 0x1fffff) throw new FormatError('ERANGE', `${what}: block number above 2^53`, { hi });
+/**
+ * A 64-bit block number. Above 2^53 the value is not exact, but it is then past the end of any
+ * volume, which is all the replay needs to know (it skips such blocks, as e2fsck fails to write them).
+ */
+function blockNo(lo: number, hi: number): number {
   return hi * 0x100000000 + lo;
 }
 
@@ -132,7 +136,7 @@ export function decodeDescriptorTags(block: Uint8Array, jsb: JournalSuperblock):
     const lo = v.getUint32(pos);
     const hi = wide ? v.getUint32(pos + 8) : 0;
     const checksum = csum3 ? v.getUint32(pos + 12) : v.getUint16(pos + 4);
-    tags.push({ fsBlock: blockNo(lo, hi, 'jbd2 descriptor tag'), flags, checksum });
+    tags.push({ fsBlock: blockNo(lo, hi), flags, checksum });
     pos += tb;
     if (!(flags & JBD2_TAG_FLAG.SAME_UUID)) pos += 16;
     if (flags & JBD2_TAG_FLAG.LAST_TAG) break;
@@ -151,7 +155,7 @@ export function decodeRevokeRecords(block: Uint8Array, jsb: JournalSuperblock): 
   const rec = wide ? 8 : 4;
   const out: number[] = [];
   for (let pos = 16; pos + rec <= count; pos += rec) {
-    out.push(wide ? blockNo(v.getUint32(pos + 4), v.getUint32(pos), 'jbd2 revoke record') : v.getUint32(pos));
+    out.push(wide ? blockNo(v.getUint32(pos + 4), v.getUint32(pos)) : v.getUint32(pos));
   }
   return out;
 }
