@@ -1,4 +1,4 @@
-export { ImgError, isImgError, type ErrorCode, type ErrorDetail } from './img-error.js';
+export { ERROR_CODES, ImgError, isImgError, type ErrorCode, type ErrorDetail } from './img-error.js';
 export { FormatError, type FormatErrorCode } from './format-error.js';
 export { IoError, type IoErrorCode } from './io-error.js';
 export { FsError, type FsErrorCode } from './fs-error.js';
