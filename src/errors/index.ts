@@ -3,3 +3,5 @@ export { FormatError, type FormatErrorCode } from './format-error.js';
 export { IoError, type IoErrorCode } from './io-error.js';
 export { FsError, type FsErrorCode } from './fs-error.js';
 export { UnsupportedError, UsageError, MountError, InterruptedError, PartialError, InternalError } from './misc-errors.js';
+export { EntryError } from './entry-error.js';
+export { Errno } from './errno.js';

@@ -51,7 +51,7 @@ export class FileSink implements Sink {
       } catch (e) {
         throw ioErrorFrom(e, this.name, 'write failed');
       }
-      if (n === 0) throw ioErrorFrom(Object.assign(new Error('no progress'), { code: 'EIO' }), this.name, 'write failed');
+      if (n === 0) throw ioErrorFrom(new IoError('EIO', 'no progress'), this.name, 'write failed');
       pos += n;
       // a short writev: drop what was written and go on with the rest
       while (rest.length > 0 && n >= rest[0]!.byteLength) { n -= rest[0]!.byteLength; rest.shift(); }

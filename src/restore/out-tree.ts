@@ -12,12 +12,9 @@
 import { constants as C, lstatSync, openSync, promises as fsp, unlinkSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { IoError } from '../errors/index.js';
+import { EntryError, IoError } from '../errors/index.js';
 import { openFd } from './fd-io.js';
 
-export class EntryError extends Error {
-  constructor(message: string, readonly errno?: string) { super(message); }
-}
 
 function errnoOf(e: unknown): string | undefined { return (e as NodeJS.ErrnoException)?.code; }
 

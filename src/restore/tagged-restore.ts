@@ -22,11 +22,11 @@
  * Returns a summary; throws only for what stops the whole restore (bad header, unusable DIR).
  */
 import { closeSync, constants as C, fchmodSync, fchownSync, ftruncateSync, futimesSync, promises as fsp, writevSync } from 'node:fs';
-import { isImgError } from '../errors/index.js';
+import { EntryError, IoError, isImgError } from '../errors/index.js';
 import { closeFd, fchmodFd, fchownFd, ftruncateFd, futimesFd, openFd, writevAll } from './fd-io.js';
 import { showPath, selectTagged, type Problem } from './select.js';
 import { planRestore, type PlannedEntry, type PlannedFile, type RestorePlan } from './plan.js';
-import { EntryError, OutTree, runTool } from './out-tree.js';
+import { OutTree, runTool } from './out-tree.js';
 import { fixTimes, utimeArg, type TimeFix } from './exact-times.js';
 import type { FrameResult, ImageInput, KeepBatch } from './image-input.js';
 import { openHeaderTree } from './open-tree.js';
@@ -602,7 +602,7 @@ function writeAllSync(fd: number, bufs: readonly Uint8Array[], pos: number): voi
   for (const b of left) total += b.byteLength;
   while (total > 0) {
     const n = writevSync(fd, left, pos);
-    if (n === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    if (n === 0) throw new IoError('EIO', 'write made no progress');
     pos += n; total -= n;
     let k = n;
     while (k > 0) { const b = left[0]!; if (k >= b.byteLength) { k -= b.byteLength; left.shift(); } else { left[0] = b.subarray(k); k = 0; } }
