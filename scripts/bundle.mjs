@@ -24,7 +24,7 @@ await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  external: ['@node-rs/xxhash', 'fuse-native'],
+  external: ['@node-rs/xxhash', 'fuse-native', 'fs-xattr'],
   // commander and debug are CommonJS: their require() calls need a real require in an ES module
   banner: { js: "import { createRequire as __imgmountRequire } from 'node:module'; const require = __imgmountRequire(import.meta.url);" },
   legalComments: 'none',

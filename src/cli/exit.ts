@@ -24,17 +24,25 @@ export const EXIT = {
   INTERRUPTED: 130,
 } as const;
 
+/**
+ * The status of each error code. A Record over ErrorCode, so a new code without a status does
+ * not compile. FsError codes are requests the tree cannot satisfy (a path that is missing, not a
+ * directory, a loop, a missing attribute): IO, like a missing file. EINVAL only comes from a
+ * filesystem that contradicts itself (a read of an inode that is not a file), so BAD_INPUT.
+ */
+const STATUS: Record<ErrorCode, number> = {
+  EUSAGE: EXIT.USAGE,
+  ETRUNC: EXIT.BAD_INPUT, EMAGIC: EXIT.BAD_INPUT, EVERSION: EXIT.BAD_INPUT, ECHECKSUM: EXIT.BAD_INPUT,
+  ERANGE: EXIT.BAD_INPUT, ECORRUPT: EXIT.BAD_INPUT, EUNSUPPORTED: EXIT.BAD_INPUT, EINVAL: EXIT.BAD_INPUT,
+  ESHORT: EXIT.IO, EIO: EXIT.IO, ENOSPC: EXIT.IO,
+  ENOENT: EXIT.IO, ENOTDIR: EXIT.IO, EISDIR: EXIT.IO, ELOOP: EXIT.IO, ENODATA: EXIT.IO, EEXIST: EXIT.IO, EROFS: EXIT.IO,
+  EMOUNT: EXIT.MOUNT,
+  EMOUNTED: EXIT.SOURCE_BUSY, EFREEZE: EXIT.SOURCE_BUSY, EFREEZETIMEOUT: EXIT.SOURCE_BUSY,
+  EPARTIAL: EXIT.PARTIAL,
+  EINTERRUPTED: EXIT.INTERRUPTED,
+  EINTERNAL: EXIT.INTERNAL,
+};
+
 export function exitCodeFor(code: ErrorCode | undefined): number {
-  switch (code) {
-    case 'EUSAGE': return EXIT.USAGE;
-    case 'ETRUNC': case 'EMAGIC': case 'EVERSION': case 'ECHECKSUM': case 'ERANGE': case 'ECORRUPT': case 'EUNSUPPORTED':
-      return EXIT.BAD_INPUT;
-    case 'ESHORT': case 'EIO': case 'ENOSPC': case 'ENOENT': case 'ENOTDIR': case 'EISDIR': case 'EEXIST': case 'EROFS':
-      return EXIT.IO;
-    case 'EMOUNT': return EXIT.MOUNT;
-    case 'EMOUNTED': case 'EFREEZE': case 'EFREEZETIMEOUT': return EXIT.SOURCE_BUSY;
-    case 'EPARTIAL': return EXIT.PARTIAL;
-    case 'EINTERRUPTED': return EXIT.INTERRUPTED;
-    default: return EXIT.INTERNAL;
-  }
+  return (code !== undefined && Object.hasOwn(STATUS, code)) ? STATUS[code] : EXIT.INTERNAL;
 }

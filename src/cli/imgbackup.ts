@@ -1,10 +1,14 @@
-/** imgbackup SRC IMG: argument parsing and output only; the work is src/backup/backup.ts. */
+/**
+ * imgbackup SRC IMG: argument parsing and output only; the work is src/backup/backup.ts. A file
+ * IMG appears only when complete (FileSink); SIGINT/SIGTERM remove the partial one (exit 130).
+ */
 import { stat } from 'node:fs/promises';
-import { UsageError } from '../errors/index.js';
+import { InterruptedError, UsageError } from '../errors/index.js';
 import { backup, type BackupResult } from '../backup/backup.js';
 import { checkSource } from '../backup/source-check.js';
 import { holdSource } from '../backup/freeze.js';
 import { FileSink, FileSource, StdoutSink, type Sink } from '../io/index.js';
+import { onInterrupt } from './interrupt.js';
 import { Progress, formatBytes } from './progress.js';
 import { program, run, VERSION, debugFor } from './run.js';
 
@@ -47,6 +51,8 @@ async function main(): Promise<number> {
   const src = await FileSource.open(srcPath);
   if (imgPath !== '-') await refuseSameFile(srcPath, imgPath);
   const sink: Sink = imgPath === '-' ? new StdoutSink() : await FileSink.create(imgPath, !!o.force);
+  // a signal removes the temporary file at once and fails the next write; stdout needs nothing
+  const stopHandling = sink instanceof FileSink ? onInterrupt('imgbackup', () => sink.interrupt(new InterruptedError())) : () => undefined;
   const progress = new Progress('imgbackup');
   const log = debugFor('imgbackup');
   let result: BackupResult;
@@ -69,6 +75,7 @@ async function main(): Promise<number> {
     throw e;
   } finally {
     await src.close();
+    stopHandling();
   }
   progress.done();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;

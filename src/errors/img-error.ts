@@ -5,17 +5,21 @@
  * A corrupt or hostile image may only produce FormatError or IoError (or FsError for a lookup),
  * never InternalError, RangeError or TypeError.
  */
-export type ErrorCode =
+export const ERROR_CODES = [
   // FormatError: the bytes of an image or filesystem are not what they must be
-  | 'ETRUNC' | 'EMAGIC' | 'EVERSION' | 'ECHECKSUM' | 'ERANGE' | 'ECORRUPT'
+  'ETRUNC', 'EMAGIC', 'EVERSION', 'ECHECKSUM', 'ERANGE', 'ECORRUPT',
   // IoError
-  | 'ESHORT' | 'EIO' | 'ENOSPC'
+  'ESHORT', 'EIO', 'ENOSPC',
   // FsError: a path or inode request that the tree cannot satisfy
-  | 'ENOENT' | 'ENOTDIR' | 'EISDIR' | 'ELOOP' | 'ENODATA' | 'EROFS' | 'EEXIST' | 'EINVAL'
+  'ENOENT', 'ENOTDIR', 'EISDIR', 'ELOOP', 'ENODATA', 'EROFS', 'EEXIST', 'EINVAL',
   // the rest
-  | 'EUNSUPPORTED' | 'EUSAGE' | 'EINTERNAL' | 'EPARTIAL' | 'EINTERRUPTED' | 'EMOUNT'
+  'EUNSUPPORTED', 'EUSAGE', 'EINTERNAL', 'EPARTIAL', 'EINTERRUPTED', 'EMOUNT',
   // SourceBusyError: the source is mounted read-write, or its freeze failed or timed out
-  | 'EMOUNTED' | 'EFREEZE' | 'EFREEZETIMEOUT';
+  'EMOUNTED', 'EFREEZE', 'EFREEZETIMEOUT',
+] as const;
+
+/** Every code an ImgError may carry: the list above is the one source (tests iterate over it). */
+export type ErrorCode = typeof ERROR_CODES[number];
 
 export type ErrorDetail = Record<string, string | number | bigint | boolean | undefined>;
 

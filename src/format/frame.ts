@@ -41,13 +41,15 @@ export const FRAME_HEADER = new Struct<FrameHeader>('frame header', FRAME_HEADER
   { name: 'headerChecksum', offset: 0x38, type: 'hash64', meaning: 'xxh64 of bytes 0x00–0x37' },
 ]);
 
+const FRAME_AT = FRAME_HEADER.at;
+
 export function encodeFrameHeader(f: Omit<FrameHeader, 'magic' | 'headerChecksum' | 'reserved' | 'reserved2' | 'flags'>, out?: Uint8Array): Uint8Array {
   const buf = FRAME_HEADER.encode({ ...f, magic: MAGIC_FRAME, flags: 0, reserved: 0, reserved2: 0, headerChecksum: 0n }, out);
-  new DataView(buf.buffer, buf.byteOffset).setBigUint64(0x38, hash64(buf.subarray(0, 0x38)), true);
+  // the checksum covers every byte before its own field
+  new DataView(buf.buffer, buf.byteOffset).setBigUint64(FRAME_AT.headerChecksum, hash64(buf.subarray(0, FRAME_AT.headerChecksum)), true);
   return buf;
 }
 
-const FRAME_AT = FRAME_HEADER.at;
 const MAGIC_FRAME_U32 = new DataView(MAGIC_FRAME.buffer, MAGIC_FRAME.byteOffset).getUint32(0, true);
 
 /**
@@ -64,7 +66,7 @@ export function decodeFrameHeader(buf: Uint8Array, expect: { frameIndex: number;
     throw new FormatError('ECHECKSUM', `frame ${expect.frameIndex}: header checksum mismatch`, where);
   }
   const f: FrameHeader = {
-    magic: buf.subarray(FRAME_AT.magic, FRAME_AT.magic + 4),
+    magic: buf.subarray(FRAME_AT.magic, FRAME_AT.magic + MAGIC_FRAME.byteLength),
     flags: v.getUint16(FRAME_AT.flags, true),
     reserved: v.getUint16(FRAME_AT.reserved, true),
     frameIndex: v.getUint32(FRAME_AT.frameIndex, true),

@@ -9,7 +9,7 @@
 import { FormatError, UnsupportedError } from '../errors/index.js';
 import { hash64 } from './checksum.js';
 import {
-  CONTROL_ALIGN, FIXED_HEADER_SIZE, FORMAT_MAJOR, FORMAT_MINOR, HEADER_END_SIZE, HEADER_FLAGS,
+  CONTROL_ALIGN, FIXED_HEADER_SIZE, FORMAT_MAJOR, FORMAT_MINOR, FRAME_HEADER_SIZE, HEADER_END_SIZE, HEADER_FLAGS,
   HEADER_FLAGS_KNOWN, LIMITS, MAGIC_HEADER, MAGIC_HEADER_END, MAP_RUN_SIZE, fsTypeName,
 } from './constants.js';
 import { Struct } from './struct.js';
@@ -103,10 +103,13 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
 }
 
+const FIXED_AT = FIXED_HEADER.at;
+
 export function encodeFixedHeader(h: Omit<FixedHeaderFields, 'checksum' | 'magic' | 'headerSize' | 'versionMajor' | 'versionMinor'>): Uint8Array {
   const buf = FIXED_HEADER.encode({ ...h, magic: MAGIC_HEADER, versionMajor: FORMAT_MAJOR, versionMinor: FORMAT_MINOR,
     headerSize: FIXED_HEADER_SIZE, checksum: 0n } as FixedHeaderFields);
-  new DataView(buf.buffer, buf.byteOffset).setBigUint64(0xf8, hash64(buf.subarray(0, 0xf8)), true);
+  // the checksum covers every byte before its own field
+  new DataView(buf.buffer, buf.byteOffset).setBigUint64(FIXED_AT.checksum, hash64(buf.subarray(0, FIXED_AT.checksum)), true);
   return buf;
 }
 
@@ -115,7 +118,8 @@ export function encodeFixedHeader(h: Omit<FixedHeaderFields, 'checksum' | 'magic
  * Order: magic, version, own checksum, then every field against the others.
  */
 export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHeader {
-  if (buf.byteLength < MAGIC_HEADER.byteLength || !sameBytes(buf.subarray(0, 8), MAGIC_HEADER)) {
+  const magicEnd = FIXED_AT.magic + MAGIC_HEADER.byteLength;
+  if (buf.byteLength < magicEnd || !sameBytes(buf.subarray(FIXED_AT.magic, magicEnd), MAGIC_HEADER)) {
     throw new FormatError('EMAGIC', 'not an imgmount image (bad magic)');
   }
   const h = FIXED_HEADER.decode(buf);
@@ -123,7 +127,7 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
     throw new UnsupportedError(`image format version ${h.versionMajor}.${h.versionMinor} is not supported (this reader knows ${FORMAT_MAJOR}.x)`,
       { versionMajor: h.versionMajor });
   }
-  if (hash64(buf.subarray(0, 0xf8)) !== h.checksum) throw new FormatError('ECHECKSUM', 'image header checksum mismatch (damaged header)');
+  if (hash64(buf.subarray(0, FIXED_AT.checksum)) !== h.checksum) throw new FormatError('ECHECKSUM', 'image header checksum mismatch (damaged header)');
   const bad = (what: string): never => { throw new FormatError('ECORRUPT', `image header: ${what}`); };
   if (h.headerSize !== FIXED_HEADER_SIZE) bad(`header size ${h.headerSize}`);
   if (h.flags & ~HEADER_FLAGS_KNOWN) {
@@ -144,10 +148,9 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
     throw new FormatError('ETRUNC', `image truncated inside the header (needs ${dataOffset} bytes, has ${imageBytes})`,
       { needBytes: dataOffset, haveBytes: imageBytes });
   }
-  const frameBytes = FRAME_HEADER_BYTES + h.frameBlocks * h.blockSize;
+  const frameBytes = FRAME_HEADER_SIZE + h.frameBlocks * h.blockSize;
   return { ...h, dataOffset, frameBytes, frameCount: Math.ceil(h.dataBlocks / h.frameBlocks), allBlocks: (h.flags & HEADER_FLAGS.ALL_BLOCKS) !== 0 };
 }
-const FRAME_HEADER_BYTES = 64;
 
 export function encodeHeaderEnd(headerBytes: number, checksum: bigint): Uint8Array {
   return HEADER_END.encode({ magic: MAGIC_HEADER_END, headerBytes, checksum, reserved: 0 });

@@ -44,9 +44,12 @@ export function decodeTrailerHeader(buf: Uint8Array): TrailerHeader {
   return t;
 }
 
+const FOOTER_AT = FOOTER.at;
+
 export function encodeFooter(f: Omit<Footer, 'magic' | 'footerChecksum'>): Uint8Array {
   const buf = FOOTER.encode({ ...f, magic: MAGIC_FOOTER, footerChecksum: 0n });
-  new DataView(buf.buffer, buf.byteOffset).setBigUint64(0x38, hash64(buf.subarray(0, 0x38)), true);
+  // the checksum covers every byte before its own field
+  new DataView(buf.buffer, buf.byteOffset).setBigUint64(FOOTER_AT.footerChecksum, hash64(buf.subarray(0, FOOTER_AT.footerChecksum)), true);
   return buf;
 }
 
@@ -54,8 +57,9 @@ export function encodeFooter(f: Omit<Footer, 'magic' | 'footerChecksum'>): Uint8
 export function decodeFooter(buf: Uint8Array, imageBytes: number, imageUuid: Uint8Array): Footer {
   // magic and checksum first: the last 64 bytes of a cut image are arbitrary, and decoding their
   // u64 fields could fail (ERANGE) with a message that hides the real news (truncation)
-  const sum = buf.byteLength === FOOTER_SIZE ? new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(0x38, true) : undefined;
-  if (sum === undefined || !sameBytes(buf.subarray(0, 8), MAGIC_FOOTER) || hash64(buf.subarray(0, 0x38)) !== sum) {
+  const sum = buf.byteLength === FOOTER_SIZE ? new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(FOOTER_AT.footerChecksum, true) : undefined;
+  const magic = buf.subarray(FOOTER_AT.magic, FOOTER_AT.magic + MAGIC_FOOTER.byteLength);
+  if (sum === undefined || !sameBytes(magic, MAGIC_FOOTER) || hash64(buf.subarray(0, FOOTER_AT.footerChecksum)) !== sum) {
     throw new FormatError('ETRUNC', 'image is incomplete: no valid footer at the end (truncated?)');
   }
   const f = FOOTER.decode(buf);

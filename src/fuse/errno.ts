@@ -6,14 +6,12 @@
  * Returns the positive errno; the session negates it for the wire.
  */
 import { constants } from 'node:os';
-import { FormatError, FsError, IoError, isImgError } from '../errors/index.js';
+import { Errno, FormatError, FsError, IoError, isImgError } from '../errors/index.js';
 
 const E = constants.errno;
 
-/** An errno chosen directly by FUSE glue (ENOSYS, ERANGE...), not derived from an ImgError. */
-export class Errno extends Error {
-  constructor(readonly errno: number, message = `errno ${errno}`) { super(message); }
-}
+/** Errno lives in src/errors/; re-exported for the FUSE modules that import it from here. */
+export { Errno };
 
 const FS_ERRNO: Record<string, number> = {
   ENOENT: E.ENOENT, ENOTDIR: E.ENOTDIR, EISDIR: E.EISDIR, ELOOP: E.ELOOP, ENODATA: E.ENODATA,

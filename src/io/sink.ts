@@ -1,10 +1,14 @@
 /**
- * Sinks: where an image is written, forward only. FileSink writes a regular file (created
- * exclusively unless `overwrite`), StdoutSink writes to a pipe honouring backpressure.
+ * Sinks: where an image is written, forward only. FileSink writes a regular file under a
+ * temporary name and renames it to IMG only when complete (so an error or a signal never leaves
+ * a partial IMG, and -f keeps the old IMG until then); StdoutSink writes to a pipe honouring
+ * backpressure.
  * write() resolves when the bytes are handed to the OS; the caller may reuse its buffer then.
  */
-import { open, type FileHandle } from 'node:fs/promises';
-import { IoError } from '../errors/index.js';
+import { rmSync } from 'node:fs';
+import { link, lstat, open, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { IoError, type ImgError } from '../errors/index.js';
 import { ioErrorFrom } from './file-source.js';
 
 export interface Sink {
@@ -15,21 +19,53 @@ export interface Sink {
   writev(bufs: Uint8Array[]): Promise<void>;
   /** Flushes to stable storage (fsync) where that means something. */
   close(): Promise<void>;
-  /** Removes a partial output (files only) after a failure. */
+  /** Removes a partial output (files only: the temporary file) after a failure. */
   abort(): Promise<void>;
 }
 
 export class FileSink implements Sink {
   bytesWritten = 0;
-  private constructor(readonly name: string, private readonly fh: FileHandle) {}
+  private interruptedBy: ImgError | undefined;
+  private closed = false;
 
+  /**
+   * `name` is IMG as given, `target` where it ends up (IMG, or the file IMG links to), `tmp`
+   * the file being written (`.NAME.tmp-PID` next to the target), or undefined when IMG is
+   * written in place (an existing device or FIFO: nothing to rename over).
+   */
+  private constructor(readonly name: string, private readonly fh: FileHandle, private readonly target: string,
+                      private readonly tmp: string | undefined, private readonly overwrite: boolean) {}
+
+  /**
+   * Opens a sink for IMG. A regular file (new or existing) is written under a temporary name in
+   * its directory and renamed over IMG by close() (after fsync), so IMG is never partial and,
+   * with `overwrite`, the old IMG stays whole until the new one is. Without `overwrite` an
+   * existing IMG is refused now and again at the end (link(2), which never replaces).
+   */
   static async create(path: string, overwrite: boolean): Promise<FileSink> {
+    const exists = (): IoError => new IoError('EIO', `${path}: file exists (use --force to replace it)`, { path });
     try {
-      return new FileSink(path, await open(path, overwrite ? 'w' : 'wx', 0o644));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new IoError('EIO', `${path}: file exists (use --force to replace it)`, { path });
+      const st = await lstat(path).catch((e: NodeJS.ErrnoException) => { if (e.code === 'ENOENT') return undefined; throw e; });
+      if (st && !overwrite) throw exists();
+      const real = st?.isSymbolicLink() ? await realpath(path).catch(() => undefined) : st ? path : undefined;
+      const rst = real !== undefined ? await stat(real) : undefined;
+      if (rst && !rst.isFile()) {
+        // a device or FIFO given with --force: written in place, as it is not a file to replace
+        return new FileSink(path, await open(path, 'w', 0o644), path, undefined, true);
       }
+      const target = real ?? path;
+      const tmp = join(dirname(target), `.${basename(target)}.tmp-${process.pid}`);
+      let fh: FileHandle;
+      try {
+        fh = await open(tmp, 'wx', 0o644);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        await rm(tmp, { force: true }); // ours by its name (this pid): left by an earlier run that died
+        fh = await open(tmp, 'wx', 0o644);
+      }
+      return new FileSink(path, fh, target, tmp, overwrite);
+    } catch (e) {
+      if (e instanceof IoError) throw e;
       throw ioErrorFrom(e, path, 'cannot create');
     }
   }
@@ -41,6 +77,7 @@ export class FileSink implements Sink {
   async write(buf: Uint8Array): Promise<void> { await this.writev([buf]); }
 
   async writev(bufs: Uint8Array[]): Promise<void> {
+    if (this.interruptedBy) throw this.interruptedBy;
     let pos = this.bytesWritten;
     for (const b of bufs) this.bytesWritten += b.byteLength;
     let rest = bufs.filter((b) => b.byteLength > 0);
@@ -51,7 +88,7 @@ export class FileSink implements Sink {
       } catch (e) {
         throw ioErrorFrom(e, this.name, 'write failed');
       }
-      if (n === 0) throw ioErrorFrom(Object.assign(new Error('no progress'), { code: 'EIO' }), this.name, 'write failed');
+      if (n === 0) throw ioErrorFrom(new IoError('EIO', 'no progress'), this.name, 'write failed');
       pos += n;
       // a short writev: drop what was written and go on with the rest
       while (rest.length > 0 && n >= rest[0]!.byteLength) { n -= rest[0]!.byteLength; rest.shift(); }
@@ -59,15 +96,61 @@ export class FileSink implements Sink {
     }
   }
 
+  /** fsync, close, then the temporary file takes IMG's name (and the directory is synced). */
   async close(): Promise<void> {
-    try { await this.fh.sync(); } finally { await this.fh.close(); }
+    if (this.interruptedBy) throw this.interruptedBy;
+    try {
+      try {
+        await this.fh.sync().catch((e: NodeJS.ErrnoException) => {
+          // a character device or FIFO written in place (e.g. /dev/null) has nothing to sync
+          if (!(this.tmp === undefined && e.code === 'EINVAL')) throw e;
+        });
+      } finally { this.closed = true; await this.fh.close(); }
+    } catch (e) {
+      throw ioErrorFrom(e, this.name, 'write failed');
+    }
+    if (this.tmp === undefined) return;
+    try {
+      if (this.overwrite) await rename(this.tmp, this.target);
+      else {
+        // link(2) never replaces: an IMG that appeared meanwhile is not clobbered
+        await link(this.tmp, this.target).catch(async (e: NodeJS.ErrnoException) => {
+          if (e.code === 'EEXIST') throw new IoError('EIO', `${this.name}: file exists (use --force to replace it)`, { path: this.name });
+          if (e.code !== 'EPERM' && e.code !== 'ENOTSUP' && e.code !== 'EOPNOTSUPP') throw e;
+          // a filesystem without hard links: a checked rename (a race window, but no other way)
+          if (await lstat(this.target).then(() => true, () => false)) throw new IoError('EIO', `${this.name}: file exists (use --force to replace it)`, { path: this.name });
+          await rename(this.tmp!, this.target);
+        });
+        await rm(this.tmp, { force: true });
+      }
+      await syncDir(dirname(this.target));
+    } catch (e) {
+      await rm(this.tmp, { force: true }).catch(() => undefined);
+      if (e instanceof IoError) throw e;
+      throw ioErrorFrom(e, this.name, 'cannot rename the finished image into place');
+    }
   }
 
+  /** Closes and removes the temporary file (IMG itself is not touched). Safe to call twice. */
   async abort(): Promise<void> {
-    await this.fh.close().catch(() => undefined);
-    const { rm } = await import('node:fs/promises');
-    await rm(this.name, { force: true });
+    if (!this.closed) { this.closed = true; await this.fh.close().catch(() => undefined); }
+    if (this.tmp !== undefined) await rm(this.tmp, { force: true }).catch(() => undefined);
   }
+
+  /**
+   * For a signal handler: removes the temporary file now (synchronously, so it is gone even if
+   * the process exits at once) and makes every later write or close throw `err`.
+   */
+  interrupt(err: ImgError): void {
+    this.interruptedBy = err;
+    if (this.tmp !== undefined) rmSync(this.tmp, { force: true });
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  try { await fh.sync(); } catch { /* some filesystems refuse fsync on a directory: the rename stands */ } finally { await fh.close(); }
 }
 
 export class StdoutSink implements Sink {

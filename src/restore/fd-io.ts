@@ -1,9 +1,11 @@
 /**
  * Thin promise wrappers over Node's callback fs calls on raw file descriptors. A restore opens
  * thousands of small files; FileHandle objects (fs/promises) cost noticeably more per call and
- * per object than a number and one callback. Errors are the Node errors (with `code`).
+ * per object than a number and one callback. Errors are the Node errors (with `code`), or an
+ * IoError('EIO') for a write that made no progress.
  */
 import * as fs from 'node:fs';
+import { IoError } from '../errors/index.js';
 
 type Cb<T> = (err: NodeJS.ErrnoException | null, v: T) => void;
 function call<T>(f: (cb: Cb<T>) => void): Promise<T> {
@@ -25,7 +27,7 @@ export async function writevAll(fd: number, bufs: readonly Uint8Array[], pos: nu
   for (const b of left) total += b.byteLength;
   while (total > 0) {
     const n = await call<number>((cb) => fs.writev(fd, left as NodeJS.ArrayBufferView[], pos, cb));
-    if (n === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    if (n === 0) throw new IoError('EIO', 'write made no progress');
     pos += n; total -= n;
     if (total > 0) left = dropBytes(left, n);
   }

@@ -12,12 +12,9 @@
 import { constants as C, lstatSync, openSync, promises as fsp, unlinkSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { IoError } from '../errors/index.js';
+import { EntryError, IoError } from '../errors/index.js';
 import { openFd } from './fd-io.js';
 
-export class EntryError extends Error {
-  constructor(message: string, readonly errno?: string) { super(message); }
-}
 
 function errnoOf(e: unknown): string | undefined { return (e as NodeJS.ErrnoException)?.code; }
 
@@ -214,17 +211,16 @@ async function bindSocket(path: string): Promise<void> {
   await fsp.rename(aside, path);
 }
 
-export function runTool(cmd: string, args: string[], input?: string): Promise<{ stderr: string; code: number }> {
+/** Runs a helper program (mknod); an EntryError when it cannot run or fails. */
+function runTool(cmd: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     child.on('error', (e) => reject(new EntryError(`cannot run ${cmd}: ${errnoOf(e) ?? e.message}`, errnoOf(e))));
     child.on('close', (code) => {
-      if (code === 0) resolve({ stderr, code: 0 });
-      else if (input !== undefined) resolve({ stderr, code: code ?? 1 });
+      if (code === 0) resolve();
       else reject(new EntryError(`${cmd} failed: ${stderr.trim() || `exit status ${code}`}`));
     });
-    if (input !== undefined) child.stdin!.end(input);
   });
 }

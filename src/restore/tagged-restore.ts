@@ -11,7 +11,7 @@
  *      the others' operations run in order on a per-file promise chain, files in parallel, at
  *      most MAX_WRITES operations and MAX_WRITE_BYTES of data in flight, at most MAX_OPEN files
  *      kept open between batches (a file whose data spans batches keeps its descriptor);
- *   3. hard links (after their first path exists); 4. xattrs (setfattr -h --restore, one run);
+ *   3. hard links (after their first path exists); 4. xattrs (in-process: xattr-set.ts);
  *   5. directory owner/mode/times, deepest first; 6. sub-microsecond times (exact-times.ts).
  * Hard links, xattrs and time fixes wait for every file; directory times come after everything
  * that creates or removes names. Files are made as their data arrives rather than all first, so
@@ -22,11 +22,12 @@
  * Returns a summary; throws only for what stops the whole restore (bad header, unusable DIR).
  */
 import { closeSync, constants as C, fchmodSync, fchownSync, ftruncateSync, futimesSync, promises as fsp, writevSync } from 'node:fs';
-import { isImgError } from '../errors/index.js';
+import { EntryError, IoError, isImgError } from '../errors/index.js';
 import { closeFd, fchmodFd, fchownFd, ftruncateFd, futimesFd, openFd, writevAll } from './fd-io.js';
 import { showPath, selectTagged, type Problem } from './select.js';
 import { planRestore, type PlannedEntry, type PlannedFile, type RestorePlan } from './plan.js';
-import { EntryError, OutTree, runTool } from './out-tree.js';
+import { OutTree } from './out-tree.js';
+import { setXattrs, type XattrJob } from './xattr-set.js';
 import { fixTimes, utimeArg, type TimeFix } from './exact-times.js';
 import type { FrameResult, ImageInput, KeepBatch } from './image-input.js';
 import { openHeaderTree } from './open-tree.js';
@@ -151,7 +152,7 @@ class Restorer {
   private readonly dirMade = new Set<string>();
   /** Directories whose metadata we set at the end (created by us, or any with overwrite). */
   private readonly ownDirs: PlannedEntry[] = [];
-  private readonly xattrJobs: { path: Buffer; xattrs: [string, Uint8Array][] }[] = [];
+  private readonly xattrJobs: XattrJob[] = [];
   private readonly timeFixes: TimeFix[] = [];
   private readonly owners: boolean;
   private readonly euid = process.geteuid?.() ?? -1;
@@ -296,7 +297,7 @@ class Restorer {
   }
 
   private queueXattrs(e: PlannedEntry): void {
-    if (e.xattrs?.length) this.xattrJobs.push({ path: this.out.pathOf(e.sel.path), xattrs: e.xattrs });
+    if (e.xattrs?.length) this.xattrJobs.push({ path: this.out.pathOf(e.sel.path), show: showPath(e.sel.path), xattrs: e.xattrs });
   }
 
   /** Sets times to the µs (libuv's limit) and queues a touch for what is finer. */
@@ -546,21 +547,7 @@ class Restorer {
   }
 
   private async applyXattrs(): Promise<void> {
-    if (this.xattrJobs.length === 0) return;
-    const lines: string[] = [];
-    for (const j of this.xattrJobs) {
-      lines.push(`# file: ${escapeDump(j.path)}`);
-      for (const [name, value] of j.xattrs) lines.push(value.byteLength ? `${escapeDump(Buffer.from(name))}=0x${Buffer.from(value).toString('hex')}` : escapeDump(Buffer.from(name)));
-      lines.push('');
-    }
-    try {
-      const r = await runTool('setfattr', ['-h', '--restore=-'], `${lines.join('\n')}\n`);
-      for (const l of r.stderr.split('\n')) if (l.trim()) this.problems.push({ path: '/', message: `xattrs: ${l.replace(/^setfattr: /, '')}` });
-    } catch (e) {
-      if (e instanceof EntryError && e.errno === 'ENOENT') {
-        this.problems.push({ path: '/', message: `setfattr(1) not found: extended attributes of ${this.xattrJobs.length} entries not restored (install the attr package, or use --no-xattrs)` });
-      } else this.problem('/', e);
-    }
+    this.problems.push(...await setXattrs(this.xattrJobs));
   }
 
   private async dirMetadata(): Promise<void> {
@@ -591,13 +578,6 @@ class Restorer {
   }
 }
 
-/** A path or name as getfattr --dump writes it: octal escapes for anything unusual. */
-function escapeDump(b: Uint8Array): string {
-  let s = '';
-  for (const c of b) s += c <= 0x20 || c >= 0x7f || c === 0x5c || c === 0x3d || c === 0x22 ? `\\${c.toString(8).padStart(3, '0')}` : String.fromCharCode(c);
-  return s;
-}
-
 /** pwritev until every byte is written. */
 function writeAllSync(fd: number, bufs: readonly Uint8Array[], pos: number): void {
   let left = [...bufs];
@@ -605,7 +585,7 @@ function writeAllSync(fd: number, bufs: readonly Uint8Array[], pos: number): voi
   for (const b of left) total += b.byteLength;
   while (total > 0) {
     const n = writevSync(fd, left, pos);
-    if (n === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    if (n === 0) throw new IoError('EIO', 'write made no progress');
     pos += n; total -= n;
     let k = n;
     while (k > 0) { const b = left[0]!; if (k >= b.byteLength) { k -= b.byteLength; left.shift(); } else { left[0] = b.subarray(k); k = 0; } }

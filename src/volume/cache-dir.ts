@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { FsError } from '../errors/index.js';
 import { ioErrorFrom } from '../io/index.js';
 
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -21,7 +22,7 @@ export async function ensurePrivateDir(dir: string): Promise<string> {
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const st = await stat(dir);
-    if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    if (!st.isDirectory()) throw new FsError('ENOTDIR', 'not a directory');
     if ((st.mode & 0o077) !== 0 && st.uid === process.getuid?.()) await chmod(dir, 0o700);
   } catch (e) {
     throw ioErrorFrom(e, dir, 'cannot create the cache directory');
