@@ -3,7 +3,12 @@
  * a reader needs to walk the tree and stat every file without file data (`control`).
  * used = block bitmaps of initialised groups ∪ every group's fixed metadata ∪ every block an in-use
  * inode references (a bitmap that disagrees with the inodes errs towards storing more), widened to
- * whole clusters with bigalloc, clipped to the filesystem and the volume. control ⊆ used.
+ * whole clusters with bigalloc, clipped to the filesystem and the volume, less the allocated blocks
+ * whose contents nothing reads (`unread`): with trusted group checksums, the inode-table blocks
+ * past each group's high-water mark and the bitmaps of uninitialised groups; the log area of a
+ * clean journal; the backups' reserved GDT blocks (the resize inode's data). control ⊆ used. Superblock and descriptor backups are used but not control (a
+ * reader needs only the primary copies); docs/ARCHITECTURE.md says why a restored volume with
+ * the unread blocks left as they are is still valid.
  * Reads: bitmaps, the in-use part of the inode tables, the extent/indirect map blocks one tree level
  * at a time for all inodes together, then the other control blocks; each batch sorted, coalesced
  * (≤ 4 MiB) and 8 in flight. Only control blocks are read, each once, never file data, never past
@@ -26,6 +31,7 @@ import {
   SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, EXTENT_MAGIC, EXT_INIT_MAX_LEN, decodeSuperblock, decodeGroupDesc,
   hasCompat, hasIncompat, hasRoCompat, uuidString, type GroupDesc, type Superblock,
 } from './layout/index.js';
+import { decodeJournalSuperblock, type JournalSuperblock } from './layout/jbd2.js';
 
 export interface Ext4Classification extends BlockClassification {
   fsType: 'ext2' | 'ext3' | 'ext4';
@@ -82,6 +88,14 @@ class Classifier {
   private readonly visited = new Set<number>();
   private pending: PendingMap[] = [];
   private specialRoles = new Map<number, DataRole>();
+  /** Allocated blocks whose contents nothing reads: not stored (see the contract above). */
+  private readonly unread = new RunList();
+  /** The journal inode's blocks (the log is left out when the journal is clean). */
+  private journalIno = 0;
+  private readonly journalRuns = new RunList();
+  private journalFirst = -1;
+  /** Blocks in-use inodes (the journal's log aside) name as theirs: never left out, whatever overlaps them. */
+  private readonly referenced = new RunList();
   private inodesWalked = 0;
 
   constructor(private readonly src: ByteReader, private readonly opts: ClassifyExt4Options) {
@@ -163,7 +177,9 @@ class Classifier {
     }
     // Reserved inodes whose blocks are all control (a reader or fsck needs their contents).
     const roles = this.specialRoles;
-    roles.set(RESIZE_INO, 'all');
+    // The resize inode's map blocks (its indirect block and the primary reserved GDT blocks, which
+    // list the backups' reserved blocks) are control, as every map block; its data, the backups'
+    // reserved GDT blocks, is never read: online resize writes them before they mean anything.
     roles.set(3, 'all'); // user and group quota inodes (reserved numbers)
     roles.set(4, 'all');
     for (const q of [sb.usrQuotaInum, sb.grpQuotaInum, sb.prjQuotaInum]) if (q) roles.set(q, 'all');
@@ -171,6 +187,7 @@ class Classifier {
     if (hasCompat(sb, COMPAT.HAS_JOURNAL) && sb.journalDev === 0) {
       const journalIno = sb.journalInum || JOURNAL_INO;
       roles.set(journalIno, hasIncompat(sb, INCOMPAT.RECOVER) ? 'all' : 'first');
+      this.journalIno = journalIno;
     }
     if (hasIncompat(sb, INCOMPAT.MMP)) {
       const view = new DataView(sbBytes.buffer, sbBytes.byteOffset, sbBytes.byteLength);
@@ -216,13 +233,20 @@ class Classifier {
   /** Superblocks, descriptor tables (with backups and reserved GDT), bitmaps and inode tables. */
   private addFixedMetadata(): void {
     const itBlocks = this.inodeTableBlocks;
+    // The blocks holding the primary superblock are control; the primary descriptor blocks were
+    // made control by readDescriptors; backups and reserved GDT blocks are only used.
+    // (The blocks under the first 2 KiB are read with it: with 1 KiB blocks the boot block too.)
+    this.addControl(0, Math.ceil((SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE) / this.sb.blockSize));
     for (let g = 0; g < this.descs.length; g++) {
-      for (const r of this.geo.superAndGdtRuns(g)) this.addControl(r.start, r.len);
+      for (const r of this.geo.superAndGdtRuns(g)) this.used.add(r.start, r.len);
       const gd = this.descs[g]!;
-      if (this.inFs(gd.blockBitmap)) this.addControl(gd.blockBitmap, 1);
-      else this.warn(`group ${g}: block bitmap location ${gd.blockBitmap} is outside the filesystem`);
-      if (this.inFs(gd.inodeBitmap)) this.addControl(gd.inodeBitmap, 1);
-      else this.warn(`group ${g}: inode bitmap location ${gd.inodeBitmap} is outside the filesystem`);
+      // An uninitialised group's bitmap is computed by its readers (kernel, e2fsck), never read.
+      if (!this.inFs(gd.blockBitmap)) this.warn(`group ${g}: block bitmap location ${gd.blockBitmap} is outside the filesystem`);
+      else if (gd.flags & BG_FLAGS.BLOCK_UNINIT) this.unread.add(gd.blockBitmap, 1);
+      else this.addControl(gd.blockBitmap, 1);
+      if (!this.inFs(gd.inodeBitmap)) this.warn(`group ${g}: inode bitmap location ${gd.inodeBitmap} is outside the filesystem`);
+      else if (gd.flags & BG_FLAGS.INODE_UNINIT) this.unread.add(gd.inodeBitmap, 1);
+      else this.addControl(gd.inodeBitmap, 1);
       if (this.inFs(gd.inodeTable, itBlocks)) this.used.add(gd.inodeTable, itBlocks);
       else this.warn(`group ${g}: inode table location ${gd.inodeTable} (+${itBlocks}) is outside the filesystem`);
     }
@@ -234,8 +258,8 @@ class Classifier {
     const { sb, geo } = this;
     const wanted: number[] = [];
     for (const gd of this.descs) {
-      if (this.inFs(gd.blockBitmap)) wanted.push(gd.blockBitmap);
-      if (this.inFs(gd.inodeBitmap)) wanted.push(gd.inodeBitmap);
+      if (this.inFs(gd.blockBitmap) && !(gd.flags & BG_FLAGS.BLOCK_UNINIT)) wanted.push(gd.blockBitmap);
+      if (this.inFs(gd.inodeBitmap) && !(gd.flags & BG_FLAGS.INODE_UNINIT)) wanted.push(gd.inodeBitmap);
     }
     await this.fetcher.fetch(wanted);
     const ratio = sb.clusterRatio;
@@ -282,6 +306,10 @@ class Classifier {
       }
       inUse.push(n);
       const blocks = Math.ceil((n * sb.inodeSize) / sb.blockSize);
+      // Past the high-water mark the table is never read when group checksums vouch for it.
+      if (csum && this.inFs(gd.inodeTable, this.inodeTableBlocks) && blocks < this.inodeTableBlocks) {
+        this.unread.add(gd.inodeTable + blocks, this.inodeTableBlocks - blocks);
+      }
       if (blocks > 0) {
         this.control.add(gd.inodeTable, blocks);
         for (let i = 0; i < blocks; i++) wanted.push(gd.inodeTable + i);
@@ -387,6 +415,11 @@ class Classifier {
       len = limit - start;
     }
     this.used.add(start, len);
+    if (owner.ino === this.journalIno && owner.ino !== 0) {
+      this.journalRuns.add(start, len);
+      if (fileBlock === 0) this.journalFirst = start;
+    } else if (owner.ino === RESIZE_INO) this.unread.add(start, len);
+    else this.referenced.add(start, len);
     if (owner.role === 'all') this.control.add(start, len);
     else if (owner.role === 'first' && fileBlock === 0) this.control.add(start, 1);
   }
@@ -496,10 +529,27 @@ class Classifier {
 
   private readonly prefetchTried = new Set<number>();
 
+  /**
+   * A clean journal (no RECOVER flag, s_start 0) is never read past its superblock: the kernel
+   * and e2fsck start a new log at s_first and recovery stops at the first block whose magic or
+   * sequence does not match, so the old log's contents (often gigabytes of zeros) are not stored.
+   */
+  private leaveOutCleanLog(): void {
+    if (this.journalIno === 0 || this.journalFirst < 0 || hasIncompat(this.sb, INCOMPAT.RECOVER)) return;
+    const first = this.fetcher.blocks.get(this.journalFirst);
+    if (!first) return;
+    let jsb: JournalSuperblock;
+    try { jsb = decodeJournalSuperblock(first); } catch { return; } // not a journal we understand: keep it all
+    if (jsb.start !== 0) return;
+    const log = this.journalRuns.minus(RunList.of([{ start: this.journalFirst, len: 1 }]));
+    this.unread.addAll(log);
+  }
+
   private finish(): Ext4Classification {
     const { sb, fetcher } = this;
     const limit = fetcher.limitBlocks;
     this.used.addAll(this.control);
+    this.leaveOutCleanLog();
     let used = this.used.normalise();
     const ratio = sb.clusterRatio;
     if (ratio > 1) { // every block of an allocated cluster is used
@@ -510,7 +560,14 @@ class Classifier {
       }
       used = widened.normalise();
     }
-    used = used.clip(limit);
+    // Unread blocks leave `used` only as whole clusters (a cluster is stored whole or not at all).
+    const unread = new RunList();
+    for (const r of this.unread.minus(this.control).minus(this.referenced).list()) {
+      const start = Math.ceil(r.start / ratio) * ratio;
+      const end = Math.floor((r.start + r.len) / ratio) * ratio;
+      if (end > start) unread.add(start, end - start);
+    }
+    used = used.minus(unread).clip(limit);
     const control = this.control.normalise().clip(limit);
 
     const controlData = fetcher.blocks;
