@@ -3,12 +3,17 @@
  * - readInodeMapFields: the few inode fields it needs (type, links, flags, i_blocks, xattr block,
  *   where i_block is), without building a full Inode: layout/inode.ts's decodeInode (bigint times,
  *   a Cursor per field) costs ~3 µs an inode, too much for the millions of inodes of a big volume.
- *   Offsets are those of layout/inode.ts (ext4_inode in e2fsprogs' lib/ext2fs/ext2_fs.h), all in
- *   the 128-byte base inode.
+ *   Offsets come from layout/inode.ts's INODE table, all in the 128-byte base inode.
  * - indirectRuns: the entries of an indirect block as runs.
  * Pure: no I/O, nothing kept.
  */
 import { FormatError } from '../../errors/index.js';
+import { INODE, INODE_BASE_SIZE } from './layout/index.js';
+
+const {
+  i_mode: I_MODE, i_links_count: I_LINKS, i_blocks_lo: I_BLOCKS_LO, i_blocks_high: I_BLOCKS_HI, i_flags: I_FLAGS,
+  i_file_acl_lo: I_ACL_LO, i_file_acl_high: I_ACL_HI, i_block: I_BLOCK,
+} = INODE.at;
 
 export interface InodeMapFields {
   mode: number;
@@ -24,16 +29,16 @@ export interface InodeMapFields {
 
 /** Reads the fields of the inode at byte `offset` of the inode table block(s) `view`. */
 export function readInodeMapFields(view: DataView, offset: number): InodeMapFields {
-  if (offset < 0 || offset + 128 > view.byteLength) {
+  if (offset < 0 || offset + INODE_BASE_SIZE > view.byteLength) {
     throw new FormatError('ETRUNC', `ext4 inode at byte ${offset}: truncated`, { at: offset });
   }
   return {
-    mode: view.getUint16(offset + 0x0, true),
-    linksCount: view.getUint16(offset + 0x1a, true),
-    blocksRaw: view.getUint32(offset + 0x1c, true) + view.getUint16(offset + 0x74, true) * 0x100000000,
-    flags: view.getUint32(offset + 0x20, true),
-    fileAcl: view.getUint32(offset + 0x68, true) + view.getUint16(offset + 0x76, true) * 0x100000000,
-    iBlockOffset: offset + 0x28,
+    mode: view.getUint16(offset + I_MODE, true),
+    linksCount: view.getUint16(offset + I_LINKS, true),
+    blocksRaw: view.getUint32(offset + I_BLOCKS_LO, true) + view.getUint16(offset + I_BLOCKS_HI, true) * 0x100000000,
+    flags: view.getUint32(offset + I_FLAGS, true),
+    fileAcl: view.getUint32(offset + I_ACL_LO, true) + view.getUint16(offset + I_ACL_HI, true) * 0x100000000,
+    iBlockOffset: offset + I_BLOCK,
   };
 }
 

@@ -30,8 +30,13 @@ import {
   S_IFMT, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG,
   SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, EXTENT_MAGIC, EXT_INIT_MAX_LEN, decodeSuperblock, decodeGroupDesc,
   hasCompat, hasIncompat, hasRoCompat, uuidString, type GroupDesc, type Superblock,
+  SUPERBLOCK, EXTENT_HEADER, EXTENT, EXTENT_IDX, I_BLOCK_SIZE,
 } from './layout/index.js';
 import { decodeJournalSuperblock, type JournalSuperblock } from './layout/jbd2.js';
+
+const EH = EXTENT_HEADER.at, EE = EXTENT.at, EI = EXTENT_IDX.at;
+/** i_block as a block map: 12 direct block numbers, then the indirect, double and triple indirect. */
+const N_DIRECT = 12;
 
 export interface Ext4Classification extends BlockClassification {
   fsType: 'ext2' | 'ext3' | 'ext4';
@@ -191,7 +196,8 @@ class Classifier {
     }
     if (hasIncompat(sb, INCOMPAT.MMP)) {
       const view = new DataView(sbBytes.buffer, sbBytes.byteOffset, sbBytes.byteLength);
-      const mmpBlock = view.getUint32(0x168, true) + view.getUint32(0x16c, true) * 0x100000000; // s_mmp_block
+      const at = SUPERBLOCK.at.s_mmp_block;
+      const mmpBlock = view.getUint32(at, true) + view.getUint32(at + 4, true) * 0x100000000;
       if (mmpBlock > 0 && mmpBlock < sb.blocksCount) this.addControl(mmpBlock, 1);
       else this.warn(`the multi-mount protection block ${mmpBlock} is outside the filesystem`);
     }
@@ -379,18 +385,18 @@ class Classifier {
       (type === S_IFDIR || type === S_IFLNK || (inode.flags & INODE_FLAGS.EA_INODE) ? 'all' : 'none');
     const iBlock = inode.iBlockOffset;
     if (inode.flags & INODE_FLAGS.EXTENTS) {
-      this.walkExtentNode(owner, table, iBlock, 60, 'root', undefined);
+      this.walkExtentNode(owner, table, iBlock, I_BLOCK_SIZE, 'root', undefined);
       return;
     }
     let runStart = 0, runLen = 0, runFileBlock = 0;
-    for (let i = 0; i < 12; i++) { // direct blocks: file blocks 0..11
+    for (let i = 0; i < N_DIRECT; i++) { // direct blocks: file blocks 0..11
       const b = table.getUint32(iBlock + i * 4, true);
       if (runLen > 0 && b === runStart + runLen) { runLen++; continue; }
       if (runLen > 0) this.addData(owner, runStart, runLen, runFileBlock);
       runStart = b; runLen = b === 0 ? 0 : 1; runFileBlock = i;
     }
     if (runLen > 0) this.addData(owner, runStart, runLen, runFileBlock);
-    for (let level = 1; level <= 3; level++) this.queueMap(owner, table.getUint32(iBlock + (11 + level) * 4, true), 'ind', level);
+    for (let level = 1; level <= 3; level++) this.queueMap(owner, table.getUint32(iBlock + (N_DIRECT - 1 + level) * 4, true), 'ind', level);
   }
 
   /** ext4_inode_is_fast_symlink: no data blocks besides an xattr block (the target is in i_block). */
@@ -446,14 +452,14 @@ class Classifier {
    * allocates nothing: it runs once per in-use inode. A child must be exactly one level lower.
    */
   private walkExtentNode(owner: Owner, view: DataView, off: number, lenBytes: number, where: string, expectDepth: number | undefined): void {
-    const magic = view.getUint16(off, true);
-    const entries = view.getUint16(off + 2, true);
-    const max = view.getUint16(off + 4, true);
-    const depth = view.getUint16(off + 6, true);
+    const magic = view.getUint16(off + EH.eh_magic, true);
+    const entries = view.getUint16(off + EH.eh_entries, true);
+    const max = view.getUint16(off + EH.eh_max, true);
+    const depth = view.getUint16(off + EH.eh_depth, true);
     let bad = '';
     if (magic !== EXTENT_MAGIC) bad = `bad magic 0x${magic.toString(16)}`;
     else if (depth > EXT_MAX_DEPTH) bad = `depth ${depth} is too deep`;
-    else if (entries > max || 12 + max * 12 > lenBytes) bad = `${entries}/${max} entries do not fit ${lenBytes} bytes`;
+    else if (entries > max || EXTENT_HEADER.size + max * EXTENT.size > lenBytes) bad = `${entries}/${max} entries do not fit ${lenBytes} bytes`;
     if (bad) {
       this.warnInode(owner, `bad extent tree ${where} (${bad}); its blocks are not followed`);
       return;
@@ -462,13 +468,16 @@ class Classifier {
       this.warnInode(owner, `extent tree ${where} has depth ${depth}, expected ${expectDepth}`);
       if (depth > expectDepth) return; // following it could go on for ever
     }
-    for (let i = 0, e = off + 12; i < entries; i++, e += 12) {
-      if (depth === 0) { // ext4_extent: ee_block, ee_len, ee_start_hi, ee_start_lo
-        let len = view.getUint16(e + 4, true);
+    for (let i = 0, e = off + EXTENT_HEADER.size; i < entries; i++, e += EXTENT.size) {
+      if (depth === 0) {
+        let len = view.getUint16(e + EE.ee_len, true);
         if (len > EXT_INIT_MAX_LEN) len -= EXT_INIT_MAX_LEN; // uninitialised: allocated all the same
-        if (len > 0) this.addData(owner, view.getUint16(e + 6, true) * 0x100000000 + view.getUint32(e + 8, true), len, view.getUint32(e, true));
-      } else { // ext4_extent_idx: ei_block, ei_leaf_lo, ei_leaf_hi
-        this.queueMap(owner, view.getUint16(e + 8, true) * 0x100000000 + view.getUint32(e + 4, true), 'ext', depth - 1);
+        if (len > 0) {
+          const start = view.getUint16(e + EE.ee_start_hi, true) * 0x100000000 + view.getUint32(e + EE.ee_start_lo, true);
+          this.addData(owner, start, len, view.getUint32(e + EE.ee_block, true));
+        }
+      } else {
+        this.queueMap(owner, view.getUint16(e + EI.ei_leaf_hi, true) * 0x100000000 + view.getUint32(e + EI.ei_leaf_lo, true), 'ext', depth - 1);
       }
     }
   }

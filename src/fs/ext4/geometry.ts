@@ -34,39 +34,50 @@ export class Ext4Geometry {
 
   private get metaBg(): boolean { return hasIncompat(this.sb, INCOMPAT.META_BG); }
 
-  /** Volume block of descriptor block i (the primary copy). */
+  /**
+   * Where group g's superblock (primary or backup) is, if it has one: the group's first block,
+   * except that the primary is always at byte 1024, which is block 1 with 1 KiB blocks even when
+   * group 0 starts at block 0 (bigalloc makes s_first_data_block 0 for every block size). As
+   * e2fsprogs' ext2fs_super_and_bgd_loc2() ("deal with 1024 blocksize && bigalloc").
+   */
+  superBlockOf(g: number): number {
+    const start = this.groupFirstBlock(g);
+    return start === 0 && this.sb.blockSize === 1024 ? 1 : start;
+  }
+
+  /** Volume block of descriptor block i (the primary copy). As the kernel's descriptor_loc(). */
   descBlock(i: number): number {
-    const first = this.sb.firstDataBlock === 0 && this.sb.blockSize === 1024 ? 1 : this.sb.firstDataBlock; // bigalloc with 1 KiB blocks
-    if (!this.metaBg || i < this.sb.firstMetaBg) return first + i + 1;
+    if (!this.metaBg || i < this.sb.firstMetaBg) return this.superBlockOf(0) + i + 1;
     const bg = this.descPerBlock * i;
-    return this.groupFirstBlock(bg) + (this.hasSuper(bg) ? 1 : 0);
+    return this.superBlockOf(bg) + (this.hasSuper(bg) ? 1 : 0);
   }
 
   /**
-   * The superblock, descriptor and reserved-GDT blocks group g holds (its share of the fixed
-   * metadata, backups included). Bitmaps and inode tables come from the descriptors instead.
+   * The boot, superblock, descriptor and reserved-GDT blocks group g holds (its share of the
+   * fixed metadata, backups included). Bitmaps and inode tables come from the descriptors instead.
    */
   superAndGdtRuns(g: number): Run[] {
     const runs: Run[] = [];
-    const start = this.groupFirstBlock(g);
+    const sbBlock = this.superBlockOf(g);
     const hasSuper = this.hasSuper(g);
-    // With 1 KiB blocks block 0 is the boot block, outside group 0 but still used.
-    if (g === 0 && this.sb.firstDataBlock === 1) runs.push({ start: 0, len: 1 });
-    if (g === 0 && this.sb.firstDataBlock === 0 && this.sb.blockSize === 1024) runs.push({ start: 0, len: 1 }); // bigalloc 1K
-    let next = start;
-    if (hasSuper) { runs.push({ start, len: 1 }); next = start + 1; }
-    if (g === 0 && this.sb.firstDataBlock === 0 && this.sb.blockSize === 1024) next = Math.max(next, 2);
+    // Block 0 before the primary superblock with 1 KiB blocks: the boot block (outside group 0
+    // when s_first_data_block is 1, its first block with bigalloc), unused by ext4 but kept.
+    if (g === 0 && sbBlock === 1) runs.push({ start: 0, len: 1 });
+    if (hasSuper) runs.push({ start: sbBlock, len: 1 });
+    const next = sbBlock + (hasSuper ? 1 : 0);
     if (!this.metaBg) {
       if (hasSuper) runs.push({ start: next, len: this.gdtBlocks + this.sb.reservedGdtBlocks });
       return runs;
     }
-    // meta_bg: the first s_first_meta_bg descriptor blocks stay in the classic place...
-    if (hasSuper && this.sb.firstMetaBg > 0) runs.push({ start: next, len: Math.min(this.sb.firstMetaBg, this.gdtBlocks) + this.sb.reservedGdtBlocks });
-    // ...the rest live in the first, second and last group of each meta group.
+    // meta_bg: groups of the first s_first_meta_bg meta groups keep the classic copies of the
+    // first s_first_meta_bg descriptor blocks; the other descriptor blocks live in the first,
+    // second and last group of their meta group (ext2fs_super_and_bgd_loc2()).
     const metaGroup = Math.floor(g / this.descPerBlock);
     const index = g % this.descPerBlock;
-    if (metaGroup >= this.sb.firstMetaBg && (index === 0 || index === 1 || index === this.descPerBlock - 1)) {
-      runs.push({ start: start + (hasSuper ? 1 : 0), len: 1 });
+    if (metaGroup < this.sb.firstMetaBg) {
+      if (hasSuper) runs.push({ start: next, len: Math.min(this.sb.firstMetaBg, this.gdtBlocks) + this.sb.reservedGdtBlocks });
+    } else if (index === 0 || index === 1 || index === this.descPerBlock - 1) {
+      runs.push({ start: next, len: 1 });
     }
     return runs;
   }

@@ -18,6 +18,7 @@ import { LRUCache } from 'lru-cache';
 import { FormatError, FsError, isImgError } from '../../errors/index.js';
 import type { ByteReader, PieceReader } from '../../io/index.js';
 import type { DirEntry, FileExtent, FileType, FsTree, Stat, StatFs } from '../types.js';
+import { highestSetBit } from './bitmap.js';
 import { Ext4Geometry } from './geometry.js';
 import { PatchedReader, replayJournal, unreplayedReport, type JournalReport } from './journal-replay.js';
 import {
@@ -68,7 +69,7 @@ const MAX_READ_LEN = 1 << 30;
 const MAX_DIR_BYTES = 256 * 1024 * 1024;
 
 // Cache keys: id * KINDS + kind (ids are inode numbers, block numbers or chunk indexes < 2^48).
-const K_INODE = 0, K_DIR = 1, K_MAP = 2, K_ICHUNK = 3, K_XATTRS = 4, K_XBLOCK = 5;
+const K_INODE = 0, K_DIR = 1, K_MAP = 2, K_ICHUNK = 3, K_XATTRS = 4, K_XBLOCK = 5, K_IBITMAP = 6;
 const KINDS = 8;
 
 const TYPE_OF_MODE = new Map<number, FileType>([
@@ -199,7 +200,7 @@ export class Ext4Tree implements FsTree {
   readonly journalReport: JournalReport | undefined;
 
   private constructor(readonly vol: ByteReader, readonly sb: Superblock, private readonly inodeTable: Float64Array,
-                      private readonly groupFlags: Uint16Array, private readonly itableUnused: Uint32Array,
+                      private readonly inodeBitmap: Float64Array, private readonly groupFlags: Uint16Array, private readonly itableUnused: Uint32Array,
                       private readonly freeBlocks: number, private readonly freeInodes: number, opts: CreateOptions,
                       /** The journal-replay overlay applied under this tree (fs block → bytes), if any. */
                       readonly journalPatches: ReadonlyMap<number, Uint8Array> | undefined) {
@@ -236,6 +237,7 @@ export class Ext4Tree implements FsTree {
       else runs.push({ first: i, start: locs[i]!, len: 1 });
     }
     const inodeTable = new Float64Array(n);
+    const inodeBitmap = new Float64Array(n);
     const flags = new Uint16Array(n);
     const unused = new Uint32Array(n);
     let freeBlocks = 0, freeInodes = 0;
@@ -247,6 +249,7 @@ export class Ext4Tree implements FsTree {
         for (let g = g0; g < Math.min(n, g0 + perBlock); g++) {
           const d = decodeGroupDesc(block, g - g0, sb.descSize);
           inodeTable[g] = d.inodeTable;
+          inodeBitmap[g] = d.inodeBitmap;
           flags[g] = d.flags;
           unused[g] = d.itableUnused;
           freeBlocks += d.freeBlocks;
@@ -254,7 +257,7 @@ export class Ext4Tree implements FsTree {
         }
       }
     });
-    const tree = new Ext4Tree(vol, sb, inodeTable, flags, unused, Math.min(freeBlocks * sb.clusterRatio, sb.blocksCount),
+    const tree = new Ext4Tree(vol, sb, inodeTable, inodeBitmap, flags, unused, Math.min(freeBlocks * sb.clusterRatio, sb.blocksCount),
       Math.min(freeInodes, sb.inodesCount), opts, opts.journalPatches);
     const root = await tree.stat(ROOT_INO).catch((e: unknown) => {
       throw e instanceof FsError ? new FormatError('ECORRUPT', 'ext4: the root inode is unused') : e;
@@ -417,6 +420,7 @@ export class Ext4Tree implements FsTree {
     if (this.descCsum && ((this.groupFlags[g]! & BG_FLAGS.INODE_UNINIT) || idx >= ipg - this.itableUnused[g]!)) {
       throw gone('is in an uninitialised part of the inode table');
     }
+    if (!this.descCsum && idx >= await this.inodesInUseByBitmap(g)) throw gone('is past the last inode its group\'s bitmap marks in use');
     const [chunk, o] = await this.inodeLocation(ino);
     const inode = decodeInode(chunk, o, sb.inodeSize);
     if (inode.mode === 0 || (inode.linksCount === 0 && inode.dtime !== 0)) throw gone('is not in use');
@@ -458,6 +462,23 @@ export class Ext4Tree implements FsTree {
     }
   }
 
+  /**
+   * Without group checksums: group g's inodes up to the last one its inode bitmap marks in use (the
+   * part of the table a backup stores as control blocks), or all of them if the bitmap is unreadable.
+   */
+  private async inodesInUseByBitmap(g: number): Promise<number> {
+    const ipg = this.sb.inodesPerGroup;
+    const r = await this.load(g * KINDS + K_IBITMAP, async () => {
+      try {
+        return { n: highestSetBit(await this.readBlocks(this.inodeBitmap[g]!, 1), ipg) + 1 };
+      } catch (e) {
+        if (!isImgError(e)) throw e;
+        return { n: ipg };
+      }
+    }, () => 50);
+    return r.n;
+  }
+
   /** Whether group g's inode table lies inside the volume (checked before a fallback read). */
   private blockOfTableIsSafe(g: number): boolean {
     const first = this.inodeTable[g]!;
@@ -478,7 +499,8 @@ export class Ext4Tree implements FsTree {
       const off = chunkIdx * this.itableChunkBytes;
       // With group checksums only the in-use part of the table holds inodes (loadInode refuses the
       // rest), and only that part is a backup's control set: reading past it would fetch data frames.
-      const inUse = this.descCsum ? this.sb.inodesPerGroup - Math.min(this.itableUnused[g]!, this.sb.inodesPerGroup) : this.sb.inodesPerGroup;
+      // Without them a backup stores the table up to the last inode the inode bitmap marks (classify.ts).
+      const inUse = this.descCsum ? this.sb.inodesPerGroup - Math.min(this.itableUnused[g]!, this.sb.inodesPerGroup) : await this.inodesInUseByBitmap(g);
       const usedBytes = Math.min(tableBytes, Math.ceil((inUse * this.sb.inodeSize) / bs) * bs);
       const len = Math.max(0, Math.min(this.itableChunkBytes, usedBytes - off));
       const first = this.inodeTable[g]!;

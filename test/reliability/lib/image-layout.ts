@@ -3,10 +3,11 @@
  * checksum (fixed header, header-end, frame headers and payloads, trailer block hashes, trailer
  * checksum, footer) at the positions the ORIGINAL image had, so that a mutation of a field or of
  * the ext4 metadata in the control area gets past the checksums and reaches the code that must
- * check the values themselves. Test code: it trusts the original image (made by our own writer).
+ * check the values themselves. Offsets come from the format's field tables (src/format). Test code:
+ * it trusts the original image (made by our own writer).
  */
 import {
-  BlockMap, FIXED_HEADER, FOOTER, FOOTER_SIZE, FRAME_HEADER, FRAME_HEADER_SIZE, HEADER_END, HEADER_END_SIZE,
+  BlockMap, FIXED_HEADER, FIXED_HEADER_SIZE, FOOTER, FOOTER_SIZE, FRAME_HEADER, FRAME_HEADER_SIZE, HEADER_END, HEADER_END_SIZE,
   MAP_RUN, MAP_RUN_SIZE, TRAILER_HEADER, TRAILER_HEADER_SIZE, decodeBlockMap, decodeFixedHeader, decodeFooter,
   hash64, hashBlocks, type Field, type ImageHeader,
 } from '../../../src/format/index.js';
@@ -31,13 +32,13 @@ export function frameOffset(h: ImageHeader, i: number): number { return h.dataOf
 export function frameBlocks(h: ImageHeader, i: number): number { return Math.min(h.frameBlocks, h.dataBlocks - i * h.frameBlocks); }
 
 export function layoutOf(bytes: Uint8Array): ImageLayout {
-  const header = decodeFixedHeader(bytes.subarray(0, 256), bytes.byteLength);
+  const header = decodeFixedHeader(bytes.subarray(0, FIXED_HEADER_SIZE), bytes.byteLength);
   const map = decodeBlockMap(bytes.subarray(header.mapOffset), header.mapRuns, header.blockCount);
   const footer = decodeFooter(bytes.subarray(bytes.byteLength - FOOTER_SIZE), bytes.byteLength, header.imageUuid);
   const sections: Section[] = [
-    { name: 'fixed header', start: 0, end: 256 },
-    { name: 'block map', start: 256, end: 256 + header.mapRuns * MAP_RUN_SIZE },
-    { name: 'map padding', start: 256 + header.mapRuns * MAP_RUN_SIZE, end: header.controlOffset },
+    { name: 'fixed header', start: 0, end: FIXED_HEADER_SIZE },
+    { name: 'block map', start: header.mapOffset, end: header.mapOffset + header.mapRuns * MAP_RUN_SIZE },
+    { name: 'map padding', start: header.mapOffset + header.mapRuns * MAP_RUN_SIZE, end: header.controlOffset },
     { name: 'control area', start: header.controlOffset, end: header.headerEndOffset },
     { name: 'header-end', start: header.headerEndOffset, end: header.dataOffset },
   ];
@@ -45,7 +46,7 @@ export function layoutOf(bytes: Uint8Array): ImageLayout {
     { name: 'fixed header', start: 0, fields: FIXED_HEADER.fields },
     { name: 'header-end', start: header.headerEndOffset, fields: HEADER_END.fields },
   ];
-  for (let i = 0; i < header.mapRuns; i++) structs.push({ name: `map run ${i}`, start: 256 + i * MAP_RUN_SIZE, fields: MAP_RUN.fields });
+  for (let i = 0; i < header.mapRuns; i++) structs.push({ name: `map run ${i}`, start: header.mapOffset + i * MAP_RUN_SIZE, fields: MAP_RUN.fields });
   for (let i = 0; i < header.frameCount; i++) {
     const off = frameOffset(header, i);
     sections.push({ name: `frame ${i} header`, start: off, end: off + FRAME_HEADER_SIZE });
@@ -87,8 +88,9 @@ function setU64(b: Uint8Array, off: number, v: bigint): void {
  */
 export function reseal(b: Uint8Array, l: ImageLayout): void {
   const h = l.header;
-  if (b.byteLength >= 256) setU64(b, 0xf8, hash64(b.subarray(0, 0xf8)));
-  if (b.byteLength >= h.dataOffset) setU64(b, h.headerEndOffset + 0x10, hash64(b.subarray(0, h.headerEndOffset)));
+  const fixedSum = FIXED_HEADER.at.checksum;
+  if (b.byteLength >= FIXED_HEADER_SIZE) setU64(b, fixedSum, hash64(b.subarray(0, fixedSum)));
+  if (b.byteLength >= h.dataOffset) setU64(b, h.headerEndOffset + HEADER_END.at.checksum, hash64(b.subarray(0, h.headerEndOffset)));
   const blockHashes = new BigUint64Array(h.controlBlocks + h.dataBlocks);
   const dataHashes = new BigUint64Array(h.dataBlocks);
   for (let i = 0; i < h.frameCount; i++) {
@@ -97,8 +99,8 @@ export function reseal(b: Uint8Array, l: ImageLayout): void {
     const end = off + FRAME_HEADER_SIZE + n * h.blockSize;
     if (end > b.byteLength) break;
     const hashes = dataHashes.subarray(i * h.frameBlocks, i * h.frameBlocks + n);
-    setU64(b, off + 0x30, hashBlocks(b.subarray(off + FRAME_HEADER_SIZE, end), h.blockSize, hashes));
-    setU64(b, off + 0x38, hash64(b.subarray(off, off + 0x38)));
+    setU64(b, off + FRAME_HEADER.at.payloadChecksum, hashBlocks(b.subarray(off + FRAME_HEADER_SIZE, end), h.blockSize, hashes));
+    setU64(b, off + FRAME_HEADER.at.headerChecksum, hash64(b.subarray(off, off + FRAME_HEADER.at.headerChecksum)));
   }
   if (l.trailerOffset + l.trailerBytes > b.byteLength) return;
   // trailer hashes: every stored block in logical order
@@ -118,8 +120,8 @@ export function reseal(b: Uint8Array, l: ImageLayout): void {
     b.set(new Uint8Array(blockHashes.buffer), hashesAt);
   }
   if (l.footerOffset + FOOTER_SIZE <= b.byteLength) {
-    setU64(b, l.footerOffset + 0x30, hash64(b.subarray(l.trailerOffset, l.trailerOffset + l.trailerBytes)));
-    setU64(b, l.footerOffset + 0x38, hash64(b.subarray(l.footerOffset, l.footerOffset + 0x38)));
+    setU64(b, l.footerOffset + FOOTER.at.trailerChecksum, hash64(b.subarray(l.trailerOffset, l.trailerOffset + l.trailerBytes)));
+    setU64(b, l.footerOffset + FOOTER.at.footerChecksum, hash64(b.subarray(l.footerOffset, l.footerOffset + FOOTER.at.footerChecksum)));
   }
 }
 

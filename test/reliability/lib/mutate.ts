@@ -7,11 +7,16 @@
  * structure-aware damage to the ext4 metadata inside the control area (inode fields, extent
  * headers and entries, indirect pointers, dirent rec_len/name_len/inode, directory loops, extent
  * trees that point into themselves, xattr offsets and sizes, superblock and descriptor fields,
- * journal blocks). Most image mutations are re-sealed (every checksum recomputed) so they reach
- * the code behind the checksums. Volume mutations (for backup) use the same ext4 damage on the
+ * journal blocks; offsets from the field tables in src/fs/ext4/layout). Most image mutations are
+ * re-sealed (every checksum recomputed) so they reach the code behind the checksums. Volume mutations (for backup) use the same ext4 damage on the
  * raw volume, plus truncation of the volume.
  */
-import { FOOTER_SIZE, FRAME_HEADER_SIZE, MAP_RUN_SIZE, type Field } from '../../../src/format/index.js';
+import { FIXED_HEADER, FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, MAP_RUN, MAP_RUN_SIZE, type Field } from '../../../src/format/index.js';
+import { fieldSize, type Struct } from '../../../src/format/struct.js';
+import {
+  DIRENT, DX_ROOT, EXTENT, FT, EXTENT_HEADER, EXTENT_IDX, EXTENT_MAGIC, GROUP_DESC, GROUP_DESC_SIZE_32, I_BLOCK_SIZE, INCOMPAT, INODE,
+  INODE_BASE_SIZE, SUPERBLOCK, XATTR_ENTRY, XATTR_HEADER, XATTR_IBODY_HEADER,
+} from '../../../src/fs/ext4/layout/index.js';
 import { blockOffset, frameOffset, frameBlocks, reseal, type ImageLayout } from './image-layout.js';
 import type { Prng } from './prng.js';
 import type { SeedVolume, Target } from './seeds.js';
@@ -32,7 +37,8 @@ export function truncationPoints(l: ImageLayout): number[] {
   for (const s of l.sections) { pts.add(s.start); pts.add(s.end); }
   const h = l.header;
   for (let i = 0; i <= Math.min(h.controlBlocks, 64); i++) pts.add(h.controlOffset + i * h.blockSize);
-  for (const p of [1, 8, 12, 16, 0x30, 0xf8, 255]) pts.add(p);
+  const H = FIXED_HEADER.at;
+  for (const p of [1, H.versionMajor, H.headerSize, H.flags, H.blockSize, H.checksum, FIXED_HEADER_SIZE - 1]) pts.add(p);
   const out: number[] = [];
   for (const p of pts) for (const d of [-1, 0, 1]) if (p + d >= 0 && p + d < l.size) out.push(p + d);
   return [...new Set(out)].sort((a, b) => a - b);
@@ -42,8 +48,8 @@ export function truncationPoints(l: ImageLayout): number[] {
 
 interface Ctx { blocksCount: number; inodesCount: number; self: number; targets: Target[]; bs: number }
 
-type Role = 'block' | 'ino' | 'count' | 'flags' | 'size' | 'any';
-interface F { name: string; off: number; size: 1 | 2 | 4 | 8; role: Role; be?: boolean }
+export type Role = 'block' | 'ino' | 'count' | 'flags' | 'size' | 'any';
+export interface F { name: string; off: number; size: 1 | 2 | 4 | 8; role: Role; be?: boolean }
 
 function maxOf(size: number): number { return size === 8 ? 2 ** 64 - 1 : 2 ** (size * 8) - 1; }
 
@@ -95,96 +101,131 @@ function writeField(b: Uint8Array, pos: number, f: F, value: number): void {
   }
 }
 
-// ---- ext4 structures (offsets from the kernel's ext4.h) -------------------------------------------
+// ---- ext4 structures (offsets and sizes from src/fs/ext4/layout's field tables) ------------------
 
-const INODE: F[] = [
-  { name: 'i_mode', off: 0x0, size: 2, role: 'flags' }, { name: 'i_size_lo', off: 0x4, size: 4, role: 'size' },
-  { name: 'i_dtime', off: 0x14, size: 4, role: 'any' }, { name: 'i_links_count', off: 0x1a, size: 2, role: 'count' },
-  { name: 'i_blocks_lo', off: 0x1c, size: 4, role: 'count' }, { name: 'i_flags', off: 0x20, size: 4, role: 'flags' },
-  { name: 'i_file_acl_lo', off: 0x68, size: 4, role: 'block' }, { name: 'i_size_high', off: 0x6c, size: 4, role: 'size' },
-  { name: 'i_blocks_hi', off: 0x74, size: 2, role: 'count' }, { name: 'i_file_acl_hi', off: 0x76, size: 2, role: 'count' },
-  { name: 'i_extra_isize', off: 0x80, size: 2, role: 'count' },
-  // i_block as extent header + first entries, or as block pointers
-  { name: 'eh_magic', off: 0x28, size: 2, role: 'any' }, { name: 'eh_entries', off: 0x2a, size: 2, role: 'count' },
-  { name: 'eh_max', off: 0x2c, size: 2, role: 'count' }, { name: 'eh_depth', off: 0x2e, size: 2, role: 'count' },
-  ...[0, 1, 2, 3].flatMap((k): F[] => [
-    { name: `ee[${k}].ee_block`, off: 0x34 + 12 * k, size: 4, role: 'size' },
-    { name: `ee[${k}].ee_len`, off: 0x38 + 12 * k, size: 2, role: 'count' },
-    { name: `ee[${k}].ee_start_hi`, off: 0x3a + 12 * k, size: 2, role: 'count' },
-    { name: `ee[${k}].ee_start_lo|ei_leaf_lo`, off: 0x3c + 12 * k, size: 4, role: 'block' },
-  ]),
-  ...Array.from({ length: 15 }, (_, k): F => ({ name: `i_block[${k}]`, off: 0x28 + 4 * k, size: 4, role: 'block' })),
-  // the in-inode xattr area (after 128 + i_extra_isize = 32): magic, then the first entry
-  { name: 'ibody xattr magic', off: 0xa0, size: 4, role: 'any' }, { name: 'ibody e_name_len', off: 0xa4, size: 1, role: 'count' },
-  { name: 'ibody e_value_offs', off: 0xa6, size: 2, role: 'size' }, { name: 'ibody e_value_inum', off: 0xa8, size: 4, role: 'ino' },
-  { name: 'ibody e_value_size', off: 0xac, size: 4, role: 'size' },
+/**
+ * The fields of a layout table to mutate, each with its role: offsets and sizes come from the
+ * table (plus `base`, where the structure sits), so the fuzzer damages the very bytes the decoders
+ * read. A name the table lacks is a compile error (and a throw, for the untyped ones).
+ */
+function fieldsOf<T extends object>(table: Struct<T>, roles: Partial<Record<keyof T & string, Role>>, base = 0, label = ''): F[] {
+  return Object.entries(roles).map(([name, role]): F => {
+    const f = table.fields.find((x) => x.name === name);
+    if (!f) throw new Error(`${table.name} has no field ${name}`);
+    const size = fieldSize(f.type);
+    if (size !== 1 && size !== 2 && size !== 4 && size !== 8) throw new Error(`${table.name}.${name} is not a number field`);
+    return { name: `${label}${name}`, off: base + f.offset, size, role: role as Role };
+  });
+}
+
+const I_BLOCK = INODE.at.i_block;
+const DE = DIRENT.at;
+/** Where the in-inode xattr area starts in the seeds' inodes: 128 + i_extra_isize (32). */
+const IBODY = INODE_BASE_SIZE + 32;
+
+const INODE_FIELDS: F[] = [
+  ...fieldsOf(INODE, {
+    i_mode: 'flags', i_size_lo: 'size', i_dtime: 'any', i_links_count: 'count', i_blocks_lo: 'count', i_flags: 'flags',
+    i_file_acl_lo: 'block', i_size_high: 'size', i_blocks_high: 'count', i_file_acl_high: 'count', i_extra_isize: 'count',
+  }),
+  // i_block as an extent root (header, then the first entries as leaves or as indexes) ...
+  ...fieldsOf(EXTENT_HEADER, { eh_magic: 'any', eh_entries: 'count', eh_max: 'count', eh_depth: 'count' }, I_BLOCK),
+  ...[0, 1, 2, 3].flatMap((k): F[] => {
+    const at = I_BLOCK + EXTENT_HEADER.size + k * EXTENT.size;
+    return [
+      ...fieldsOf(EXTENT, { ee_block: 'size', ee_len: 'count', ee_start_hi: 'count', ee_start_lo: 'block' }, at, `ee[${k}].`),
+      ...fieldsOf(EXTENT_IDX, { ei_leaf_lo: 'block', ei_leaf_hi: 'count' }, at, `ei[${k}].`),
+    ];
+  }),
+  // ... or as a block map
+  ...Array.from({ length: I_BLOCK_SIZE / 4 }, (_, k): F => ({ name: `i_block[${k}]`, off: I_BLOCK + 4 * k, size: 4, role: 'block' })),
+  // the in-inode xattr area: magic, then the first entry
+  ...fieldsOf(XATTR_IBODY_HEADER, { h_magic: 'any' }, IBODY, 'ibody '),
+  ...fieldsOf(XATTR_ENTRY, { e_name_len: 'count', e_value_offs: 'size', e_value_inum: 'ino', e_value_size: 'size' },
+    IBODY + XATTR_IBODY_HEADER.size, 'ibody '),
 ];
 
-const SUPER: F[] = [
-  { name: 's_inodes_count', off: 0x0, size: 4, role: 'count' }, { name: 's_blocks_count_lo', off: 0x4, size: 4, role: 'count' },
-  { name: 's_free_blocks_count_lo', off: 0xc, size: 4, role: 'count' }, { name: 's_first_data_block', off: 0x14, size: 4, role: 'count' },
-  { name: 's_log_block_size', off: 0x18, size: 4, role: 'count' }, { name: 's_log_cluster_size', off: 0x1c, size: 4, role: 'count' },
-  { name: 's_blocks_per_group', off: 0x20, size: 4, role: 'count' }, { name: 's_clusters_per_group', off: 0x24, size: 4, role: 'count' },
-  { name: 's_inodes_per_group', off: 0x28, size: 4, role: 'count' }, { name: 's_magic', off: 0x38, size: 2, role: 'any' },
-  { name: 's_rev_level', off: 0x4c, size: 4, role: 'count' }, { name: 's_first_ino', off: 0x54, size: 4, role: 'ino' },
-  { name: 's_inode_size', off: 0x58, size: 2, role: 'count' }, { name: 's_feature_compat', off: 0x5c, size: 4, role: 'flags' },
-  { name: 's_feature_incompat', off: 0x60, size: 4, role: 'flags' }, { name: 's_feature_ro_compat', off: 0x64, size: 4, role: 'flags' },
-  { name: 's_reserved_gdt_blocks', off: 0xce, size: 2, role: 'count' }, { name: 's_journal_inum', off: 0xe0, size: 4, role: 'ino' },
-  { name: 's_desc_size', off: 0xfe, size: 2, role: 'count' }, { name: 's_first_meta_bg', off: 0x104, size: 4, role: 'count' },
-  { name: 's_blocks_count_hi', off: 0x150, size: 4, role: 'count' }, { name: 's_min_extra_isize', off: 0x15c, size: 2, role: 'count' },
-  { name: 's_log_groups_per_flex', off: 0x174, size: 1, role: 'count' }, { name: 's_backup_bgs[0]', off: 0x24c, size: 4, role: 'count' },
-  { name: 's_orphan_file_inum', off: 0x26c, size: 4, role: 'ino' },
+const SUPER_FIELDS: F[] = fieldsOf(SUPERBLOCK, {
+  s_inodes_count: 'count', s_blocks_count_lo: 'count', s_free_blocks_count_lo: 'count', s_first_data_block: 'count',
+  s_log_block_size: 'count', s_log_cluster_size: 'count', s_blocks_per_group: 'count', s_clusters_per_group: 'count',
+  s_inodes_per_group: 'count', s_magic: 'any', s_rev_level: 'count', s_first_ino: 'ino', s_inode_size: 'count',
+  s_feature_compat: 'flags', s_feature_incompat: 'flags', s_feature_ro_compat: 'flags', s_reserved_gdt_blocks: 'count',
+  s_journal_inum: 'ino', s_desc_size: 'count', s_first_meta_bg: 'count', s_blocks_count_hi: 'count',
+  s_min_extra_isize: 'count', s_mmp_block: 'block', s_log_groups_per_flex: 'count', s_usr_quota_inum: 'ino',
+  s_grp_quota_inum: 'ino', s_backup_bgs_0: 'count', s_backup_bgs_1: 'count', s_prj_quota_inum: 'ino',
+  s_orphan_file_inum: 'ino',
+});
+
+const GDT_FIELDS: F[] = fieldsOf(GROUP_DESC, {
+  bg_block_bitmap_lo: 'block', bg_inode_bitmap_lo: 'block', bg_inode_table_lo: 'block', bg_free_blocks_count_lo: 'count',
+  bg_free_inodes_count_lo: 'count', bg_flags: 'flags', bg_itable_unused_lo: 'count', bg_block_bitmap_hi: 'count',
+  bg_inode_bitmap_hi: 'count', bg_inode_table_hi: 'count', bg_itable_unused_hi: 'count',
+});
+
+const EXTENT_BLOCK_FIELDS: F[] = [
+  ...fieldsOf(EXTENT_HEADER, { eh_magic: 'any', eh_entries: 'count', eh_max: 'count', eh_depth: 'count' }),
+  ...[0, 1, 2, 3, 5, 8, 13].flatMap((k): F[] => {
+    const at = EXTENT_HEADER.size + k * EXTENT.size;
+    return [
+      ...fieldsOf(EXTENT, { ee_block: 'size', ee_len: 'count', ee_start_hi: 'count', ee_start_lo: 'block' }, at, `entry[${k}].`),
+      ...fieldsOf(EXTENT_IDX, { ei_leaf_lo: 'block', ei_leaf_hi: 'count' }, at, `entry[${k}].`),
+    ];
+  }),
 ];
 
-const GDT: F[] = [
-  { name: 'bg_block_bitmap_lo', off: 0x0, size: 4, role: 'block' }, { name: 'bg_inode_bitmap_lo', off: 0x4, size: 4, role: 'block' },
-  { name: 'bg_inode_table_lo', off: 0x8, size: 4, role: 'block' }, { name: 'bg_free_blocks_count_lo', off: 0xc, size: 2, role: 'count' },
-  { name: 'bg_free_inodes_count_lo', off: 0xe, size: 2, role: 'count' }, { name: 'bg_flags', off: 0x12, size: 2, role: 'flags' },
-  { name: 'bg_itable_unused_lo', off: 0x1c, size: 2, role: 'count' }, { name: 'bg_inode_table_hi', off: 0x28, size: 4, role: 'count' },
+const XATTR_BLOCK_FIELDS: F[] = [
+  ...fieldsOf(XATTR_HEADER, { h_magic: 'any', h_refcount: 'count', h_blocks: 'count' }),
+  // the first entry (later ones sit after variable-length names)
+  ...fieldsOf(XATTR_ENTRY, { e_name_len: 'count', e_name_index: 'count', e_value_offs: 'size', e_value_inum: 'ino', e_value_size: 'size' },
+    XATTR_HEADER.size, 'e[0].'),
 ];
 
-const EXTENT_BLOCK: F[] = [
-  { name: 'eh_magic', off: 0, size: 2, role: 'any' }, { name: 'eh_entries', off: 2, size: 2, role: 'count' },
-  { name: 'eh_max', off: 4, size: 2, role: 'count' }, { name: 'eh_depth', off: 6, size: 2, role: 'count' },
-  ...[0, 1, 2, 3, 5, 8, 13].flatMap((k): F[] => [
-    { name: `entry[${k}].block`, off: 12 + 12 * k, size: 4, role: 'size' },
-    { name: `entry[${k}].len|leaf_lo`, off: 16 + 12 * k, size: 2, role: 'count' },
-    { name: `entry[${k}].start_hi`, off: 18 + 12 * k, size: 2, role: 'count' },
-    { name: `entry[${k}].start_lo`, off: 20 + 12 * k, size: 4, role: 'block' },
-    { name: `entry[${k}].leaf_lo`, off: 16 + 12 * k, size: 4, role: 'block' },
-  ]),
-];
+/** A directory entry's fields (at the entry), and the htree root's (at the start of the block). */
+const DIRENT_FIELDS: F[] = fieldsOf(DIRENT, { inode: 'ino', rec_len: 'size', name_len: 'count', file_type: 'count' });
+const DX_ROOT_FIELDS: F[] = fieldsOf(DX_ROOT, { indirect_levels: 'count', info_length: 'count', limit: 'count', count: 'count', block: 'size' }, 0, 'dx ');
 
-const XATTR_BLOCK: F[] = [
-  { name: 'h_magic', off: 0, size: 4, role: 'any' }, { name: 'h_refcount', off: 4, size: 4, role: 'count' },
-  { name: 'h_blocks', off: 8, size: 4, role: 'count' },
-  ...[0, 1, 2].flatMap((k): F[] => [
-    { name: `e[${k}].e_name_len`, off: 32 + 0, size: 1, role: 'count' }, { name: `e[${k}].e_name_index`, off: 32 + 1, size: 1, role: 'count' },
-    { name: `e[${k}].e_value_offs`, off: 32 + 2, size: 2, role: 'size' }, { name: `e[${k}].e_value_inum`, off: 32 + 4, size: 4, role: 'ino' },
-    { name: `e[${k}].e_value_size`, off: 32 + 8, size: 4, role: 'size' },
-  ]),
-];
-
+/**
+ * The journal superblock (big-endian). src/fs/ext4/layout/jbd2.ts has no field table yet, so the
+ * offsets are include/linux/jbd2.h's journal_superblock_t, as jbd2.ts's decoder reads them.
+ */
 const JOURNAL_SB: F[] = [
   { name: 'h_magic', off: 0, size: 4, role: 'any', be: true }, { name: 'h_blocktype', off: 4, size: 4, role: 'count', be: true },
   { name: 's_blocksize', off: 0xc, size: 4, role: 'size', be: true }, { name: 's_maxlen', off: 0x10, size: 4, role: 'count', be: true },
   { name: 's_first', off: 0x14, size: 4, role: 'count', be: true }, { name: 's_sequence', off: 0x18, size: 4, role: 'count', be: true },
   { name: 's_start', off: 0x1c, size: 4, role: 'count', be: true }, { name: 's_feature_incompat', off: 0x28, size: 4, role: 'flags', be: true },
-  { name: 's_nr_users', off: 0x40, size: 4, role: 'count', be: true }, { name: 's_num_fc_blocks', off: 0x58, size: 4, role: 'count', be: true },
+  { name: 's_nr_users', off: 0x40, size: 4, role: 'count', be: true }, { name: 's_num_fc_blks', off: 0x54, size: 4, role: 'count', be: true },
 ];
+
+/** Every ext4 field the mutator may set, by structure (for tests: each must match its layout table). */
+export const EXT4_MUTATION_FIELDS = {
+  inode: INODE_FIELDS, super: SUPER_FIELDS, gdt: GDT_FIELDS, extentBlock: EXTENT_BLOCK_FIELDS, xattrBlock: XATTR_BLOCK_FIELDS,
+  dirent: DIRENT_FIELDS, dxRoot: DX_ROOT_FIELDS, journalSuper: JOURNAL_SB,
+} as const;
 
 /** The dirents of a directory block: offsets of each entry (walking rec_len in the original). */
 function direntOffsets(b: Uint8Array, pos: number, bs: number): number[] {
   const out: number[] = [];
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   let p = 0;
-  while (p + 8 <= bs && pos + p + 8 <= b.byteLength && out.length < 512) {
+  while (p + DIRENT.size <= bs && pos + p + DIRENT.size <= b.byteLength && out.length < 512) {
     out.push(p);
-    const rec = v.getUint16(pos + p + 4, true);
-    if (rec < 8) break;
+    const rec = v.getUint16(pos + p + DE.rec_len, true);
+    if (rec < DIRENT.size) break;
     p += rec;
   }
   return out;
+}
+
+/** The group descriptor size the superblock gives (s_desc_size with 64bit, else 32), read where `at` puts the superblock. */
+function descSizeOf(b: Uint8Array, vol: SeedVolume, at: (block: number) => number | undefined): number {
+  const sbTarget = vol.targets.find((x) => x.kind === 'super');
+  const base = sbTarget && at(sbTarget.block);
+  if (!sbTarget || base === undefined) return GROUP_DESC_SIZE_32;
+  const sb = base + sbTarget.offset;
+  const u32 = (off: number): number => readField(b, sb + off, { name: '', off: 0, size: 4, role: 'any' });
+  if (!(u32(SUPERBLOCK.at.s_feature_incompat) & INCOMPAT.BIT64)) return GROUP_DESC_SIZE_32;
+  const size = readField(b, sb + SUPERBLOCK.at.s_desc_size, { name: '', off: 0, size: 2, role: 'any' });
+  return size >= GROUP_DESC_SIZE_32 && size <= vol.blockSize && (size & (size - 1)) === 0 ? size : GROUP_DESC_SIZE_32;
 }
 
 /**
@@ -224,10 +265,10 @@ function mutateExt4(rng: Prng, b: Uint8Array, vol: SeedVolume, at: (block: numbe
     case 'inode': {
       if (rng.chance(0.1) && target.type === 'directory') {
         // make a directory claim the whole volume: huge size, extent/indirect pointers to metadata
-        writeField(b, pos + 0x4, INODE[1]!, 0xffffffff);
+        writeField(b, pos + INODE.at.i_size_lo, { name: 'i_size_lo', off: 0, size: 4, role: 'size' }, 0xffffffff);
         desc.push(`ext4 ${where}: i_size_lo -> 0xffffffff`);
       }
-      setField(INODE, pos, where);
+      setField(INODE_FIELDS, pos, where);
       break;
     }
     case 'dir': {
@@ -240,37 +281,36 @@ function mutateExt4(rng: Prng, b: Uint8Array, vol: SeedVolume, at: (block: numbe
         // an entry (not . or ..) now names an ancestor (or the directory itself): a directory loop
         const k = rng.range(2, ents.length - 1);
         const ino = rng.pick(anc);
-        if (pos + ents[k]! + 8 <= b.byteLength) { dv.setUint32(pos + ents[k]!, ino, true); dv.setUint8(pos + ents[k]! + 7, 2); }
+        const at = pos + ents[k]!;
+        if (at + DIRENT.size <= b.byteLength) { dv.setUint32(at + DE.inode, ino, true); dv.setUint8(at + DE.file_type, FT.DIR); }
         desc.push(`ext4 ${where}: dirent ${k} -> inode ${ino} (ancestor: directory loop)`);
       } else if (kind === 'dotdot' && ents.length > 1) {
         const ino = rng.pick([target.ino ?? 2, 2, rng.int(vol.inodesCount + 2)]);
-        if (pos + ents[1]! + 4 <= b.byteLength) dv.setUint32(pos + ents[1]!, ino, true);
+        if (pos + ents[1]! + DE.inode + 4 <= b.byteLength) dv.setUint32(pos + ents[1]! + DE.inode, ino, true);
         desc.push(`ext4 ${where}: '..' -> inode ${ino}`);
       } else if (kind === 'reclen-zero') {
-        if (pos + e + 6 <= b.byteLength) dv.setUint16(pos + e + 4, rng.pick([0, 4, 8, 12, bs, bs + 4, 0xffff]), true);
-        desc.push(`ext4 ${where}: dirent at +${e} rec_len -> ${pos + e + 6 <= b.byteLength ? dv.getUint16(pos + e + 4, true) : '?'}`);
+        const at = pos + e + DE.rec_len;
+        if (at + 2 <= b.byteLength) dv.setUint16(at, rng.pick([0, 4, 8, 12, bs, bs + 4, 0xffff]), true);
+        desc.push(`ext4 ${where}: dirent at +${e} rec_len -> ${at + 2 <= b.byteLength ? dv.getUint16(at, true) : '?'}`);
+      } else if (rng.chance(0.3)) {
+        setField(DX_ROOT_FIELDS, pos, `${where} (as an htree root)`);
       } else {
-        setField([
-          { name: 'inode', off: 0, size: 4, role: 'ino' }, { name: 'rec_len', off: 4, size: 2, role: 'size' },
-          { name: 'name_len', off: 6, size: 1, role: 'count' }, { name: 'file_type', off: 7, size: 1, role: 'count' },
-          // htree root: dx_root_info (after . and ..) and the first dx_entry
-          { name: 'dx indirect_levels', off: 0x1e, size: 1, role: 'count' }, { name: 'dx limit', off: 0x20, size: 2, role: 'count' },
-          { name: 'dx count', off: 0x22, size: 2, role: 'count' }, { name: 'dx block', off: 0x24, size: 4, role: 'size' },
-        ], pos + e, `${where} dirent at +${e}`);
+        setField(DIRENT_FIELDS, pos + e, `${where} dirent at +${e}`);
       }
       break;
     }
     case 'maptree': {
       const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-      const isExtent = pos + 2 <= b.byteLength && dv.getUint16(pos, true) === 0xf30a;
+      const isExtent = pos + EXTENT_HEADER.size <= b.byteLength && dv.getUint16(pos + EXTENT_HEADER.at.eh_magic, true) === EXTENT_MAGIC;
       if (isExtent) {
         if (rng.chance(0.3)) {
           // an extent tree that points into itself: depth 1, first index → this very block
-          dv.setUint16(pos + 6, rng.pick([1, 1, 2, 5]), true);
-          dv.setUint32(pos + 16, target.block, true);
-          dv.setUint16(pos + 20, 0, true);
+          const idx = pos + EXTENT_HEADER.size;
+          dv.setUint16(pos + EXTENT_HEADER.at.eh_depth, rng.pick([1, 1, 2, 5]), true);
+          dv.setUint32(idx + EXTENT_IDX.at.ei_leaf_lo, target.block, true);
+          dv.setUint16(idx + EXTENT_IDX.at.ei_leaf_hi, 0, true);
           desc.push(`ext4 ${where}: extent node made an index pointing at itself`);
-        } else setField(EXTENT_BLOCK, pos, where);
+        } else setField(EXTENT_BLOCK_FIELDS, pos, where);
       } else {
         // indirect block: a pointer to itself, to a metadata block, or past the end
         const k = rng.int(bs / 4);
@@ -280,12 +320,12 @@ function mutateExt4(rng: Prng, b: Uint8Array, vol: SeedVolume, at: (block: numbe
       }
       break;
     }
-    case 'xattr': setField(XATTR_BLOCK, pos, where); break;
-    case 'super': setField(SUPER, pos, where); break;
+    case 'xattr': setField(XATTR_BLOCK_FIELDS, pos, where); break;
+    case 'super': setField(SUPER_FIELDS, pos, where); break;
     case 'gdt': {
-      const descSize = readField(b, base + (bs === 1024 ? -1024 : 0) + 1024 + 0xfe, { name: '', off: 0, size: 2, role: 'any' }) || 32;
-      const g = rng.int(Math.max(1, Math.min(8, Math.floor(bs / Math.max(32, descSize)))));
-      setField(GDT.filter((f) => f.off < Math.max(32, descSize)), pos + g * Math.max(32, descSize), `${where} group ${g}`);
+      const descSize = descSizeOf(b, vol, at);
+      const g = rng.int(Math.max(1, Math.min(8, Math.floor(bs / descSize))));
+      setField(GDT_FIELDS.filter((f) => f.off + f.size <= descSize), pos + g * descSize, `${where} group ${g}`);
       break;
     }
     case 'journal': {
@@ -413,24 +453,27 @@ function applyOne(rng: Prng, s: SeedImage, b: Uint8Array, strategy: Strategy, de
       const added = newLen - runs[last]!.len;
       const blockCount = Math.max(h.blockCount, runs[last]!.start + newLen);
       const volumeBytes = blockCount * h.blockSize;
-      dv.setUint32(256 + last * MAP_RUN_SIZE + 8, newLen, true);
-      dv.setUint8(256 + last * MAP_RUN_SIZE + 12, 2);
+      const run = h.mapOffset + last * MAP_RUN_SIZE;
+      dv.setUint32(run + MAP_RUN.at.len, newLen, true);
+      dv.setUint8(run + MAP_RUN.at.kind, 2);
       const wasData = runs[last]!.kind === 'data';
-      dv.setBigUint64(0x38, BigInt(volumeBytes), true);
-      dv.setBigUint64(0x40, BigInt(blockCount), true);
-      dv.setBigUint64(0x50, BigInt(h.dataBlocks + added + (wasData ? 0 : runs[last]!.len)), true);
-      if (!wasData) dv.setBigUint64(0x48, BigInt(h.controlBlocks - runs[last]!.len), true);
+      const H = FIXED_HEADER.at;
+      dv.setBigUint64(H.volumeBytes, BigInt(volumeBytes), true);
+      dv.setBigUint64(H.blockCount, BigInt(blockCount), true);
+      dv.setBigUint64(H.dataBlocks, BigInt(h.dataBlocks + added + (wasData ? 0 : runs[last]!.len)), true);
+      if (!wasData) dv.setBigUint64(H.controlBlocks, BigInt(h.controlBlocks - runs[last]!.len), true);
       desc.push(`hostile header: map run ${last} grown to ${newLen} data blocks (volume ${volumeBytes} bytes)`);
       return { bytes: b, reseal: true, truncated: false };
     }
     case 'map-past-end': {
       const i = rng.int(h.mapRuns);
-      const off = 256 + i * MAP_RUN_SIZE;
+      const off = h.mapOffset + i * MAP_RUN_SIZE;
+      const R = MAP_RUN.at;
       const what = rng.pick(['start', 'len', 'both', 'overlap', 'kind']);
-      if (what === 'start' || what === 'both') dv.setBigUint64(off, BigInt(rng.pick([h.blockCount, h.blockCount - 1, 2 ** 53 - 1, 2 ** 40, h.blockCount + 7])), true);
-      if (what === 'len' || what === 'both') dv.setUint32(off + 8, rng.pick([0, 0xffffffff, h.blockCount, h.blockCount + 1]), true);
-      if (what === 'overlap' && i > 0) dv.setBigUint64(off, dv.getBigUint64(off - MAP_RUN_SIZE, true), true);
-      if (what === 'kind') dv.setUint8(off + 12, rng.pick([0, 1, 2, 3, 0xff]));
+      if (what === 'start' || what === 'both') dv.setBigUint64(off + R.start, BigInt(rng.pick([h.blockCount, h.blockCount - 1, 2 ** 53 - 1, 2 ** 40, h.blockCount + 7])), true);
+      if (what === 'len' || what === 'both') dv.setUint32(off + R.len, rng.pick([0, 0xffffffff, h.blockCount, h.blockCount + 1]), true);
+      if (what === 'overlap' && i > 0) dv.setBigUint64(off + R.start, dv.getBigUint64(off - MAP_RUN_SIZE + R.start, true), true);
+      if (what === 'kind') dv.setUint8(off + R.kind, rng.pick([0, 1, 2, 3, 0xff]));
       desc.push(`map run ${i}: ${what} past the end / inconsistent`);
       return { bytes: b, reseal: rng.chance(0.9), truncated: false };
     }
@@ -442,7 +485,7 @@ function applyOne(rng: Prng, s: SeedImage, b: Uint8Array, strategy: Strategy, de
         desc.push(`swapped frames ${a} and ${c}`);
       } else if (what === 'runs' && h.mapRuns >= 2) {
         const a = rng.int(h.mapRuns), c = rng.int(h.mapRuns);
-        swapBytes(b, 256 + a * MAP_RUN_SIZE, 256 + c * MAP_RUN_SIZE, MAP_RUN_SIZE);
+        swapBytes(b, h.mapOffset + a * MAP_RUN_SIZE, h.mapOffset + c * MAP_RUN_SIZE, MAP_RUN_SIZE);
         desc.push(`swapped map runs ${a} and ${c}`);
       } else if (what === 'control-data' && h.frameCount >= 1 && h.controlBlocks >= 1) {
         const a = rng.int(h.controlBlocks);

@@ -4,3 +4,4 @@ export * from './inode.js';
 export * from './extent.js';
 export * from './dirent.js';
 export * from './xattr.js';
+export * from './table.js';

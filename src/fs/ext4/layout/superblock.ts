@@ -1,15 +1,127 @@
 /**
- * The ext2/3/4 superblock (1024 bytes at volume offset 1024), decoded. Offsets follow
- * e2fsprogs' lib/ext2fs/ext2_fs.h. Feature gating as ext4 does: an unknown INCOMPAT bit makes us
- * refuse the volume (UnsupportedError); unknown RO_COMPAT is fine (we never write); COMPAT ignored.
+ * The ext2/3/4 superblock (1024 bytes at volume offset 1024): its field table (SUPERBLOCK, the
+ * kernel's struct ext4_super_block) and decoder. Feature gating as ext4 does: an unknown INCOMPAT
+ * bit makes us refuse the volume (UnsupportedError); unknown RO_COMPAT is fine (we never write);
+ * COMPAT ignored.
  * Pure: no I/O.
  */
 import { FormatError, UnsupportedError } from '../../../errors/index.js';
 import { Cursor } from '../../../format/cursor.js';
+import { ext4Table } from './table.js';
 
 export const SUPERBLOCK_OFFSET = 1024;
 export const SUPERBLOCK_SIZE = 1024;
 export const EXT2_MAGIC = 0xef53;
+
+/** struct ext4_super_block (the kernel's fs/ext4/ext4.h, e2fsprogs' ext2_fs.h). */
+export const SUPERBLOCK = ext4Table('ext4 superblock', SUPERBLOCK_SIZE, [
+  ['s_inodes_count', 0x0, 'u32', 'inodes in the filesystem'],
+  ['s_blocks_count_lo', 0x4, 'u32', 'blocks in the filesystem (low 32 bits)'],
+  ['s_r_blocks_count_lo', 0x8, 'u32', 'blocks reserved for the superuser (low)'],
+  ['s_free_blocks_count_lo', 0xc, 'u32', 'free blocks (low)'],
+  ['s_free_inodes_count', 0x10, 'u32', 'free inodes'],
+  ['s_first_data_block', 0x14, 'u32', 'first block of group 0: 1 with 1 KiB blocks (0 with bigalloc), else 0'],
+  ['s_log_block_size', 0x18, 'u32', 'block size = 1024 << this'],
+  ['s_log_cluster_size', 0x1c, 'u32', 'cluster size = 1024 << this (bigalloc)'],
+  ['s_blocks_per_group', 0x20, 'u32', 'blocks per group'],
+  ['s_clusters_per_group', 0x24, 'u32', 'clusters per group'],
+  ['s_inodes_per_group', 0x28, 'u32', 'inodes per group'],
+  ['s_mtime', 0x2c, 'u32', 'last mount time'],
+  ['s_wtime', 0x30, 'u32', 'last write time'],
+  ['s_mnt_count', 0x34, 'u16', 'mounts since the last check'],
+  ['s_max_mnt_count', 0x36, 'u16', 'mounts before a check'],
+  ['s_magic', 0x38, 'u16', '0xef53'],
+  ['s_state', 0x3a, 'u16', 'clean / errors / orphans being recovered'],
+  ['s_errors', 0x3c, 'u16', 'behaviour on errors'],
+  ['s_minor_rev_level', 0x3e, 'u16', 'minor revision'],
+  ['s_lastcheck', 0x40, 'u32', 'last check time'],
+  ['s_checkinterval', 0x44, 'u32', 'time between checks'],
+  ['s_creator_os', 0x48, 'u32', 'creator OS'],
+  ['s_rev_level', 0x4c, 'u32', 'revision: 0 (fixed inode size, first inode 11) or 1 (dynamic)'],
+  ['s_def_resuid', 0x50, 'u16', 'default uid for reserved blocks'],
+  ['s_def_resgid', 0x52, 'u16', 'default gid for reserved blocks'],
+  ['s_first_ino', 0x54, 'u32', 'first non-reserved inode (rev 1)'],
+  ['s_inode_size', 0x58, 'u16', 'inode record size (rev 1)'],
+  ['s_block_group_nr', 0x5a, 'u16', 'group holding this superblock copy'],
+  ['s_feature_compat', 0x5c, 'u32', 'compatible features'],
+  ['s_feature_incompat', 0x60, 'u32', 'incompatible features'],
+  ['s_feature_ro_compat', 0x64, 'u32', 'read-only compatible features'],
+  ['s_uuid', 0x68, 'bytes16', 'filesystem UUID'],
+  ['s_volume_name', 0x78, 'bytes16', 'label (NUL-padded)'],
+  ['s_last_mounted', 0x88, 'bytes64', 'last mount point'],
+  ['s_algorithm_usage_bitmap', 0xc8, 'u32', 'compression (unused)'],
+  ['s_prealloc_blocks', 0xcc, 'u8', 'blocks to preallocate for files'],
+  ['s_prealloc_dir_blocks', 0xcd, 'u8', 'blocks to preallocate for directories'],
+  ['s_reserved_gdt_blocks', 0xce, 'u16', 'descriptor blocks reserved for growth (resize_inode)'],
+  ['s_journal_uuid', 0xd0, 'bytes16', 'UUID of the external journal'],
+  ['s_journal_inum', 0xe0, 'u32', 'journal inode'],
+  ['s_journal_dev', 0xe4, 'u32', 'external journal device'],
+  ['s_last_orphan', 0xe8, 'u32', 'head of the orphan inode list'],
+  ['s_hash_seed', 0xec, 'bytes16', 'htree hash seed'],
+  ['s_def_hash_version', 0xfc, 'u8', 'default htree hash'],
+  ['s_jnl_backup_type', 0xfd, 'u8', 'what s_jnl_blocks holds'],
+  ['s_desc_size', 0xfe, 'u16', 'group descriptor size with 64bit'],
+  ['s_default_mount_opts', 0x100, 'u32', 'default mount options'],
+  ['s_first_meta_bg', 0x104, 'u32', 'first meta group (meta_bg)'],
+  ['s_mkfs_time', 0x108, 'u32', 'creation time'],
+  ['s_jnl_blocks', 0x10c, 'bytes68', 'backup of the journal inode\'s i_block and size'],
+  ['s_blocks_count_hi', 0x150, 'u32', 'blocks in the filesystem (high 32 bits, 64bit)'],
+  ['s_r_blocks_count_hi', 0x154, 'u32', 'reserved blocks (high)'],
+  ['s_free_blocks_count_hi', 0x158, 'u32', 'free blocks (high)'],
+  ['s_min_extra_isize', 0x15c, 'u16', 'smallest i_extra_isize of any inode'],
+  ['s_want_extra_isize', 0x15e, 'u16', 'i_extra_isize new inodes should have'],
+  ['s_flags', 0x160, 'u32', 'misc flags (hash signedness, test fs)'],
+  ['s_raid_stride', 0x164, 'u16', 'RAID stride'],
+  ['s_mmp_update_interval', 0x166, 'u16', 'MMP check interval (seconds)'],
+  ['s_mmp_block', 0x168, 'u64', 'multi-mount protection block'],
+  ['s_raid_stripe_width', 0x170, 'u32', 'RAID stripe width'],
+  ['s_log_groups_per_flex', 0x174, 'u8', 'groups per flex group = 2^this'],
+  ['s_checksum_type', 0x175, 'u8', 'metadata checksum algorithm (1: crc32c)'],
+  ['s_encryption_level', 0x176, 'u8', 'encryption version level'],
+  ['s_reserved_pad', 0x177, 'u8', 'padding'],
+  ['s_kbytes_written', 0x178, 'u64', 'KiB written over the lifetime'],
+  ['s_snapshot_inum', 0x180, 'u32', 'active snapshot inode'],
+  ['s_snapshot_id', 0x184, 'u32', 'active snapshot id'],
+  ['s_snapshot_r_blocks_count', 0x188, 'u64', 'blocks reserved for the snapshot'],
+  ['s_snapshot_list', 0x190, 'u32', 'head of the snapshot list'],
+  ['s_error_count', 0x194, 'u32', 'errors seen'],
+  ['s_first_error_time', 0x198, 'u32', 'first error: time'],
+  ['s_first_error_ino', 0x19c, 'u32', 'first error: inode'],
+  ['s_first_error_block', 0x1a0, 'u64', 'first error: block'],
+  ['s_first_error_func', 0x1a8, 'bytes32', 'first error: function'],
+  ['s_first_error_line', 0x1c8, 'u32', 'first error: line'],
+  ['s_last_error_time', 0x1cc, 'u32', 'last error: time'],
+  ['s_last_error_ino', 0x1d0, 'u32', 'last error: inode'],
+  ['s_last_error_line', 0x1d4, 'u32', 'last error: line'],
+  ['s_last_error_block', 0x1d8, 'u64', 'last error: block'],
+  ['s_last_error_func', 0x1e0, 'bytes32', 'last error: function'],
+  ['s_mount_opts', 0x200, 'bytes64', 'default mount option string'],
+  ['s_usr_quota_inum', 0x240, 'u32', 'user quota inode'],
+  ['s_grp_quota_inum', 0x244, 'u32', 'group quota inode'],
+  ['s_overhead_clusters', 0x248, 'u32', 'overhead clusters'],
+  ['s_backup_bgs_0', 0x24c, 'u32', 'first group with a superblock backup (sparse_super2)'],
+  ['s_backup_bgs_1', 0x250, 'u32', 'second group with a superblock backup (sparse_super2)'],
+  ['s_encrypt_algos', 0x254, 'bytes4', 'encryption algorithms'],
+  ['s_encrypt_pw_salt', 0x258, 'bytes16', 'encryption salt'],
+  ['s_lpf_ino', 0x268, 'u32', 'lost+found inode'],
+  ['s_prj_quota_inum', 0x26c, 'u32', 'project quota inode'],
+  ['s_checksum_seed', 0x270, 'u32', 'crc32c(uuid) when metadata_csum_seed is set'],
+  ['s_wtime_hi', 0x274, 'u8', 'write time, high bits'],
+  ['s_mtime_hi', 0x275, 'u8', 'mount time, high bits'],
+  ['s_mkfs_time_hi', 0x276, 'u8', 'creation time, high bits'],
+  ['s_lastcheck_hi', 0x277, 'u8', 'last check time, high bits'],
+  ['s_first_error_time_hi', 0x278, 'u8', 'first error time, high bits'],
+  ['s_last_error_time_hi', 0x279, 'u8', 'last error time, high bits'],
+  ['s_first_error_errcode', 0x27a, 'u8', 'first error: code'],
+  ['s_last_error_errcode', 0x27b, 'u8', 'last error: code'],
+  ['s_encoding', 0x27c, 'u16', 'file name encoding (casefold)'],
+  ['s_encoding_flags', 0x27e, 'u16', 'file name encoding flags'],
+  ['s_orphan_file_inum', 0x280, 'u32', 'orphan file inode (orphan_file)'],
+  ['s_def_resuid_hi', 0x284, 'u16', 'default uid for reserved blocks, high 16 bits'],
+  ['s_def_resgid_hi', 0x286, 'u16', 'default gid for reserved blocks, high 16 bits'],
+  ['s_reserved', 0x288, 'bytes372', 'padding'],
+  ['s_checksum', 0x3fc, 'u32', 'crc32c of the superblock (metadata_csum)'],
+]);
 
 export const COMPAT = {
   DIR_PREALLOC: 0x1, IMAGIC_INODES: 0x2, HAS_JOURNAL: 0x4, EXT_ATTR: 0x8, RESIZE_INODE: 0x10,
@@ -86,64 +198,68 @@ export function hasRoCompat(sb: Superblock, bit: number): boolean { return (sb.f
 
 /** Whether the 1024 bytes look like an ext2/3/4 superblock at all (magic only). */
 export function isExtSuperblock(buf: Uint8Array): boolean {
-  return buf.byteLength >= 0x3a && (buf[0x38]! | (buf[0x39]! << 8)) === EXT2_MAGIC;
+  const at = SUPERBLOCK.at.s_magic;
+  return buf.byteLength >= at + 2 && (buf[at]! | (buf[at + 1]! << 8)) === EXT2_MAGIC;
 }
 
 /** Decodes and sanity-checks the superblock; `volumeBytes` bounds the block count if known. */
 export function decodeSuperblock(buf: Uint8Array, volumeBytes?: number): Superblock {
   const c = new Cursor(buf, 0, 'ext4 superblock');
   c.need(SUPERBLOCK_SIZE);
+  const A = SUPERBLOCK.at;
   const u32 = (off: number): number => c.seek(off).u32le();
   const u16 = (off: number): number => c.seek(off).u16le();
   const u8 = (off: number): number => c.seek(off).u8();
-  if (u16(0x38) !== EXT2_MAGIC) throw new FormatError('EMAGIC', 'not an ext2/3/4 filesystem (bad superblock magic)');
-  const featureIncompat = u32(0x60);
+  const bytes = (off: number, n: number): Uint8Array => c.seek(off).bytes(n);
+  if (u16(A.s_magic) !== EXT2_MAGIC) throw new FormatError('EMAGIC', 'not an ext2/3/4 filesystem (bad superblock magic)');
+  const featureIncompat = u32(A.s_feature_incompat);
   const is64 = (featureIncompat & INCOMPAT.BIT64) !== 0;
-  const logBlockSize = u32(0x18);
-  const logClusterSize = u32(0x1c);
+  const logBlockSize = u32(A.s_log_block_size);
+  const logClusterSize = u32(A.s_log_cluster_size);
   if (logBlockSize > 6) throw new FormatError('ECORRUPT', `ext4 superblock: block size 2^(10+${logBlockSize}) is out of range`);
   const blockSize = 1024 << logBlockSize;
   const hi = (off: number): number => (is64 ? u32(off) * 0x100000000 : 0);
+  const rev0 = u32(A.s_rev_level) === 0;
   const sb: Superblock = {
-    inodesCount: u32(0x0),
-    blocksCount: u32(0x4) + hi(0x150),
-    reservedBlocksCount: u32(0x8) + hi(0x154),
-    freeBlocksCount: u32(0xc) + hi(0x158),
-    freeInodesCount: u32(0x10),
-    firstDataBlock: u32(0x14),
+    inodesCount: u32(A.s_inodes_count),
+    blocksCount: u32(A.s_blocks_count_lo) + hi(A.s_blocks_count_hi),
+    reservedBlocksCount: u32(A.s_r_blocks_count_lo) + hi(A.s_r_blocks_count_hi),
+    freeBlocksCount: u32(A.s_free_blocks_count_lo) + hi(A.s_free_blocks_count_hi),
+    freeInodesCount: u32(A.s_free_inodes_count),
+    firstDataBlock: u32(A.s_first_data_block),
     blockSize,
     clusterSize: logClusterSize <= 16 ? 1024 << logClusterSize : 0,
-    blocksPerGroup: u32(0x20),
-    clustersPerGroup: u32(0x24),
-    inodesPerGroup: u32(0x28),
-    mtime: u32(0x2c),
-    wtime: u32(0x30),
-    state: u16(0x3a),
-    revLevel: u32(0x4c),
-    firstIno: u32(0x4c) === 0 ? 11 : u32(0x54),
-    inodeSize: u32(0x4c) === 0 ? 128 : u16(0x58),
-    featureCompat: u32(0x5c),
+    blocksPerGroup: u32(A.s_blocks_per_group),
+    clustersPerGroup: u32(A.s_clusters_per_group),
+    inodesPerGroup: u32(A.s_inodes_per_group),
+    mtime: u32(A.s_mtime),
+    wtime: u32(A.s_wtime),
+    state: u16(A.s_state),
+    revLevel: u32(A.s_rev_level),
+    firstIno: rev0 ? 11 : u32(A.s_first_ino),
+    inodeSize: rev0 ? 128 : u16(A.s_inode_size),
+    featureCompat: u32(A.s_feature_compat),
     featureIncompat,
-    featureRoCompat: u32(0x64),
-    uuid: c.seek(0x68).bytes(16).slice(),
-    volumeName: cString(c.seek(0x78).bytes(16)),
-    reservedGdtBlocks: u16(0xce),
-    journalInum: u32(0xe0),
-    journalDev: u32(0xe4),
-    lastOrphan: u32(0xe8),
-    hashSeed: c.seek(0xec).bytes(16).slice(),
-    defHashVersion: u8(0xfc),
-    descSize: is64 ? u16(0xfe) : 32,
-    firstMetaBg: u32(0x104),
-    mkfsTime: u32(0x108),
-    logGroupsPerFlex: u8(0x174),
-    minExtraIsize: u16(0x15c),
-    usrQuotaInum: u32(0x240),
-    grpQuotaInum: u32(0x244),
-    prjQuotaInum: u32(0x26c),
-    backupBgs: [u32(0x24c), u32(0x250)],
-    checksumSeed: u32(0x270),
-    orphanFileInum: u32(0x280),
+    featureRoCompat: u32(A.s_feature_ro_compat),
+    uuid: bytes(A.s_uuid, 16).slice(),
+    volumeName: cString(bytes(A.s_volume_name, 16)),
+    reservedGdtBlocks: u16(A.s_reserved_gdt_blocks),
+    journalInum: u32(A.s_journal_inum),
+    journalDev: u32(A.s_journal_dev),
+    lastOrphan: u32(A.s_last_orphan),
+    hashSeed: bytes(A.s_hash_seed, 16).slice(),
+    defHashVersion: u8(A.s_def_hash_version),
+    descSize: is64 ? u16(A.s_desc_size) : 32,
+    firstMetaBg: u32(A.s_first_meta_bg),
+    mkfsTime: u32(A.s_mkfs_time),
+    logGroupsPerFlex: u8(A.s_log_groups_per_flex),
+    minExtraIsize: u16(A.s_min_extra_isize),
+    usrQuotaInum: u32(A.s_usr_quota_inum),
+    grpQuotaInum: u32(A.s_grp_quota_inum),
+    prjQuotaInum: u32(A.s_prj_quota_inum),
+    backupBgs: [u32(A.s_backup_bgs_0), u32(A.s_backup_bgs_1)],
+    checksumSeed: u32(A.s_checksum_seed),
+    orphanFileInum: u32(A.s_orphan_file_inum),
     groupCount: 0,
     clusterRatio: 1,
   };

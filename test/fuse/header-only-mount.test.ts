@@ -1,0 +1,78 @@
+/**
+ * A real mount of the 1 KiB-block bigalloc layouts (superblock in block 1 although group 0 starts
+ * at block 0) reads only the footer and the header from the image, and a walk with find (lstat
+ * and readlink of every entry), stat(1) and getfattr -R -d (every xattr) reads nothing more: the
+ * daemon's image read counter (SIGUSR1 stats) stays at what the mount read. The in-process check
+ * of every layout is test/fs/ext4/header-only.test.ts; this one proves the kernel path agrees.
+ */
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
+import { haveTools } from '../fixtures/exec.js';
+import { FileSource } from '../../src/io/index.js';
+import { ImageReader } from '../../src/image/image-reader.js';
+import { daemonPid, forceUnmount, fuseUnavailable, imgmount, makeImage, mountPoint, waitFor } from './helpers.js';
+
+const execFileP = promisify(execFile);
+const LAYOUTS = ['ext4-bigalloc-1k', 'ext4-bigalloc-metabg-1k'];
+/** ImageReader's first header read (a smaller image is read whole). */
+const FIRST_READ = 1 << 20;
+
+const why = fuseUnavailable();
+const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck', 'find', 'stat', 'getfattr']);
+if (why) t.plan(0, `FUSE mounts: ${why}`);
+else if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
+else {
+  const work = await mkdtemp(join(tmpdir(), 'imgmount-header-only-'));
+  const cacheDir = join(work, 'cache');
+  t.teardown(() => rm(work, { recursive: true, force: true }));
+  const logPath = join(cacheDir, 'imgmount.log');
+
+  for (const layout of LAYOUTS) {
+    t.test(layout, async (t) => {
+      const fx = await buildExtFixture(layout);
+      const img = join(work, `${layout}.imgm`);
+      await makeImage(fx.image, img);
+      const src = await FileSource.open(img);
+      const header = (await ImageReader.open(src)).header;
+      await src.close();
+      const imageBytes = (await stat(img)).size;
+      const mnt = await mountPoint(work, layout);
+      t.teardown(() => forceUnmount(cacheDir, mnt));
+
+      const r = await imgmount(['-v', '--cache-dir', cacheDir, img, mnt]);
+      t.equal(r.status, 0, `imgmount exits 0 ${r.stderr.trim()}`);
+      const m = /header from the image; read from the image: (\d+) bytes in (\d+) reads/.exec(r.stdout.toString());
+      t.ok(m, `-v reports the bytes read: ${r.stdout.toString().trim()}`);
+      const mountBytes = Number(m?.[1]);
+      t.equal(mountBytes, 64 + Math.max(header.dataOffset, Math.min(FIRST_READ, imageBytes)),
+        'the mount read the footer and the header, nothing else (opening the tree read no frame)');
+
+      const pid = (await daemonPid(cacheDir, mnt))!;
+      const imageStats = async (): Promise<{ reads: number; bytesRead: number }> => {
+        const before = readFileSync(logPath, 'utf8').length;
+        process.kill(pid, 'SIGUSR1');
+        let line: string | undefined;
+        await waitFor(() => { line = readFileSync(logPath, 'utf8').slice(before).split('\n').find((l) => l.includes(' stats ')); return line !== undefined; });
+        return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
+      };
+
+      const found = await execFileP('find', [mnt, '-printf', '%y %m %U %G %s %T@ %l\\n'], { maxBuffer: 1 << 26 });
+      const lines = found.stdout.split('\n').filter(Boolean);
+      t.ok(lines.length > 1000 && lines.some((l) => l.startsWith('l ')), `find listed ${lines.length} entries, symlinks among them`);
+      await execFileP('sh', ['-c', 'find "$1" -print0 | xargs -0 stat > /dev/null', 'sh', mnt], { maxBuffer: 1 << 26 });
+      const attrs = await execFileP('getfattr', ['-R', '-h', '-d', '-m', '-', mnt], { maxBuffer: 1 << 26 });
+      t.match(attrs.stdout, /user\.big=/, 'getfattr read the xattrs (the large one in an xattr block too)');
+      const s = await imageStats();
+      t.equal(s.bytesRead, mountBytes, 'the walk read nothing from the image');
+
+      const u = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+      t.equal(u.status, 0, `imgmount -u exits 0 ${u.stderr.trim()}`);
+    });
+  }
+}
