@@ -16,6 +16,7 @@ import { openMountImage } from '../../src/fuse/open-image.js';
 import { prewarmReader } from '../../src/fuse/session.js';
 import { fuseSuite, isMounted, waitFor } from './helpers.js';
 
+/** The failure a test injects (told apart from real ones by its message). */
 class Injected extends Error {}
 
 /** This process's descriptors, as "fd → target". */
