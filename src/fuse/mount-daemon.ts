@@ -1,7 +1,8 @@
 /**
  * MountDaemon: one mount's life. start() opens the image (header once, or from the cache),
  * builds the volume stack and the view, records state, mounts, and returns once the mount is
- * usable; any failure undoes what was done and throws, so nothing stays mounted. run() then
+ * usable; each step records its undo as it is done (undo-stack.ts), and a failure runs them in
+ * reverse and throws, so nothing stays mounted, open or on disk. run() then
  * waits for the end: the kernel dropping the connection (umount by anyone), the kernel-mode
  * filesystem disappearing from the mount table, or stop() (SIGTERM/SIGINT). Teardown is the
  * reverse of setup; a mount that is busy is detached lazily and served until its last user is
@@ -29,6 +30,7 @@ import { mountAt } from './mount-table.js';
 import { openMountImage } from './open-image.js';
 import type { FuseOps, Timeouts } from './ops.js';
 import { TreeOps } from './tree-ops.js';
+import { UndoStack } from './undo-stack.js';
 import { VolumeOps } from './volume-ops.js';
 
 export type View = 'tree' | 'volume' | 'kernel';
@@ -47,6 +49,8 @@ export interface MountConfig {
   log: (m: string) => void;
   /** openMountImage(image, cacheDir) started early by the caller; start() opens the image itself if absent. */
   opening?: Promise<ImageStack>;
+  /** Tests: called after each set-up step, once its undo is recorded; a throw fails start() there. */
+  afterStep?: (step: string) => void | Promise<void>;
 }
 
 export interface ReadyInfo {
@@ -89,15 +93,15 @@ export class MountDaemon {
                       readonly ready: ReadyInfo, private ops: FuseOps) {}
 
   static async start(cfg: MountConfig): Promise<MountDaemon> {
-    let stateDir: string;
+    const undo = new UndoStack(cfg.log, cfg.afterStep);
     try {
-      stateDir = await MountDaemon.prepare(cfg);
+      const daemon = await MountDaemon.setUp(cfg, undo);
+      undo.dismiss();
+      return daemon;
     } catch (e) {
-      // the early open is not going to be used: close what it opened
-      cfg.opening?.then((s) => s.close(), () => undefined).catch(() => undefined);
+      await undo.unwind();
       throw e;
     }
-    return MountDaemon.startPrepared(cfg, stateDir);
   }
 
   /** Checks the request and the mount point, cleans up after a dead daemon; returns the state directory. */
@@ -127,125 +131,140 @@ export class MountDaemon {
     return stateDir;
   }
 
-  private static async startPrepared(cfg: MountConfig, stateDir: string): Promise<MountDaemon> {
+  /** The set-up: each step pushes its undo onto `undo` as soon as it is done. */
+  private static async setUp(cfg: MountConfig, undo: UndoStack): Promise<MountDaemon> {
     const log = cfg.log;
     const mnt = resolve(cfg.mountPoint);
     const image = resolve(cfg.image);
     const o = cfg.options;
     const wantWrites = cfg.view === 'kernel' || (cfg.view === 'volume' && o.readOnly === false);
 
+    let stack: ImageStack | undefined;
+    const early = cfg.opening;
+    // the caller's early open: closed once it arrives, unless it became the stack (closed below)
+    if (early) await undo.push('early image open', async () => { if (!stack) await early.then((s) => s.close(), () => undefined); });
+    // a live daemon's state directory is not ours to remove: prepare() throws before this point
+    const stateDir = await MountDaemon.prepare(cfg);
+    await undo.push('state directory', () => removeStateDir(stateDir));
+
     const timings: Record<string, number> = { start: since() };
-    let stack: ImageStack;
-    try {
-      stack = await (cfg.opening ?? openMountImage(image, cfg.cacheDir, log));
-      timings.imageOpened = since();
-    } catch (e) {
-      await removeStateDir(stateDir).catch(() => undefined);
-      throw e;
-    }
+    const opened = await (early ?? openMountImage(image, cfg.cacheDir, log));
+    stack = opened;
+    let closing: Promise<void> | undefined;
+    const closeStack = (): Promise<void> => (closing ??= opened.close());
+    await undo.push('image', closeStack);
+    timings.imageOpened = since();
     const state: MountState = {
       format: 1, pid: process.pid, pidStart: (await processStart(process.pid)) ?? '', image, mountPoint: mnt,
       view: cfg.view, stateDir, keepWrites: cfg.keepWrites !== undefined,
     };
-    let daemon: MountDaemon | undefined;
-    try {
-      const h = stack.reader.header;
-      if (cfg.writes !== undefined && resolve(cfg.writes) !== (cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : undefined)) {
-        await stack.pushOverlay(resolve(cfg.writes), false);
-      }
-      let writable: Overlay | undefined;
-      if (wantWrites) {
-        const dir = cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : join(stateDir, 'writes');
-        if (cfg.keepWrites === undefined && cfg.writes !== undefined && resolve(cfg.writes) === dir) throw new UsageError('--writes cannot name the transient directory');
-        if (cfg.keepWrites === undefined) await Overlay.remove(dir);
-        state.writesDir = dir;
-        await writeState(state);
-        writable = await stack.pushOverlay(dir, true);
-      }
-      await writeState(state);
-      const timeouts: Timeouts = {
-        entrySec: o.entryTimeout ?? IMMUTABLE_SEC, attrSec: o.attrTimeout ?? IMMUTABLE_SEC, negativeSec: o.negativeTimeout ?? IMMUTABLE_SEC,
-      };
-      const uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0;
-      let ops: FuseOps;
-      let journalNotice: string | undefined;
-      if (cfg.view === 'tree') {
-        const fsType = fsTypeName(h.fsType);
-        if (fsType === undefined || fsType === 'raw') {
-          throw new UnsupportedError(`${image}: no filesystem tree in this image (backed up as a raw volume): mount it with --volume`);
-        }
-        const tree = await openExt4(stack.top, { log, cacheBytes: TREE_CACHE_BYTES });
-        timings.treeOpened = since();
-        journalNotice = tree.journalReport?.notice;
-        ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask, recycle: (b) => stack.frames.recycle(b) });
-      } else {
-        ops = new VolumeOps({
-          fileName: volumeFileName(image), volume: stack.top, overlay: writable, durable: cfg.keepWrites !== undefined,
-          blockSize: h.blockSize, timeNs: BigInt(h.createdSec ?? 0) * 1_000_000_000n, uid: o.uid ?? uid, gid: o.gid ?? gid, timeouts,
-          recycle: (b) => stack.frames.recycle(b),
-        });
-      }
-      const ready: ReadyInfo = {
-        image, mountPoint: mnt, view: cfg.view, binding: '', headerFromCache: stack.reader.headerFromCache,
-        imageReads: 0, imageBytesRead: 0, headerBytes: h.dataOffset, timings,
-      };
-      if (journalNotice !== undefined) ready.journal = `journal: ${journalNotice}`;
-      const r = stack.reader;
-      if (!r.complete) {
-        ready.incomplete = `${r.truncatedReason ?? 'image is incomplete'}: ${r.framesPresent} of ${h.frameCount} data frames are present; ` +
-          'reads of blocks in the missing ones fail with EIO';
-      }
-      daemon = new MountDaemon(cfg, stack, state, ready, ops);
-      daemon.writable = writable;
-      await daemon.mount();
-      timings.mounted = since();
-      ready.imageReads = stack.src.stats.reads;
-      ready.imageBytesRead = stack.src.stats.bytesRead;
-      // the header cache is written while the mount is already served (close() waits for it)
-      void stack.persistHeader();
-      return daemon;
-    } catch (e) {
-      if (daemon) await daemon.teardown(true).catch((t: unknown) => log(`cleanup after a failed mount: ${(t as Error).message}`));
-      else {
-        await stack.close().catch(() => undefined);
-        if (state.writesDir && !state.keepWrites) await Overlay.remove(state.writesDir).catch(() => undefined);
-        await removeStateDir(stateDir).catch(() => undefined);
-      }
-      throw e;
+    const h = opened.reader.header;
+    if (cfg.writes !== undefined && resolve(cfg.writes) !== (cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : undefined)) {
+      await opened.pushOverlay(resolve(cfg.writes), false); // closed with the stack
     }
+    let writable: Overlay | undefined;
+    if (wantWrites) {
+      const dir = cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : join(stateDir, 'writes');
+      if (cfg.keepWrites === undefined && cfg.writes !== undefined && resolve(cfg.writes) === dir) throw new UsageError('--writes cannot name the transient directory');
+      if (cfg.keepWrites === undefined) await Overlay.remove(dir);
+      state.writesDir = dir;
+      await writeState(state);
+      await undo.push('writes layer', async () => {
+        if (state.keepWrites) await writable?.flush();
+        await closeStack(); // the layer's files are open until then
+        if (!state.keepWrites) await Overlay.remove(dir);
+      });
+      writable = await opened.pushOverlay(dir, true);
+    }
+    await writeState(state);
+    const timeouts: Timeouts = {
+      entrySec: o.entryTimeout ?? IMMUTABLE_SEC, attrSec: o.attrTimeout ?? IMMUTABLE_SEC, negativeSec: o.negativeTimeout ?? IMMUTABLE_SEC,
+    };
+    const uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0;
+    let ops: FuseOps;
+    let journalNotice: string | undefined;
+    if (cfg.view === 'tree') {
+      const fsType = fsTypeName(h.fsType);
+      if (fsType === undefined || fsType === 'raw') {
+        throw new UnsupportedError(`${image}: no filesystem tree in this image (backed up as a raw volume): mount it with --volume`);
+      }
+      const tree = await openExt4(opened.top, { log, cacheBytes: TREE_CACHE_BYTES });
+      timings.treeOpened = since();
+      journalNotice = tree.journalReport?.notice;
+      ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask, recycle: (b) => opened.frames.recycle(b) });
+    } else {
+      ops = new VolumeOps({
+        fileName: volumeFileName(image), volume: opened.top, overlay: writable, durable: cfg.keepWrites !== undefined,
+        blockSize: h.blockSize, timeNs: BigInt(h.createdSec ?? 0) * 1_000_000_000n, uid: o.uid ?? uid, gid: o.gid ?? gid, timeouts,
+        recycle: (b) => opened.frames.recycle(b),
+      });
+    }
+    const ready: ReadyInfo = {
+      image, mountPoint: mnt, view: cfg.view, binding: '', headerFromCache: opened.reader.headerFromCache,
+      imageReads: 0, imageBytesRead: 0, headerBytes: h.dataOffset, timings,
+    };
+    if (journalNotice !== undefined) ready.journal = `journal: ${journalNotice}`;
+    const r = opened.reader;
+    if (!r.complete) {
+      ready.incomplete = `${r.truncatedReason ?? 'image is incomplete'}: ${r.framesPresent} of ${h.frameCount} data frames are present; ` +
+        'reads of blocks in the missing ones fail with EIO';
+    }
+    const daemon = new MountDaemon(cfg, opened, state, ready, ops);
+    daemon.writable = writable;
+    await daemon.mount(undo);
+    timings.mounted = since();
+    ready.imageReads = opened.src.stats.reads;
+    ready.imageBytesRead = opened.src.stats.bytesRead;
+    // the header cache is written while the mount is already served (close() waits for it)
+    void opened.persistHeader();
+    return daemon;
   }
 
-  private async mount(): Promise<void> {
+  private async mount(undo: UndoStack): Promise<void> {
     const cfg = this.cfg;
     const s = this.state;
     const o = cfg.options;
     if (cfg.view !== 'kernel') {
       const readOnly = this.ops.readOnly;
-      this.fuse = await mountFuse({
+      const fuse = await mountFuse({
         mountPoint: s.mountPoint, source: s.image, ops: this.ops, options: o, readOnly,
         maxWrite: readOnly ? MAX_READ : MAX_WRITE_RW, readdirplus: cfg.view === 'tree', readaheadKiB: READAHEAD_KIB, log: cfg.log,
       }, cfg.binding);
-      this.ready.binding = this.fuse.kind;
+      this.fuse = fuse;
+      await undo.push('FUSE mount', () => this.undoFuse(fuse, () => umountPath(s.mountPoint)));
+      this.ready.binding = fuse.kind;
       return;
     }
-    const priv = join(s.stateDir, 'raw');
+    const priv = join(s.stateDir, 'raw'); // removed with the state directory
     await mkdir(priv, { recursive: true, mode: 0o700 });
     s.privateMount = priv;
     await writeState(s);
-    this.fuse = await mountFuse({
+    const fuse = await mountFuse({
       mountPoint: priv, source: s.image, ops: this.ops,
       options: { readOnly: false, allowOther: false, allowRoot: false, defaultPermissions: true, flags: ['nosuid', 'nodev', 'noexec'], debug: false },
       readOnly: false, maxWrite: MAX_WRITE_RW, readdirplus: false, readaheadKiB: READAHEAD_KIB, log: cfg.log,
     }, 'kernel');
+    this.fuse = fuse;
+    // the loop device lets go of the file once the filesystem is released
+    await undo.push('private FUSE mount', () => this.undoFuse(fuse, () => umountPatiently(priv, 3000)));
     this.ready.binding = 'kernel+loop';
     const dev = await attachLoop(join(priv, volumeFileName(s.image)), false);
     s.loopDevice = dev;
     this.ready.loopDevice = dev;
+    await undo.push('loop device', () => detachLoop(dev));
     await writeState(s);
     const fsType = fsTypeName(this.stack.reader.header.fsType);
     const kernelOpts = [o.readOnly === false ? 'rw' : 'ro', ...o.flags];
     await mountKernelFs(dev, s.mountPoint, fsType === 'raw' ? undefined : fsType, kernelOpts);
+    await undo.push('kernel mount', async () => { if ((await umountPath(s.mountPoint)) === 'busy') await umountPath(s.mountPoint, true); });
     await detachLoop(dev); // autoclear: the loop device goes when the filesystem is unmounted
+  }
+
+  /** Undoes a FUSE mount of a start that failed (nobody uses it yet): unmount, wait for the connection to end, close. */
+  private async undoFuse(fuse: FuseMount, unmount: () => Promise<unknown>): Promise<void> {
+    await unmount();
+    await this.untilStopForced(fuse.ended);
+    await fuse.close();
   }
 
   /** Asks the mount to end (SIGTERM/SIGINT). A second request stops waiting for busy users. */
@@ -261,7 +280,7 @@ export class MountDaemon {
     const fuse = this.fuse!;
     const kernelGone = this.cfg.view === 'kernel' ? this.watchUnmounted(this.state.mountPoint) : new Promise<void>(() => {});
     await Promise.race([fuse.ended, this.stopped, kernelGone]);
-    await this.teardown(false);
+    await this.teardown();
   }
 
   private watchUnmounted(path: string): Promise<void> {
@@ -273,8 +292,8 @@ export class MountDaemon {
     });
   }
 
-  /** Undoes the mount; `failed`: called during start() (nothing may be busy yet). */
-  async teardown(failed: boolean): Promise<void> {
+  /** Undoes a served mount (run() calls it once the mount ends or is asked to). */
+  private async teardown(): Promise<void> {
     const s = this.state;
     const log = this.cfg.log;
     const fuse = this.fuse;
@@ -283,19 +302,16 @@ export class MountDaemon {
         log(`${s.mountPoint} is busy: detached lazily; serving until its last user is gone`);
         await umountPath(s.mountPoint, true);
       }
-      if (s.loopDevice && failed) await detachLoop(s.loopDevice);
       if (s.privateMount) {
         // the loop device lets go of the file once the filesystem is released (autoclear)
-        await this.untilStopForced(umountPatiently(s.privateMount, failed ? 3000 : 24 * 3600_000));
+        await this.untilStopForced(umountPatiently(s.privateMount, 24 * 3600_000));
         if (this.forced) await umountPath(s.privateMount, true);
       }
-    } else if (fuse && !failed) {
+    } else if (fuse) {
       if (await mountAt(s.mountPoint) && (await umountPath(s.mountPoint)) === 'busy') {
         log(`${s.mountPoint} is busy: detached lazily; serving until its last user is gone`);
         await umountPath(s.mountPoint, true);
       }
-    } else if (fuse) {
-      await umountPath(s.mountPoint).catch(() => undefined);
     }
     if (fuse) {
       await this.untilStopForced(fuse.ended);

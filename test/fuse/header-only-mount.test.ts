@@ -8,44 +8,31 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
-import { haveTools } from '../fixtures/exec.js';
 import { FileSource } from '../../src/io/index.js';
 import { ImageReader } from '../../src/image/image-reader.js';
-import { daemonPid, forceUnmount, fuseUnavailable, imgmount, makeImage, mountPoint, waitFor } from './helpers.js';
+import { fuseSuite, waitFor } from './helpers.js';
 
 const execFileP = promisify(execFile);
 const LAYOUTS = ['ext4-bigalloc-1k', 'ext4-bigalloc-metabg-1k'];
 /** ImageReader's first header read (a smaller image is read whole). */
 const FIRST_READ = 1 << 20;
 
-const why = fuseUnavailable();
-const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck', 'find', 'stat', 'getfattr']);
-if (why) t.plan(0, `FUSE mounts: ${why}`);
-else if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
-else {
-  const work = await mkdtemp(join(tmpdir(), 'imgmount-header-only-'));
-  const cacheDir = join(work, 'cache');
-  t.teardown(() => rm(work, { recursive: true, force: true }));
-  const logPath = join(cacheDir, 'imgmount.log');
+await fuseSuite('header-only', ['find', 'stat', 'getfattr'], async (h) => {
+  const logPath = join(h.cacheDir, 'imgmount.log');
 
   for (const layout of LAYOUTS) {
     t.test(layout, async (t) => {
-      const fx = await buildExtFixture(layout);
-      const img = join(work, `${layout}.imgm`);
-      await makeImage(fx.image, img);
+      const { img } = await h.image(layout, layout);
       const src = await FileSource.open(img);
       const header = (await ImageReader.open(src)).header;
       await src.close();
       const imageBytes = (await stat(img)).size;
-      const mnt = await mountPoint(work, layout);
-      t.teardown(() => forceUnmount(cacheDir, mnt));
+      const mnt = await h.mountPoint(t, layout);
 
-      const r = await imgmount(['-v', '--cache-dir', cacheDir, img, mnt]);
+      const r = await h.imgmount(['-v', img, mnt]);
       t.equal(r.status, 0, `imgmount exits 0 ${r.stderr.trim()}`);
       const m = /header from the image; read from the image: (\d+) bytes in (\d+) reads/.exec(r.stdout.toString());
       t.ok(m, `-v reports the bytes read: ${r.stdout.toString().trim()}`);
@@ -53,7 +40,7 @@ else {
       t.equal(mountBytes, 64 + Math.max(header.dataOffset, Math.min(FIRST_READ, imageBytes)),
         'the mount read the footer and the header, nothing else (opening the tree read no frame)');
 
-      const pid = (await daemonPid(cacheDir, mnt))!;
+      const pid = (await h.daemonPid(mnt))!;
       const imageStats = async (): Promise<{ reads: number; bytesRead: number }> => {
         const before = readFileSync(logPath, 'utf8').length;
         process.kill(pid, 'SIGUSR1');
@@ -71,8 +58,8 @@ else {
       const s = await imageStats();
       t.equal(s.bytesRead, mountBytes, 'the walk read nothing from the image');
 
-      const u = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+      const u = await h.unmount(mnt);
       t.equal(u.status, 0, `imgmount -u exits 0 ${u.stderr.trim()}`);
     });
   }
-}
+});

@@ -1,18 +1,28 @@
 /**
- * Shared by the FUSE tests: making an image of a fixture, mounting it with the real command
- * (node bin/imgmount.js, detached daemon and all), unmounting, and the checks every test ends
- * with (nothing mounted, no daemon left). Each test uses its own cache directory.
+ * Shared by the FUSE tests: one mount harness (fuseSuite: the skip check, the tool check, a work
+ * directory with its cache directory, removed at the end), making an image of a fixture,
+ * mounting it with the real command (node bin/imgmount.js, detached daemon and all) in one test
+ * environment, unmounting, the checks every test ends with (nothing mounted, no daemon left),
+ * and sha256File. Each test file uses its own work and cache directories.
  */
+import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { runCli, type CliResult } from '../helpers/cli.js';
+import { buildExtFixture, type Fixture } from '../fixtures/ext4-fixtures.js';
+import { haveTools } from '../fixtures/exec.js';
 import { mountAt } from '../../src/fuse/mount-table.js';
 import { daemonAlive, readState } from '../../src/fuse/mount-state.js';
 import { mountStateDir } from '../../src/volume/cache-dir.js';
 
 export const UUID = '0123456789abcdef0123456789abcdef';
+/** The environment of every command the FUSE tests run (reproducible images). */
 export const ENV = { SOURCE_DATE_EPOCH: '1700000000' };
+/** What every FUSE test needs: the fixture builders, and sha256sum for sha256File. */
+const BASE_TOOLS = ['mke2fs', 'debugfs', 'e2fsck', 'sha256sum'];
 
 /** Why FUSE tests cannot run here, or undefined. */
 export function fuseUnavailable(): string | undefined {
@@ -26,24 +36,88 @@ export async function makeImage(volume: string, out: string, extra: string[] = [
   if (r.status !== 0) throw new Error(`imgbackup ${volume}: ${r.stderr}`);
 }
 
-export function imgmount(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return runCli('imgmount', args, { env });
+/** The sha256 of a file (hex), by sha256sum in a process of its own: calls made at once are concurrent readers, as users are. */
+export function sha256File(path: string): Promise<string> {
+  return new Promise((res, rej) => {
+    const p = spawn('sha256sum', [path], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    p.on('error', rej);
+    p.on('close', (code) => (code === 0 ? res(out.split(' ')[0]!) : rej(new Error(`sha256sum ${path}: status ${code}`))));
+  });
 }
 
-export async function mountPoint(work: string, name: string): Promise<string> {
-  const m = join(work, name);
-  await mkdir(m, { recursive: true });
-  return m;
+/** imgmount's arguments for a view. */
+export function viewArgs(view: 'tree' | 'kernel' | 'volume'): string[] {
+  return view === 'tree' ? [] : [`--${view}`];
+}
+
+/** One test file's mounts: its work directory, its cache directory, and the commands run with them. */
+export class FuseHarness {
+  readonly cacheDir: string;
+
+  constructor(readonly work: string) { this.cacheDir = join(work, 'cache'); }
+
+  /** imgmount with this harness's cache directory. */
+  imgmount(args: string[]): Promise<CliResult> {
+    return runCli('imgmount', ['--cache-dir', this.cacheDir, ...args], { env: ENV });
+  }
+
+  /** imgmount -u MNT. */
+  unmount(mnt: string): Promise<CliResult> { return this.imgmount(['-u', mnt]); }
+
+  /** A fixture and an image of it in the work directory (`name`.imgm, default vol). */
+  async image(layout: string, name = 'vol'): Promise<{ fx: Fixture; img: string }> {
+    const fx = await buildExtFixture(layout);
+    return { fx, img: await this.imageOf(fx, name) };
+  }
+
+  /** An image of a fixture already built. */
+  async imageOf(fx: Fixture, name = 'vol'): Promise<string> {
+    const img = join(this.work, `${name}.imgm`);
+    await makeImage(fx.image, img);
+    return img;
+  }
+
+  /** A mount point in the work directory; whatever is left mounted there is cleared at `t`'s end. */
+  async mountPoint(t: Test, name: string): Promise<string> {
+    const m = join(this.work, name);
+    await mkdir(m, { recursive: true });
+    t.teardown(() => this.forceUnmount(m));
+    return m;
+  }
+
+  /** The pid of the daemon serving `mnt` (from its state file), if it runs. */
+  async daemonPid(mnt: string): Promise<number | undefined> {
+    const s = await readState(mountStateDir(this.cacheDir, resolve(mnt)));
+    return s && (await daemonAlive(s)) ? s.pid : undefined;
+  }
+
+  /** Best-effort cleanup for teardown: unmount whatever a failed test left. */
+  async forceUnmount(mnt: string): Promise<void> {
+    if (await isMounted(mnt)) await this.unmount(mnt);
+    const pid = await this.daemonPid(mnt);
+    if (pid !== undefined) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    if (await isMounted(mnt)) await this.unmount(mnt);
+  }
+}
+
+/**
+ * Runs a FUSE test file's body with its harness, or skips it (no root, no /dev/fuse) or fails it
+ * (tools missing, beyond the base ones: `tools`). The work directory goes at the end.
+ */
+export async function fuseSuite(name: string, tools: string[], body: (h: FuseHarness) => Promise<void>): Promise<void> {
+  const why = fuseUnavailable();
+  if (why) { t.plan(0, `FUSE mounts: ${why}`); return; }
+  const have = await haveTools([...BASE_TOOLS, ...tools]);
+  if (!have.ok) { t.fail(`missing tools: ${have.missing.join(', ')}`); return; }
+  const work = await mkdtemp(join(tmpdir(), `imgmount-${name}-`));
+  t.teardown(() => rm(work, { recursive: true, force: true }));
+  await body(new FuseHarness(work));
 }
 
 export async function isMounted(mnt: string): Promise<boolean> {
   return (await mountAt(resolve(mnt))) !== undefined;
-}
-
-/** The pid of the daemon serving `mnt` (from its state file), if it runs. */
-export async function daemonPid(cacheDir: string, mnt: string): Promise<number | undefined> {
-  const s = await readState(mountStateDir(cacheDir, resolve(mnt)));
-  return s && (await daemonAlive(s)) ? s.pid : undefined;
 }
 
 export function processGone(pid: number): boolean {
@@ -63,13 +137,3 @@ export async function waitFor(cond: () => Promise<boolean> | boolean, ms = 10_00
   }
   return cond();
 }
-
-/** Best-effort cleanup for teardown: unmount whatever a failed test left. */
-export async function forceUnmount(cacheDir: string, mnt: string): Promise<void> {
-  if (await isMounted(mnt)) await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
-  const pid = await daemonPid(cacheDir, mnt);
-  if (pid !== undefined) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-  if (await isMounted(mnt)) await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
-}
-
-export async function readJson(path: string): Promise<unknown> { return JSON.parse(await readFile(path, 'utf8')); }

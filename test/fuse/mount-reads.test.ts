@@ -6,35 +6,22 @@
  */
 import t from 'tap';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, lstat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, readdir, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
-import { haveTools } from '../fixtures/exec.js';
 import { FileSource } from '../../src/io/index.js';
 import { ImageReader } from '../../src/image/image-reader.js';
-import { daemonPid, forceUnmount, fuseUnavailable, imgmount, makeImage, mountPoint, waitFor } from './helpers.js';
+import { fuseSuite, waitFor } from './helpers.js';
 
-const why = fuseUnavailable();
-const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
-if (why) t.plan(0, `FUSE mounts: ${why}`);
-else if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
-else {
-  const work = await mkdtemp(join(tmpdir(), 'imgmount-reads-'));
-  const cacheDir = join(work, 'cache');
-  t.teardown(() => rm(work, { recursive: true, force: true }));
-  const fx = await buildExtFixture('ext4-4k');
-  const img = join(work, 'vol.imgm');
-  await makeImage(fx.image, img);
+await fuseSuite('reads', [], async (h) => {
+  const { img } = await h.image('ext4-4k');
   const src = await FileSource.open(img);
   const header = (await ImageReader.open(src)).header;
   await src.close();
-  const mnt = await mountPoint(work, 'mnt');
-  t.teardown(() => forceUnmount(cacheDir, mnt));
-  const logPath = join(cacheDir, 'imgmount.log');
+  const mnt = await h.mountPoint(t, 'mnt');
+  const logPath = join(h.cacheDir, 'imgmount.log');
 
   const mountV = async (): Promise<{ fromCache: boolean; bytes: number; reads: number }> => {
-    const r = await imgmount(['-v', '--cache-dir', cacheDir, img, mnt]);
+    const r = await h.imgmount(['-v', img, mnt]);
     if (r.status !== 0) throw new Error(r.stderr);
     const m = /header (from the cache|from the image); read from the image: (\d+) bytes in (\d+) reads/.exec(r.stdout.toString());
     if (!m) throw new Error(`unexpected -v output: ${r.stdout.toString()}`);
@@ -42,7 +29,7 @@ else {
   };
   /** The daemon's image read counter, via SIGUSR1 (it logs a stats line). */
   const imageStats = async (): Promise<{ reads: number; bytesRead: number }> => {
-    const pid = (await daemonPid(cacheDir, mnt))!;
+    const pid = (await h.daemonPid(mnt))!;
     const before = readFileSync(logPath, 'utf8').length;
     process.kill(pid, 'SIGUSR1');
     let line: string | undefined;
@@ -69,7 +56,7 @@ else {
     t.equal(s.bytesRead, m.bytes, 'stat of every file read nothing more from the image');
     await readFile(join(mnt, 'big.bin'));
     t.ok((await imageStats()).bytesRead > m.bytes, 'file contents do come from the image');
-    t.equal((await imgmount(['--cache-dir', cacheDir, '-u', mnt])).status, 0);
+    t.equal((await h.unmount(mnt)).status, 0);
   });
 
   t.test('second mount: no header bytes from the image', async (t) => {
@@ -79,6 +66,6 @@ else {
     t.equal(m.reads, 1, 'in one read');
     await walk(mnt);
     t.equal((await imageStats()).bytesRead, 64, 'a full walk reads nothing from the image');
-    t.equal((await imgmount(['--cache-dir', cacheDir, '-u', mnt])).status, 0);
+    t.equal((await h.unmount(mnt)).status, 0);
   });
-}
+});

@@ -5,34 +5,21 @@
  * Also: writes are refused (EROFS), and statfs answers.
  */
 import t from 'tap';
-import { mkdtemp, rm, writeFile, statfs } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EXT_LAYOUTS, buildExtFixture } from '../fixtures/ext4-fixtures.js';
-import { haveTools } from '../fixtures/exec.js';
+import { EXT_LAYOUTS } from '../fixtures/ext4-fixtures.js';
 import { compareManifests, manifestOfTree } from '../fixtures/manifest.js';
-import { daemonPid, forceUnmount, fuseUnavailable, imgmount, isMounted, makeImage, mountPoint, processGone, waitFor } from './helpers.js';
+import { fuseSuite, isMounted, processGone, viewArgs, waitFor } from './helpers.js';
 
-const why = fuseUnavailable();
-const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
-if (why) t.plan(0, `FUSE mounts: ${why}`);
-else if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
-else {
-  const work = await mkdtemp(join(tmpdir(), 'imgmount-tree-'));
-  const cacheDir = join(work, 'cache');
-  t.teardown(() => rm(work, { recursive: true, force: true }));
-
+await fuseSuite('tree', [], async (h) => {
   for (const layout of EXT_LAYOUTS) {
     t.test(layout, async (t) => {
-      const fx = await buildExtFixture(layout);
-      const img = join(work, `${layout}.imgm`);
-      await makeImage(fx.image, img);
+      const { fx, img } = await h.image(layout, layout);
       const expected = await manifestOfTree(fx.tree);
       for (const mode of ['tree', 'kernel'] as const) {
         await t.test(mode, async (t) => {
-          const mnt = await mountPoint(work, `${layout}-${mode}`);
-          t.teardown(() => forceUnmount(cacheDir, mnt));
-          const r = await imgmount(['--cache-dir', cacheDir, ...(mode === 'kernel' ? ['--kernel'] : []), img, mnt]);
+          const mnt = await h.mountPoint(t, `${layout}-${mode}`);
+          const r = await h.imgmount([...viewArgs(mode), img, mnt]);
           if (mode === 'kernel' && r.status !== 0 && /kernel could not mount|wrong fs type|unsupported/i.test(r.stderr)) {
             t.plan(0, `the kernel's driver refuses this layout: ${r.stderr.trim()}`);
             return;
@@ -47,8 +34,8 @@ else {
             const s = await statfs(mnt);
             t.ok(s.blocks > 0, 'statfs answers');
           }
-          const pid = await daemonPid(cacheDir, mnt);
-          const u = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+          const pid = await h.daemonPid(mnt);
+          const u = await h.unmount(mnt);
           t.equal(u.status, 0, `imgmount -u exits 0 ${u.stderr.trim()}`);
           t.notOk(await isMounted(mnt), 'nothing mounted after -u');
           if (pid !== undefined) t.ok(await waitFor(() => processGone(pid)), 'the daemon is gone');
@@ -56,4 +43,4 @@ else {
       }
     });
   }
-}
+});

@@ -5,48 +5,28 @@
  * never written; without rw, writes are refused.
  */
 import t, { type Test } from 'tap';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
-import { haveTools } from '../fixtures/exec.js';
 import { materialise } from '../helpers/materialise.js';
-import { forceUnmount, fuseUnavailable, imgmount, isMounted, makeImage, mountPoint } from './helpers.js';
+import { fuseSuite, isMounted, sha256File } from './helpers.js';
 
-const sha = (p: string): Promise<string> => new Promise((res, rej) => {
-  const h = createHash('sha256');
-  createReadStream(p).on('data', (d) => h.update(d)).on('end', () => res(h.digest('hex'))).on('error', rej);
-});
-
-const why = fuseUnavailable();
-const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck']);
-if (why) t.plan(0, `FUSE mounts: ${why}`);
-else if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
-else {
-  const work = await mkdtemp(join(tmpdir(), 'imgmount-raw-'));
-  const cacheDir = join(work, 'cache');
-  t.teardown(() => rm(work, { recursive: true, force: true }));
-  const fx = await buildExtFixture('ext4-4k');
-  const img = join(work, 'vol.imgm');
-  await makeImage(fx.image, img);
-  const imgSha = await sha(img);
-  const flat = join(work, 'flat.img');
+await fuseSuite('raw', [], async (h) => {
+  const { img } = await h.image('ext4-4k');
+  const imgSha = await sha256File(img);
+  const flat = join(h.work, 'flat.img');
   await materialise(img, flat);
-  const flatSha = await sha(flat);
-  const mnt = await mountPoint(work, 'mnt');
+  const flatSha = await sha256File(flat);
+  const mnt = await h.mountPoint(t, 'mnt');
   const file = join(mnt, 'vol.img');
-  t.teardown(() => forceUnmount(cacheDir, mnt));
   const size = (await stat(flat)).size;
   const writes: [number, string][] = [[5, 'partial block'], [4096 - 3, 'across two blocks'], [size - 4, 'END!'], [123456, 'x'.repeat(20000)]];
 
   const mount = async (t: Test, args: string[]): Promise<void> => {
-    const r = await imgmount(['--cache-dir', cacheDir, '--volume', ...args, img, mnt]);
+    const r = await h.imgmount(['--volume', ...args, img, mnt]);
     t.equal(r.status, 0, `imgmount ${args.join(' ')} exits 0 ${r.stderr.trim()}`);
   };
   const unmount = async (t: Test): Promise<void> => {
-    const r = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+    const r = await h.unmount(mnt);
     t.equal(r.status, 0, `-u exits 0 ${r.stderr.trim()}`);
     t.notOk(await isMounted(mnt), 'unmounted');
   };
@@ -73,7 +53,7 @@ else {
     await mount(t, []);
     t.same(await readdir(mnt), ['vol.img'], 'one file, named after the image');
     t.equal((await stat(file)).size, size, 'the volume size');
-    t.equal(await sha(file), flatSha, 'sha256 equals the materialised volume');
+    t.equal(await sha256File(file), flatSha, 'sha256 equals the materialised volume');
     await t.rejects(open(file, 'r+'), { code: 'EROFS' }, 'no writes without -o rw');
     await unmount(t);
   });
@@ -85,13 +65,13 @@ else {
     await unmount(t);
     await mount(t, []);
     await expectWrites(t, false);
-    t.equal(await sha(file), flatSha, 'the volume is as before');
+    t.equal(await sha256File(file), flatSha, 'the volume is as before');
     await unmount(t);
-    t.same(await readdir(join(cacheDir, 'mounts')).catch(() => []), [], 'no transient layer left in the cache');
+    t.same(await readdir(join(h.cacheDir, 'mounts')).catch(() => []), [], 'no transient layer left in the cache');
   });
 
   t.test('--keep-writes keeps them for --writes', async (t) => {
-    const kept = join(work, 'kept');
+    const kept = join(h.work, 'kept');
     await mount(t, ['-o', 'rw', '--keep-writes', kept]);
     await writeAll();
     await unmount(t);
@@ -105,7 +85,6 @@ else {
   });
 
   t.test('the image is never written', async (t) => {
-    t.equal(await sha(img), imgSha);
-    void readFile;
+    t.equal(await sha256File(img), imgSha);
   });
-}
+});

@@ -6,24 +6,14 @@
  * why in one line.
  */
 import t, { type Test } from 'tap';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildExtFixture } from '../fixtures/ext4-fixtures.js';
-import { haveTools, run } from '../fixtures/exec.js';
-import { daemonPid, forceUnmount, fuseUnavailable, imgmount, isMounted, makeImage, mountPoint, processGone, waitFor } from './helpers.js';
+import { run } from '../fixtures/exec.js';
+import { fuseSuite, isMounted, processGone, viewArgs, waitFor } from './helpers.js';
 
-const why = fuseUnavailable();
-const tools = await haveTools(['mke2fs', 'debugfs', 'e2fsck', 'losetup', 'umount']);
-if (why) t.plan(0, `FUSE mounts: ${why}`);
-else if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
-else {
-  const work = await mkdtemp(join(tmpdir(), 'imgmount-umount-'));
-  const cacheDir = join(work, 'cache');
-  t.teardown(() => rm(work, { recursive: true, force: true }));
-  const fx = await buildExtFixture('ext4-4k');
-  const img = join(work, 'vol.imgm');
-  await makeImage(fx.image, img);
+await fuseSuite('umount', ['losetup', 'umount'], async (h) => {
+  const { cacheDir, work } = h;
+  const { fx, img } = await h.image('ext4-4k');
 
   const loopsOf = async (): Promise<string[]> => {
     const { stdout } = await run('losetup', ['-n', '-l', '-O', 'NAME,BACK-FILE']);
@@ -38,14 +28,14 @@ else {
   };
 
   const ends: [string, (mnt: string, pid: number) => Promise<void>][] = [
-    ['imgmount -u', async (mnt) => { const r = await imgmount(['--cache-dir', cacheDir, '-u', mnt]); if (r.status !== 0) throw new Error(r.stderr); }],
+    ['imgmount -u', async (mnt) => { const r = await h.unmount(mnt); if (r.status !== 0) throw new Error(r.stderr); }],
     ['umount', async (mnt) => { await run('umount', [mnt]); }],
     ['SIGTERM', async (_mnt, pid) => { process.kill(pid, 'SIGTERM'); }],
     ['SIGINT', async (_mnt, pid) => { process.kill(pid, 'SIGINT'); }],
     ['kill -9, then imgmount -u', async (mnt, pid) => {
       process.kill(pid, 'SIGKILL');
       await waitFor(() => processGone(pid));
-      const r = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+      const r = await h.unmount(mnt);
       if (r.status !== 0) throw new Error(`imgmount -u: ${r.stderr}`);
     }],
   ];
@@ -53,17 +43,16 @@ else {
   for (const mode of ['tree', 'kernel'] as const) {
     for (const [name, end] of ends) {
       t.test(`${mode}: ${name}`, async (t) => {
-        const mnt = await mountPoint(work, `m-${mode}`);
-        t.teardown(() => forceUnmount(cacheDir, mnt));
-        const r = await imgmount(['--cache-dir', cacheDir, ...(mode === 'kernel' ? ['--kernel'] : []), img, mnt]);
+        const mnt = await h.mountPoint(t, `m-${mode}`);
+        const r = await h.imgmount([...viewArgs(mode), img, mnt]);
         t.equal(r.status, 0, `mounted ${r.stderr.trim()}`);
-        const pid = await daemonPid(cacheDir, mnt);
+        const pid = await h.daemonPid(mnt);
         t.ok(pid, 'a daemon serves the mount');
         if (name.startsWith('kill -9')) {
           process.kill(pid!, 'SIGKILL');
           await waitFor(() => processGone(pid!));
           await t.rejects(readdir(mnt), 'a dead mount: not connected (or I/O error in kernel mode)');
-          const r2 = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+          const r2 = await h.unmount(mnt);
           t.equal(r2.status, 0, `-u clears a dead mount ${r2.stderr.trim()}`);
         } else {
           await end(mnt, pid!);
@@ -74,7 +63,7 @@ else {
   }
 
   t.test('a failed mount: one line, non-zero, nothing mounted', async (t) => {
-    const mnt = await mountPoint(work, 'fail');
+    const mnt = await h.mountPoint(t, 'fail');
     const rows: [string, string[], RegExp, number][] = [
       ['missing image', [join(work, 'nope.imgm'), mnt], /nope\.imgm.*no such file/i, 4],
       ['not an image', [fx.image, mnt], /not an imgmount image/, 3],
@@ -83,21 +72,22 @@ else {
       ['rw on the tree', ['-o', 'rw', img, mnt], /read-only/, 2],
     ];
     for (const [what, args, re, status] of rows) {
-      const r = await imgmount(['--cache-dir', cacheDir, ...args]);
+      const r = await h.imgmount(args);
       t.equal(r.status, status, `${what}: exit status ${status}`);
       t.match(r.stderr, re, `${what}: says why`);
       t.equal(r.stderr.trim().split('\n').length, 1, `${what}: one line`);
       t.notOk(await isMounted(mnt), `${what}: nothing mounted`);
     }
     t.same(await readdir(join(cacheDir, 'mounts')).catch(() => []), [], 'no state left');
-    t.equal((await imgmount(['--cache-dir', cacheDir, '-u', mnt])).status, 5, '-u of something not mounted: exit 5');
+    t.equal((await h.unmount(mnt)).status, 5, '-u of something not mounted: exit 5');
   });
 
   t.test('-u leaves a mount that is not ours alone', async (t) => {
-    const mnt = await mountPoint(work, 'tmpfs');
+    const mnt = join(work, 'tmpfs');
+    await mkdir(mnt);
     await run('mount', ['-t', 'tmpfs', 'imgmount-test', mnt]);
     try {
-      const r = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+      const r = await h.unmount(mnt);
       t.equal(r.status, 5, 'exit 5');
       t.match(r.stderr, /not mounted by imgmount \(tmpfs/, `says why: ${r.stderr.trim()}`);
       t.ok(await isMounted(mnt), 'the tmpfs is still mounted');
@@ -105,4 +95,4 @@ else {
       await run('umount', [mnt], { okCodes: [0, 32] });
     }
   });
-}
+});
