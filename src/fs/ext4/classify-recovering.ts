@@ -54,7 +54,7 @@ export async function classifyExt4Recovering(src: ByteReader, opts: ClassifyExt4
     replayedVol = tree.vol;
   } catch (e) {
     if (!isImgError(e)) throw e;
-    warn(`the journal needs recovery but cannot be replayed (${e.message}); only the blocks the on-disk state uses are stored`);
+    warn(`the journal needs recovery, but the volume cannot be opened to replay it (${e.message}); only the blocks the on-disk state uses are stored`);
     return onDisk;
   }
   log('ext4 classify: the journal needs recovery: classifying the replayed state too');
