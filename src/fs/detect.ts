@@ -1,10 +1,11 @@
 /**
  * Picks the filesystem driver for a volume and asks it which blocks are used and which are
  * control blocks. A volume no driver recognises is treated as raw: every block is used, none is
- * control, and the caller tells the user so.
+ * control, and the caller tells the user so. An ext volume whose journal needs recovery is
+ * classified as it is on disk and as replayed (the union: see ext4/classify-recovering.ts).
  */
 import type { RandomSource } from '../io/index.js';
-import { classifyExt4 } from './ext4/index.js';
+import { classifyExt4Recovering } from './ext4/index.js';
 import { isExtSuperblock, SUPERBLOCK_OFFSET } from './ext4/layout/index.js';
 import { RunList } from './run-list.js';
 import type { BlockClassification } from './types.js';
@@ -19,7 +20,8 @@ export async function classifyVolume(src: RandomSource, log: (m: string) => void
   const probeLen = Math.min(src.sizeBytes, SUPERBLOCK_OFFSET + 1024);
   const probe = await src.readAt(0, probeLen);
   if (probeLen === SUPERBLOCK_OFFSET + 1024 && isExtSuperblock(probe.subarray(SUPERBLOCK_OFFSET))) {
-    const c = await classifyExt4(src, { log });
+    // a journal that needs recovery: the blocks the replayed state uses too (readers show that state)
+    const c = await classifyExt4Recovering(src, { log });
     return { ...c, recognised: true };
   }
   return classifyRaw(src.sizeBytes);

@@ -4,4 +4,5 @@
  * this folder is the driver's own business.
  */
 export { classifyExt4, type ClassifyExt4Options, type Ext4Classification } from './classify.js';
+export { classifyExt4Recovering } from './classify-recovering.js';
 export { openExt4, type Ext4Tree, type OpenExt4Options } from './reader.js';
