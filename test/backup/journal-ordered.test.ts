@@ -27,7 +27,7 @@ import { compareBytes, compareManifests, manifestOfTree, type EntryType, type Ma
 import { find, readJournalLog } from '../fixtures/journal-log.js';
 import { buildOrderedJournalVolume } from '../fixtures/ordered-journal.js';
 import { runCli } from '../helpers/cli.js';
-import { forceUnmount, imgmount, isMounted } from '../fuse/helpers.js';
+import { FuseHarness, isMounted } from '../fuse/helpers.js';
 
 const ENV = { SOURCE_DATE_EPOCH: '1700000000' };
 const IGNORE = { ignorePaths: ['/lost+found'] };
@@ -139,14 +139,12 @@ else {
       t.same(compareManifests(kernel, await kernelView(restored), IGNORE), [], 'the restored volume mounts (replayed by the kernel) as the original does');
 
       if (existsSync('/dev/fuse')) {
-        const cacheDir = join(dir, 'cache');
-        const mnt = join(dir, 'imgmnt');
-        await mkdir(mnt);
-        t.teardown(() => forceUnmount(cacheDir, mnt));
-        const m = await imgmount(['--cache-dir', cacheDir, img, mnt]);
+        const h = new FuseHarness(dir);
+        const mnt = await h.mountPoint(t, 'imgmnt');
+        const m = await h.imgmount([img, mnt]);
         t.equal(m.status, 0, `imgmount exits 0 ${m.stderr.trim()}`);
         t.same(compareManifests(kernel, await manifestOfTree(mnt), IGNORE), [], 'imgmount shows the kernel\'s tree');
-        const u = await imgmount(['--cache-dir', cacheDir, '-u', mnt]);
+        const u = await h.unmount(mnt);
         t.equal(u.status, 0, `imgmount -u exits 0 ${u.stderr.trim()}`);
         t.notOk(await isMounted(mnt), 'unmounted');
       }
