@@ -99,7 +99,7 @@ bench_size() {
   step "$size sparse ext4 volume, $FILES_MB MB of files"
   rm -f "$vol"; truncate -s "$size" "$vol"
   mke2fs -q -F -t ext4 -E lazy_itable_init=1,lazy_journal_init=1 -d "$WORK/tree" "$vol"
-  local bc; bc=$(dumpe2fs -h "$vol" 2>/dev/null | awk -F: '/^Block count/ { print $2 + 0 }')
+  local bc; bc=$(dumpe2fs -h "$vol" 2>/dev/null | awk -F: '/^Block count/ { gsub(/ /, "", $2); print $2 }')
   log "  block count $bc, source allocates $(mb "$(alloc_bytes "$vol")")"
 
   local t_ours=() t_ra=() t_q=() i
