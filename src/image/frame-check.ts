@@ -24,6 +24,11 @@ export function verifyFrame(c: FrameContext, idx: number, headerBytes: Uint8Arra
   const blocks = frameBlockCount(h, idx);
   try {
     const fh = decodeFrameHeader(headerBytes, { frameIndex: idx, blockCount: blocks, blockSize: h.blockSize });
+    // the 64-bit fields too: a writer that cut block numbers to 32 bits must not pass a verify
+    const first = idx * h.frameBlocks;
+    if (fh.firstDataIndex !== first || fh.firstBlock !== c.map.dataBlockAt(first) || fh.lastBlock !== c.map.dataBlockAt(first + blocks - 1)) {
+      throw new FormatError('ECORRUPT', `frame ${idx}: header names data index ${fh.firstDataIndex}, blocks ${fh.firstBlock}–${fh.lastBlock}, not what the block map says`);
+    }
     if (payload.byteLength !== blocks * h.blockSize) throw new FormatError('ETRUNC', `frame ${idx}: payload truncated`);
     if (hashBlocks(payload, h.blockSize, hashesOut) !== fh.payloadChecksum) {
       throw new FormatError('ECHECKSUM', `frame ${idx}: data checksum mismatch`);
