@@ -134,7 +134,7 @@ export class LiveBackup {
       }
       if (r !== 0) out.push({ ino, reasons: r, path: frozen.paths.get(ino)! });
     }
-    return out;
+    return out.sort((a, b) => a.ino - b.ino);
   }
 
   private async scanDuring(): Promise<void> {
