@@ -47,13 +47,37 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
  * dataBlocks) stay bounded by the bytes really present.
  */
 function checkFooterAgainstHeader(f: Footer, h: ImageHeader): void {
-  const lastBlocks = h.frameCount === 0 ? 0 : h.dataBlocks - (h.frameCount - 1) * h.frameBlocks;
-  const dataEnd = h.frameCount === 0 ? h.dataOffset : h.dataOffset + (h.frameCount - 1) * h.frameBytes + FRAME_HEADER_SIZE + lastBlocks * h.blockSize;
+  const dataEnd = dataEndOffset(h);
   // 1.1: an exception log (at least its 32-byte header, 8-byte aligned) may follow the hashes
   const extra = f.trailerBytes - (TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks));
   if (f.trailerOffset !== dataEnd || !(extra === 0 || (extra >= EXCEPTION_LOG_HEADER_SIZE && extra % 8 === 0))) {
     throw new FormatError('ECORRUPT', 'image is incomplete: the footer does not match the header (the trailer is not where the frames end)');
   }
+}
+
+/**
+ * Checks and decodes a whole trailer (`bytes`: trailerBytes from trailerOffset) against its footer
+ * and the image header: its checksum, its counts; the block hashes and the exception log (undefined: none).
+ */
+export function decodeTrailer(bytes: Uint8Array, f: Footer, h: ImageHeader): { hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined } {
+  if (bytes.byteLength !== f.trailerBytes || hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
+  const n = h.controlBlocks + h.dataBlocks;
+  const hashEnd = TRAILER_HEADER_SIZE + 8 * n;
+  if (hashEnd > f.trailerBytes) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
+  // the trailer header's own counts must agree with the image header (FORMAT.md, trailer header)
+  const t = decodeTrailerHeader(bytes.subarray(0, TRAILER_HEADER_SIZE));
+  if (t.frameCount !== h.frameCount || t.dataBlocks !== h.dataBlocks || t.hashCount !== n || t.reserved !== 0 ||
+      t.exceptionBytes !== f.trailerBytes - hashEnd) {
+    throw new FormatError('ECORRUPT', 'trailer header does not match the image header');
+  }
+  const exceptions = t.exceptionBytes > 0 ? decodeExceptionLog(bytes.subarray(hashEnd)) : undefined;
+  return { hashes: new BigUint64Array(bytes.slice(TRAILER_HEADER_SIZE, hashEnd).buffer), exceptions };
+}
+
+/** Where the trailer starts: right after the last frame. */
+export function dataEndOffset(h: ImageHeader): number {
+  const lastBlocks = h.frameCount === 0 ? 0 : h.dataBlocks - (h.frameCount - 1) * h.frameBlocks;
+  return h.frameCount === 0 ? h.dataOffset : h.dataOffset + (h.frameCount - 1) * h.frameBytes + FRAME_HEADER_SIZE + lastBlocks * h.blockSize;
 }
 
 export class ImageReader {
@@ -231,21 +255,9 @@ export class ImageReader {
 
   private async loadTrailer(): Promise<{ hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined }> {
     if (!this.footer) throw new FormatError('ETRUNC', this.truncatedReason ?? 'image is incomplete');
-    const f = this.footer;
-    const bytes = await this.src.readAt(f.trailerOffset, f.trailerBytes);
-    if (hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
-    const n = this.header.controlBlocks + this.header.dataBlocks;
-    const hashEnd = TRAILER_HEADER_SIZE + 8 * n;
-    if (hashEnd > f.trailerBytes) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
-    // the trailer header's own counts must agree with the image header (FORMAT.md, trailer header)
-    const t = decodeTrailerHeader(bytes.subarray(0, TRAILER_HEADER_SIZE));
-    if (t.frameCount !== this.header.frameCount || t.dataBlocks !== this.header.dataBlocks || t.hashCount !== n || t.reserved !== 0 ||
-        t.exceptionBytes !== f.trailerBytes - hashEnd) {
-      throw new FormatError('ECORRUPT', 'trailer header does not match the image header');
-    }
-    const exceptions = t.exceptionBytes > 0 ? decodeExceptionLog(bytes.subarray(hashEnd)) : undefined;
-    return { hashes: new BigUint64Array(bytes.slice(TRAILER_HEADER_SIZE, hashEnd).buffer), exceptions };
+    return decodeTrailer(await this.src.readAt(this.footer.trailerOffset, this.footer.trailerBytes), this.footer, this.header);
   }
+
 
   /** Checks the trailer's own checksum (a full verify also compares every block hash). */
   async readTrailerHashes(): Promise<BigUint64Array> {

@@ -162,6 +162,37 @@ t.test('--live with writers: the exception log is exactly the touched files, the
   t.same(ij.exceptionLog.entries, j.live.exceptions, 'imginfo --exceptions reads the same log from the trailer');
   const verify = await runCli('imginfo', ['--verify', img]);
   t.equal(verify.status, 0, 'imginfo --verify: the trailer with its log checks');
+
+  // the readers mark them: imgrestore --list, a tagged restore (file and stream), the mount's tree view
+  const listing = await runCli('imgrestore', ['--list', img]);
+  const marked = listing.stdout.toString().split('\n').filter((l) => l.includes('[exception: ')).map((l) => l.replace(/\s+\[exception: .*$/, '').split(' ').at(-1));
+  t.same(marked.sort(), [...logged.keys()].sort(), 'imgrestore --list marks exactly the logged files');
+  const dest = join(lm.dir, 'restore');
+  const tr = await runCli('imgrestore', ['-C', dest, img, '/db', '/ow-0', '/keep-1']);
+  t.equal(tr.status, 0, 'a tagged restore that includes logged files still exits 0');
+  t.match(tr.stderr, /\/db: in the image's exception log \(open-for-write-at-start\)/, 'it warns about /db');
+  t.match(tr.stderr, /\/ow-0: in the image's exception log/, 'and /ow-0');
+  t.notMatch(tr.stderr, /keep-1/, 'not about /keep-1');
+  const { readFileSync } = await import('node:fs');
+  const sr = await runCli('imgrestore', ['-C', join(lm.dir, 'restore-stream'), '-', '/db', '/keep-2'], { input: readFileSync(img) });
+  t.equal(sr.status, 0, 'from a stream: exits 0');
+  t.match(sr.stderr, /\/db: in the image's exception log/, 'from a stream: warns at the end (the log is in the trailer)');
+  const clean = await runCli('imgrestore', ['-C', join(lm.dir, 'restore-clean'), img, '/keep-1']);
+  t.equal(clean.stderr, '', 'no warning for a file not in the log');
+
+  const mnt = join(lm.dir, 'view');
+  await mkdir(mnt);
+  const env = { XDG_CACHE_HOME: join(lm.dir, 'xdg') };
+  const m = await runCli('imgmount', [img, mnt], { env });
+  t.equal(m.status, 0, `imgmount (${m.stderr.trim()})`);
+  try {
+    const x = await run('getfattr', ['--absolute-names', '-n', 'user.imgmount.exception', '--only-values', join(mnt, 'db')]);
+    t.equal(x.stdout, 'open-for-write-at-start', 'the tree view: user.imgmount.exception on /db');
+    const none = await run('getfattr', ['--absolute-names', '-d', join(mnt, 'keep-1')]);
+    t.notMatch(none.stdout, /imgmount\.exception/, 'and not on /keep-1');
+  } finally {
+    await runCli('imgmount', ['-u', mnt], { env });
+  }
 });
 
 t.test('never-write: a --live backup with no writers changes no block but the superblock', async (t) => {
