@@ -15,7 +15,6 @@
  * Test hooks (test-only): IMGMOUNT_TEST_AFTER_THAW / IMGMOUNT_TEST_BEFORE_END=path: imgbackup
  * creates `path` after the first thaw / before the last scan and waits until it is removed.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -77,10 +76,9 @@ export class LiveBackup {
   async start(): Promise<RandomSource> {
     this.atStart = await scanOpenWriters(this.devices);
     this.scans++;
+    // (the freeze helper also drops the source's clean cached pages: file data written through the
+    // filesystem bypasses the device's page cache, which may hold stale copies of those blocks)
     this.hold = await holdSource(this.src, this.targets, { timeoutSec: this.opts.timeoutSec, sourcePath: this.opts.sourcePath });
-    // the device's own page cache may hold stale copies of file blocks written since through the
-    // filesystem (the two caches are not coherent): everything is on disk now, so drop them
-    if (this.src.isBlockDevice) await flushDeviceCache(this.opts.sourcePath, this.log);
     return this.hold.source;
   }
 
@@ -176,15 +174,6 @@ async function walk(tree: FsTree, dir: number, prefix: Uint8Array, paths: Map<nu
     if (e.type === 'file') { if (!paths.has(e.ino)) paths.set(e.ino, path); }
     else if (e.type === 'dir' && !seen.has(e.ino)) await walk(tree, e.ino, path, paths, seen);
   }
-}
-
-/** BLKFLSBUF through blockdev(8): drops the device's clean cached pages. A failure only logs. */
-async function flushDeviceCache(dev: string, log: (m: string) => void): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const c = spawn('blockdev', ['--flushbufs', dev], { stdio: 'ignore' });
-    c.once('error', (e) => { log(`live: blockdev --flushbufs ${dev}: ${e.message}`); resolve(); });
-    c.once('close', (code) => { if (code !== 0) log(`live: blockdev --flushbufs ${dev} exited ${code}`); resolve(); });
-  });
 }
 
 async function testHook(name: string): Promise<void> {
