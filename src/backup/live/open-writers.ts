@@ -1,7 +1,8 @@
 /**
  * Which files of one filesystem processes hold open for write: every /proc/PID/fd/N whose
  * /proc/PID/fdinfo/N flags have O_WRONLY or O_RDWR, plus every shared writable mapping in
- * /proc/PID/maps (a file mapped "rw-s" is written without an open descriptor). Each is named by
+ * /proc/PID/maps (a file mapped "rw-s" is written without an open descriptor) and every active
+ * swap file in /proc/swaps (written by the kernel, no change time). Each is named by
  * (device "major:minor", inode) with stat through the /proc link, and kept only when it is a
  * regular file on one of `devices`. Processes and descriptors that vanish or that we may not
  * look at are skipped: this is a best-effort scan, repeated during a --live backup (a writer that
@@ -45,5 +46,12 @@ export async function scanOpenWriters(devices: ReadonlySet<string>, proc = '/pro
       if (devices.has(dev)) add(dev, Number(f[4]));
     }
   }));
+  // swap files: the kernel writes them directly, with no descriptor and no change time
+  for (const line of (await readFile(`${proc}/swaps`, 'utf8').catch(() => '')).split('\n').slice(1)) {
+    const f = line.split(/\s+/);
+    if (f[1] !== 'file') continue;
+    const st = await stat(f[0]!.replace(/\\040/g, ' ')).catch(() => undefined);
+    if (st && devices.has(devString(st.dev))) add(devString(st.dev), st.ino);
+  }
   return out;
 }
