@@ -29,6 +29,15 @@ export interface BackupOptions {
   writer: string;
   log?: (msg: string) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  hooks?: BackupHooks;
+}
+
+/** Where a --live backup (live.ts) steps in. */
+export interface BackupHooks {
+  /** Every control block is in memory (`controlArea`: exactly the header's bytes); nothing written yet. */
+  afterControl?(info: { cls: Classification; runs: MapRun[]; controlArea: Uint8Array; volumeBytes: number }): Promise<void>;
+  /** Every data block is written: the exception log to end the trailer with (undefined: none). */
+  beforeFinish?(): Promise<Uint8Array | undefined>;
 }
 
 export interface BackupResult {
@@ -69,12 +78,13 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
   const progress = (n: number): void => { doneBytes += n; opts.onProgress?.(doneBytes, totalBytes); };
 
   const controlArea = await gatherControl(src, cls, control, progress);
+  await opts.hooks?.afterControl?.({ cls, runs, controlArea, volumeBytes: src.sizeBytes });
   const headerBytes = await writer.writeHeader(controlArea);
   await streamData(src, data, blockSize, async (blocks) => {
     await writer.appendData(blocks);
     progress(blocks.byteLength);
   });
-  const imageBytes = await writer.finish();
+  const imageBytes = await writer.finish(await opts.hooks?.beforeFinish?.());
   return {
     fsType: cls.fsType, recognised: cls.recognised, blockSize, volumeBytes: src.sizeBytes, blockCount,
     usedBlocks: used.blockCount, controlBlocks: control.blockCount, dataBlocks: data.blockCount,

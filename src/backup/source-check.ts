@@ -1,7 +1,7 @@
 /**
  * What imgbackup may do with its source, decided before a byte of it is read or the image is
  * created: a source that is not mounted, or mounted read-only, is backed up as it is; one mounted
- * read-write is refused (SourceBusyError EMOUNTED) unless --freeze was asked for, and then every
+ * read-write is refused (SourceBusyError EMOUNTED) unless --freeze (or --live) was asked for, and then every
  * read-write filesystem on it is to be frozen, provided nothing imgbackup writes (the image, a
  * temporary file beside it, stdout, stderr) is on one of them: those writes would wait for the
  * thaw for ever.
@@ -42,7 +42,8 @@ export async function checkSource(srcPath: string, opts: SourceCheckOptions): Pr
     const via = m.source !== srcPath && m.source.startsWith('/') ? ` (as ${m.source})` : '';
     throw new SourceBusyError('EMOUNTED',
       `${srcPath} is mounted read-write on ${m.mountPoints[0]}${via}: an image of it would be inconsistent; ` +
-      `use --freeze (a consistent image; writers wait until the backup is done), or unmount it or remount it read-only`,
+      `use --freeze (a consistent image; writers wait until the backup is done), --live (frozen only while its metadata is read; ` +
+      `files changed meanwhile are listed in the image's exception log), or unmount it or remount it read-only`,
       { mountPoint: m.mountPoints[0], device: m.device });
   }
   const freeze: FreezeTarget[] = [];

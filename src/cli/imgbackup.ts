@@ -6,7 +6,8 @@ import { stat } from 'node:fs/promises';
 import { InterruptedError, UsageError } from '../errors/index.js';
 import { backup, type BackupResult } from '../backup/backup.js';
 import { checkSource } from '../backup/source-check.js';
-import { holdSource } from '../backup/freeze.js';
+import { holdSource, type SourceHold } from '../backup/freeze.js';
+import { LiveBackup } from '../backup/live/live.js';
 import { FileSink, FileSource, StdoutSink, type Sink } from '../io/index.js';
 import { onInterrupt } from './interrupt.js';
 import { Progress, formatBytes } from './progress.js';
@@ -33,21 +34,23 @@ async function main(): Promise<number> {
     .option('--uuid <uuid>', 'image UUID (default: random); with SOURCE_DATE_EPOCH gives reproducible images')
     .option('-f, --force', 'replace IMG if it exists')
     .option('--freeze', 'if SRC is mounted read-write: freeze its filesystem for the whole backup (a consistent image; writers wait)')
+    .option('--live', 'if SRC is mounted read-write: freeze it only while its metadata is read, then back up while it is in use; files that changed meanwhile go in the image\'s exception log')
     .option('--freeze-timeout <seconds>', 'give up (thaw, fail, no image) after this long frozen; 0: no limit', '600')
     .option('--json', 'print a JSON summary on stdout (not with IMG -)')
     .option('-q, --quiet', 'no summary')
     .parse();
   const [srcPath, imgPath] = cmd.args as [string, string];
-  const o = cmd.opts<{ allBlocks?: boolean; uuid?: string; force?: boolean; freeze?: boolean; freezeTimeout: string; json?: boolean; quiet?: boolean }>();
+  const o = cmd.opts<{ allBlocks?: boolean; uuid?: string; force?: boolean; freeze?: boolean; live?: boolean; freezeTimeout: string; json?: boolean; quiet?: boolean }>();
   if (!/^\d+(\.\d+)?$/.test(o.freezeTimeout)) throw new UsageError(`--freeze-timeout ${o.freezeTimeout}: not a number of seconds`);
   const freezeTimeoutSec = Number(o.freezeTimeout);
+  if (o.freeze && o.live) throw new UsageError('--freeze and --live exclude each other');
   if (o.json && imgPath === '-') throw new UsageError('--json needs stdout, which IMG - uses for the image');
   if (imgPath === '-' && process.stdout.isTTY) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
   const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : undefined;
   const created = createdSec();
 
   // before a byte of the source is read or IMG is created: refuses a source mounted read-write
-  const plan = await checkSource(srcPath, { imgPath, freeze: !!o.freeze });
+  const plan = await checkSource(srcPath, { imgPath, freeze: !!(o.freeze || o.live) });
   const src = await FileSource.open(srcPath);
   if (imgPath !== '-') await refuseSameFile(srcPath, imgPath);
   const sink: Sink = imgPath === '-' ? new StdoutSink() : await FileSink.create(imgPath, !!o.force);
@@ -58,13 +61,16 @@ async function main(): Promise<number> {
   let result: BackupResult;
   let frozenMs = 0;
   const started = process.hrtime.bigint();
-  const hold = await holdSource(src, plan.freeze, { timeoutSec: freezeTimeoutSec, sourcePath: srcPath }).catch(async (e) => {
-    await sink.abort(); await src.close(); throw e;
+  const live = o.live && plan.freeze.length > 0 ? new LiveBackup(src, plan.freeze, { timeoutSec: freezeTimeoutSec, sourcePath: srcPath, log: (m) => log(m) }) : undefined;
+  const hold: SourceHold = await (live
+    ? live.start().then((source) => ({ source, frozen: plan.freeze, release: async () => { await live.abort(); return 0; } }))
+    : holdSource(src, plan.freeze, { timeoutSec: freezeTimeoutSec, sourcePath: srcPath })).catch(async (e: unknown) => {
+    await live?.abort(); await sink.abort(); await src.close(); throw e;
   });
   try {
     result = await backup(hold.source, sink, {
       allBlocks: !!o.allBlocks, imageUuid, createdSec: created, writer: `imgbackup ${VERSION}`,
-      log: (m) => log(m), onProgress: (d, t) => progress.update(d, t),
+      log: (m) => log(m), onProgress: (d, t) => progress.update(d, t), hooks: live?.hooks,
     });
     frozenMs = await hold.release();
     await sink.close();
@@ -83,16 +89,23 @@ async function main(): Promise<number> {
     process.stderr.write(`imgbackup: ${srcPath}: filesystem not recognised: backed up every block; the image mounts as a raw volume only\n`);
   }
   for (const w of result.warnings) process.stderr.write(`imgbackup: warning: ${w}\n`);
+  const lr = live?.report;
+  if (lr) frozenMs = lr.freezeMs;
+  if (lr && lr.exceptions.length > 0 && !o.json && !o.quiet) {
+    process.stderr.write(`imgbackup: ${lr.exceptions.length} file(s) changed or open for write during the backup: in the image's exception log (imginfo --exceptions)\n`);
+  }
   if (o.json) {
-    const freeze = hold.frozen.length > 0 ? { mountPoints: hold.frozen.map((f) => f.mountPoint), ms: Math.round(frozenMs) } : null;
-    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, ...result }, null, 2) + '\n');
+    const freeze = hold.frozen.length > 0 ? { mountPoints: hold.frozen.map((f) => f.mountPoint), ms: Math.round(frozenMs), ...(lr ? { endMs: Math.round(lr.endFreezeMs) } : {}) } : null;
+    const liveJson = lr ? { files: lr.files, scans: lr.scans, exceptionCount: lr.exceptions.length, exceptions: lr.exceptions } : null;
+    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, live: liveJson, ...result }, null, 2) + '\n');
   } else if (!o.quiet) {
     const out = imgPath === '-' ? process.stderr : process.stdout;
     out.write(`${srcPath}: ${result.fsType}, ${formatBytes(result.volumeBytes)}, ${result.blockSize}-byte blocks\n` +
       `stored ${result.controlBlocks} control + ${result.dataBlocks} data blocks (${formatBytes((result.controlBlocks + result.dataBlocks) * result.blockSize)}), ` +
       `skipped ${result.unusedBlocks} unused\n` +
       `image ${imgPath}: ${formatBytes(result.imageBytes)} (header ${formatBytes(result.headerBytes)}) in ${seconds.toFixed(2)} s\n` +
-      (hold.frozen.length > 0 ? `${hold.frozen.map((f) => f.mountPoint).join(', ')} frozen for ${(frozenMs / 1000).toFixed(2)} s\n` : ''));
+      (hold.frozen.length > 0 ? `${hold.frozen.map((f) => f.mountPoint).join(', ')} frozen for ${(frozenMs / 1000).toFixed(2)} s` +
+        (lr ? ` (and ${(lr.endFreezeMs / 1000).toFixed(2)} s at the end); exception log: ${lr.exceptions.length} of ${lr.files} files` : '') + '\n' : ''));
   }
   return 0;
 }

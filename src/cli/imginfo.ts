@@ -1,5 +1,6 @@
 /** imginfo IMG: what an image holds; --verify reads it all and checks every checksum. */
-import { fsTypeName, fieldText } from '../format/index.js';
+import { fsTypeName, fieldText, reasonNames, type ExceptionEntry } from '../format/index.js';
+import { isImgError } from '../errors/index.js';
 import { ImageReader } from '../image/image-reader.js';
 import { verifyImage, type VerifyResult } from '../image/verify.js';
 import { FileSource } from '../io/index.js';
@@ -16,10 +17,11 @@ async function main(): Promise<number> {
   const cmd = program('imginfo', 'Describe an imgmount image; with --verify, check every checksum.')
     .argument('<IMG>', 'image file')
     .option('--verify', 'read the whole image and check every frame, block hash and the trailer')
+    .option('--exceptions', 'list the files in the exception log of a --live backup (their data may not match the header)')
     .option('--json', 'print JSON')
     .parse();
   const [path] = cmd.args as [string];
-  const o = cmd.opts<{ verify?: boolean; json?: boolean }>();
+  const o = cmd.opts<{ verify?: boolean; exceptions?: boolean; json?: boolean }>();
   const src = await about(path, () => FileSource.open(path));
   try {
     const img = await about(path, () => ImageReader.open(src));
@@ -47,6 +49,19 @@ async function main(): Promise<number> {
       imageBytes: src.sizeBytes,
       complete: img.complete,
     };
+    // the exception log (a --live backup's) is in the trailer: unknown when the image is incomplete
+    let exceptions: ExceptionEntry[] | undefined;
+    let exceptionError: string | undefined;
+    try {
+      exceptions = img.complete ? await img.readExceptions() : undefined;
+    } catch (e) {
+      if (!isImgError(e)) throw e;
+      exceptionError = e.message;
+    }
+    if (!img.complete) exceptionError = 'unknown: the image is incomplete (the log is in the trailer)';
+    const exceptionList = exceptions?.map((e) => ({ ino: e.ino, path: Buffer.from(e.path).toString(), reasons: reasonNames(e.reasons) }));
+    const exceptionLog = exceptionError !== undefined ? { error: exceptionError }
+      : exceptionList ? { count: exceptionList.length, ...(o.exceptions ? { entries: exceptionList } : {}) } : null;
     let verify: VerifyResult | undefined;
     if (o.verify) {
       const progress = new Progress('verify');
@@ -54,7 +69,7 @@ async function main(): Promise<number> {
       progress.done();
     }
     if (o.json) {
-      process.stdout.write(JSON.stringify({ ...info, ...(verify ? { verify } : {}) }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ ...info, exceptionLog, ...(verify ? { verify } : {}) }, null, 2) + '\n');
     } else {
       const lines = [
         `image:          ${path} (format ${info.formatVersion}, ${info.writer})`,
@@ -66,6 +81,11 @@ async function main(): Promise<number> {
         `image size:     ${formatBytes(src.sizeBytes)}, ${h.frameCount} frames${img.complete ? '' : ` — INCOMPLETE: ${img.truncatedReason}`}`,
         `image UUID:     ${info.imageUuid}`,
       ];
+      if (exceptionError !== undefined) lines.push(`exception log:  ${exceptionError}`);
+      else if (exceptionList) {
+        lines.push(`exception log:  ${exceptionList.length} file(s) may not match the header (--live backup)${exceptionList.length && !o.exceptions ? '; --exceptions lists them' : ''}`);
+        if (o.exceptions) for (const e of exceptionList) lines.push(`  ${e.path} (inode ${e.ino}): ${e.reasons.join(', ')}`);
+      } else if (o.exceptions) lines.push('exception log:  none (not a --live backup)');
       process.stdout.write(lines.join('\n') + '\n');
       if (verify) {
         for (const d of verify.damage) {

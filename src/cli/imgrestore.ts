@@ -8,7 +8,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { setFlagsFromString } from 'node:v8';
-import { UsageError } from '../errors/index.js';
+import { UsageError, isImgError } from '../errors/index.js';
+import { reasonNames, type ExceptionEntry } from '../format/index.js';
 import type { Problem } from '../restore/select.js';
 import { ImageInput } from '../restore/image-input.js';
 import { EXIT } from './exit.js';
@@ -78,6 +79,22 @@ async function main(): Promise<number> {
 
 function readable(name: string): string { return name === '-' ? 'stdin' : name; }
 
+/**
+ * The image's exception log (a --live backup's; undefined: none), or undefined after a warning
+ * when it cannot be read (an incomplete image says so elsewhere). A stream is read to its end.
+ */
+async function exceptionLog(input: ImageInput, img: string): Promise<ExceptionEntry[] | undefined> {
+  try {
+    return await input.readExceptions();
+  } catch (e) {
+    if (!isImgError(e)) throw e;
+    if (input.incomplete === undefined) process.stderr.write(`imgrestore: ${readable(img)}: cannot read the exception log: ${e.message}\n`);
+    return undefined;
+  }
+}
+
+const exceptionText = (e: ExceptionEntry): string => `${Buffer.from(e.path).toString()}: in the image's exception log (${reasonNames(e.reasons).join(', ')})`;
+
 function reportProblems(kind: string, problems: readonly Problem[]): void {
   problems.slice(0, MAX_PROBLEM_LINES).forEach((p) => process.stderr.write(`imgrestore: ${p.path}: ${kind}${p.message}\n`));
   if (problems.length > MAX_PROBLEM_LINES) process.stderr.write(`imgrestore: ... and ${problems.length - MAX_PROBLEM_LINES} more problems\n`);
@@ -102,8 +119,16 @@ async function tagged(img: string, dir: string, paths: string[], o: Opts): Promi
     for (const m of r.missing) process.stderr.write(`imgrestore: ${m.path}: ${m.message}\n`);
     reportProblems('', r.problems);
     for (const d of r.damaged) process.stderr.write(`imgrestore: ${d.path}: damaged: ${d.lostBytes} bytes could not be read (${d.why}); restored with holes there\n`);
+    // files of a --live backup that changed after its freeze: restored as their blocks were read
+    const { fileInodes, ...summary } = r;
+    const wanted = new Set(fileInodes);
+    const exceptions = ((await exceptionLog(input, img)) ?? []).filter((e) => wanted.has(e.ino));
+    for (const e of exceptions) {
+      process.stderr.write(`imgrestore: warning: ${exceptionText(e)}: changed or open for write during the live backup; restored as its blocks were read, which may not be its content at the freeze\n`);
+    }
     if (o.json) {
-      process.stdout.write(JSON.stringify({ image: img, directory: dir, ...r }, null, 2) + '\n');
+      const ex = exceptions.map((e) => ({ path: Buffer.from(e.path).toString(), ino: e.ino, reasons: reasonNames(e.reasons) }));
+      process.stdout.write(JSON.stringify({ image: img, directory: dir, ...summary, exceptions: ex }, null, 2) + '\n');
     } else if (!o.quiet) {
       process.stdout.write(
         `restored ${r.files} files, ${r.dirs} directories, ${r.symlinks} symlinks, ${r.hardlinks} hard links, ${r.specials} special files: ` +
@@ -129,6 +154,8 @@ async function list(img: string, paths: string[], o: Opts): Promise<number> {
     const { tree, journal } = await about(readable(img), () => openHeaderTree(input.opened, debugFor('imgrestore')));
     if (journal?.notice) process.stderr.write(`imgrestore: ${readable(img)}: journal: ${journal.notice}\n`);
     const l = await about(readable(img), () => listTagged(tree, paths, { literal: !!o.literal }));
+    // a file's exception log marks its lines; a stream's comes at its end: reported after the listing
+    const exceptions = new Map((input.seekable ? (await exceptionLog(input, img)) ?? [] : []).map((e) => [e.ino, e]));
     if (o.json) {
       const rows = l.items.map((it) => {
         const s = it.entry.stat;
@@ -136,15 +163,24 @@ async function list(img: string, paths: string[], o: Opts): Promise<number> {
           path: pathText(it.entry.path), type: s.type, mode: s.mode & 0o7777, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink,
           mtimeNs: s.mtimeNs.toString(), ...(it.target ? { target: targetText(it.target) } : {}), ...(it.linkTo ? { linkTo: pathText(it.linkTo) } : {}),
           ...(s.type === 'chr' || s.type === 'blk' ? { rdev: s.rdev } : {}),
+          ...(s.type === 'file' && exceptions.has(it.entry.ino) ? { exception: reasonNames(exceptions.get(it.entry.ino)!.reasons) } : {}),
         };
       });
       process.stdout.write(JSON.stringify({ image: img, entries: rows, missing: l.missing, problems: l.problems, ...(journal ? { journal } : {}) }, null, 2) + '\n');
     } else {
-      const lines = listLines(l.items);
+      const lines = listLines(l.items).map((line, i) => {
+        const it = l.items[i]!;
+        const e = it.entry.stat.type === 'file' ? exceptions.get(it.entry.ino) : undefined;
+        return e ? `${line}  [exception: ${reasonNames(e.reasons).join(',')}]` : line;
+      });
       for (let i = 0; i < lines.length; i += 4096) {
         const chunk = lines.slice(i, i + 4096).join('\n') + '\n';
         if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
       }
+    }
+    if (!input.seekable) {
+      const listed = new Set(l.items.filter((it) => it.entry.stat.type === 'file').map((it) => it.entry.ino));
+      for (const e of (await exceptionLog(input, img)) ?? []) if (listed.has(e.ino)) process.stderr.write(`imgrestore: warning: ${exceptionText(e)}\n`);
     }
     for (const m of l.missing) process.stderr.write(`imgrestore: ${m.path}: ${m.message}\n`);
     reportProblems('', l.problems);

@@ -3,7 +3,8 @@
  * this file and of the field tables in header.ts, frame.ts and trailer.ts (a test keeps them equal).
  */
 export const FORMAT_MAJOR = 1;
-export const FORMAT_MINOR = 0;
+/** 1.1: the trailer may hold an exception log (exception-log.ts). */
+export const FORMAT_MINOR = 1;
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const MAGIC_HEADER = ascii('IMGMOUNT');
@@ -11,6 +12,7 @@ export const MAGIC_HEADER_END = ascii('IMHDREND');
 export const MAGIC_FRAME = ascii('IMFR');
 export const MAGIC_TRAILER = ascii('IMTRAILR');
 export const MAGIC_FOOTER = ascii('IMFOOTER');
+export const MAGIC_EXCEPTIONS = ascii('IMEXCLOG');
 
 export const FIXED_HEADER_SIZE = 256;
 export const MAP_RUN_SIZE = 16;

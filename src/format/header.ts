@@ -43,7 +43,7 @@ export interface FixedHeaderFields {
 export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_HEADER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMGMOUNT"' },
   { name: 'versionMajor', offset: 0x08, type: 'u16', meaning: 'format major version: 1. A reader refuses other majors' },
-  { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 0. Higher minors only add fields a v1.0 reader may ignore' },
+  { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 1 (0 before the exception log). Higher minors only add fields a v1.0 reader may ignore' },
   { name: 'headerSize', offset: 0x0c, type: 'u32', meaning: 'size of this fixed header in bytes: 256' },
   { name: 'flags', offset: 0x10, type: 'u32', meaning: 'header flags (table below); unknown bits: refuse' },
   { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4' },

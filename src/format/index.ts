@@ -6,3 +6,4 @@ export * from './header.js';
 export * from './block-map.js';
 export * from './frame.js';
 export * from './trailer.js';
+export * from './exception-log.js';

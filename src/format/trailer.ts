@@ -1,6 +1,7 @@
 /**
  * The trailer, written after the last frame, for what is only known at the end:
- *   trailer header (48 B) | one u64 xxh64 hash per stored block, in logical order | footer (64 B)
+ *   trailer header (48 B) | one u64 xxh64 hash per stored block, in logical order |
+ *   [exception log (1.1, --live images): exceptionBytes] | footer (64 B)
  * The footer has a fixed size and sits at the very end, so a reader finds the trailer with one
  * read of the last 64 bytes; a missing or wrong footer means the image was truncated.
  * Pure: no I/O.
@@ -11,7 +12,7 @@ import { FOOTER_SIZE, HASH_ALGO, MAGIC_FOOTER, MAGIC_TRAILER, TRAILER_HEADER_SIZ
 import { sameBytes } from './header.js';
 import { Struct } from './struct.js';
 
-export interface TrailerHeader { magic: Uint8Array; frameCount: number; dataBlocks: number; hashCount: number; hashAlgo: number; reserved: number; reserved2: number }
+export interface TrailerHeader { magic: Uint8Array; frameCount: number; dataBlocks: number; hashCount: number; hashAlgo: number; reserved: number; exceptionBytes: number }
 export const TRAILER_HEADER = new Struct<TrailerHeader>('trailer header', TRAILER_HEADER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMTRAILR"' },
   { name: 'frameCount', offset: 0x08, type: 'u64', meaning: 'frames written (must equal ceil(dataBlocks / frameBlocks))' },
@@ -19,7 +20,7 @@ export const TRAILER_HEADER = new Struct<TrailerHeader>('trailer header', TRAILE
   { name: 'hashCount', offset: 0x18, type: 'u64', meaning: 'block hashes that follow: controlBlocks + dataBlocks' },
   { name: 'hashAlgo', offset: 0x20, type: 'u32', meaning: '1: xxh64, seed 0, of each stored block' },
   { name: 'reserved', offset: 0x24, type: 'u32', meaning: 'must be zero' },
-  { name: 'reserved2', offset: 0x28, type: 'u64', meaning: 'must be zero' },
+  { name: 'exceptionBytes', offset: 0x28, type: 'u64', meaning: 'bytes of the exception log after the hashes; 0: none (always 0 in 1.0)' },
 ]);
 
 export interface Footer { magic: Uint8Array; imageUuid: Uint8Array; trailerOffset: number; trailerBytes: number; imageBytes: number; trailerChecksum: bigint; footerChecksum: bigint }
@@ -27,14 +28,14 @@ export const FOOTER = new Struct<Footer>('footer', FOOTER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMFOOTER"' },
   { name: 'imageUuid', offset: 0x08, type: 'bytes16', meaning: 'the header\'s imageUuid (a footer from another image is refused)' },
   { name: 'trailerOffset', offset: 0x18, type: 'u64', meaning: 'byte offset of the trailer header' },
-  { name: 'trailerBytes', offset: 0x20, type: 'u64', meaning: 'trailer header + hashes, in bytes' },
+  { name: 'trailerBytes', offset: 0x20, type: 'u64', meaning: 'trailer header + hashes + exception log, in bytes' },
   { name: 'imageBytes', offset: 0x28, type: 'u64', meaning: 'size of the whole image, footer included' },
-  { name: 'trailerChecksum', offset: 0x30, type: 'hash64', meaning: 'xxh64 of the trailer (header and hashes)' },
+  { name: 'trailerChecksum', offset: 0x30, type: 'hash64', meaning: 'xxh64 of the trailer (header, hashes and exception log)' },
   { name: 'footerChecksum', offset: 0x38, type: 'hash64', meaning: 'xxh64 of bytes 0x00–0x37' },
 ]);
 
-export function encodeTrailerHeader(t: Omit<TrailerHeader, 'magic' | 'hashAlgo' | 'reserved' | 'reserved2'>): Uint8Array {
-  return TRAILER_HEADER.encode({ ...t, magic: MAGIC_TRAILER, hashAlgo: HASH_ALGO.XXH64, reserved: 0, reserved2: 0 });
+export function encodeTrailerHeader(t: Omit<TrailerHeader, 'magic' | 'hashAlgo' | 'reserved' | 'exceptionBytes'> & { exceptionBytes?: number }): Uint8Array {
+  return TRAILER_HEADER.encode({ exceptionBytes: 0, ...t, magic: MAGIC_TRAILER, hashAlgo: HASH_ALGO.XXH64, reserved: 0 });
 }
 
 export function decodeTrailerHeader(buf: Uint8Array): TrailerHeader {

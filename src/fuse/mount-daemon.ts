@@ -13,7 +13,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { FsError, MountError, UnsupportedError, UsageError } from '../errors/index.js';
-import { fsTypeName } from '../format/index.js';
+import { fsTypeName, reasonNames } from '../format/index.js';
 import { openExt4 } from '../fs/ext4/index.js';
 import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
 import type { ImageStack } from '../volume/image-stack.js';
@@ -191,7 +191,10 @@ export class MountDaemon {
       const tree = await openExt4(opened.top, { log, cacheBytes: TREE_CACHE_BYTES });
       timings.treeOpened = since();
       journalNotice = tree.journalReport?.notice;
-      ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask, recycle: (b) => opened.frames.recycle(b) });
+      // a --live image's exception log marks its files (user.imgmount.exception); none: nothing read
+      const exLog = await opened.reader.readExceptions().catch(() => undefined);
+      const exceptions = exLog && new Map(exLog.map((e) => [e.ino, reasonNames(e.reasons).join(',')]));
+      ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask, recycle: (b) => opened.frames.recycle(b), exceptions });
     } else {
       ops = new VolumeOps({
         fileName: volumeFileName(image), volume: opened.top, overlay: writable, durable: cfg.keepWrites !== undefined,

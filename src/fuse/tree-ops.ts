@@ -35,7 +35,12 @@ export interface TreeOpsOptions {
   blksize?: number;
   /** Takes back buffers read() returned (the volume's buffer pool). */
   recycle?: (buf: Uint8Array) => void;
+  /** A --live image's exception log: inode → its reasons, shown as the xattr EXCEPTION_XATTR. */
+  exceptions?: ReadonlyMap<number, string>;
 }
+
+/** The extended attribute that marks a file in the image's exception log (value: the reasons). */
+export const EXCEPTION_XATTR = 'user.imgmount.exception';
 
 export class TreeOps implements FuseOps {
   readonly statelessOpen = true;
@@ -150,7 +155,15 @@ export class TreeOps implements FuseOps {
 
   statfs(): Promise<StatFs> { return this.tree.statfs(); }
 
-  listxattr(nodeid: number): Promise<string[]> { return this.tree.listxattr(this.toIno(nodeid)); }
+  async listxattr(nodeid: number): Promise<string[]> {
+    const ino = this.toIno(nodeid);
+    const names = await this.tree.listxattr(ino);
+    return this.o.exceptions?.has(ino) ? [...names, EXCEPTION_XATTR] : names;
+  }
 
-  getxattr(nodeid: number, name: string): Promise<Uint8Array> { return this.tree.getxattr(this.toIno(nodeid), name); }
+  getxattr(nodeid: number, name: string): Promise<Uint8Array> {
+    const ino = this.toIno(nodeid);
+    const mark = name === EXCEPTION_XATTR ? this.o.exceptions?.get(ino) : undefined;
+    return mark !== undefined ? Promise.resolve(new TextEncoder().encode(mark)) : this.tree.getxattr(ino, name);
+  }
 }

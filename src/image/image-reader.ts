@@ -10,6 +10,7 @@ import { FormatError, InternalError, isImgError } from '../errors/index.js';
 import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
   decodeFooter, decodeTrailerHeader, hash64, Xxh64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
+  decodeExceptionLog, EXCEPTION_LOG_HEADER_SIZE, type ExceptionEntry,
 } from '../format/index.js';
 import { alignedSpan, type RandomSource } from '../io/index.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame } from './frame-check.js';
@@ -46,11 +47,37 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
  * dataBlocks) stay bounded by the bytes really present.
  */
 function checkFooterAgainstHeader(f: Footer, h: ImageHeader): void {
-  const lastBlocks = h.frameCount === 0 ? 0 : h.dataBlocks - (h.frameCount - 1) * h.frameBlocks;
-  const dataEnd = h.frameCount === 0 ? h.dataOffset : h.dataOffset + (h.frameCount - 1) * h.frameBytes + FRAME_HEADER_SIZE + lastBlocks * h.blockSize;
-  if (f.trailerOffset !== dataEnd || f.trailerBytes !== TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks)) {
+  const dataEnd = dataEndOffset(h);
+  // 1.1: an exception log (at least its 32-byte header, 8-byte aligned) may follow the hashes
+  const extra = f.trailerBytes - (TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks));
+  if (f.trailerOffset !== dataEnd || !(extra === 0 || (extra >= EXCEPTION_LOG_HEADER_SIZE && extra % 8 === 0))) {
     throw new FormatError('ECORRUPT', 'image is incomplete: the footer does not match the header (the trailer is not where the frames end)');
   }
+}
+
+/**
+ * Checks and decodes a whole trailer (`bytes`: trailerBytes from trailerOffset) against its footer
+ * and the image header: its checksum, its counts; the block hashes and the exception log (undefined: none).
+ */
+export function decodeTrailer(bytes: Uint8Array, f: Footer, h: ImageHeader): { hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined } {
+  if (bytes.byteLength !== f.trailerBytes || hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
+  const n = h.controlBlocks + h.dataBlocks;
+  const hashEnd = TRAILER_HEADER_SIZE + 8 * n;
+  if (hashEnd > f.trailerBytes) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
+  // the trailer header's own counts must agree with the image header (FORMAT.md, trailer header)
+  const t = decodeTrailerHeader(bytes.subarray(0, TRAILER_HEADER_SIZE));
+  if (t.frameCount !== h.frameCount || t.dataBlocks !== h.dataBlocks || t.hashCount !== n || t.reserved !== 0 ||
+      t.exceptionBytes !== f.trailerBytes - hashEnd) {
+    throw new FormatError('ECORRUPT', 'trailer header does not match the image header');
+  }
+  const exceptions = t.exceptionBytes > 0 ? decodeExceptionLog(bytes.subarray(hashEnd)) : undefined;
+  return { hashes: new BigUint64Array(bytes.slice(TRAILER_HEADER_SIZE, hashEnd).buffer), exceptions };
+}
+
+/** Where the trailer starts: right after the last frame. */
+export function dataEndOffset(h: ImageHeader): number {
+  const lastBlocks = h.frameCount === 0 ? 0 : h.dataBlocks - (h.frameCount - 1) * h.frameBlocks;
+  return h.frameCount === 0 ? h.dataOffset : h.dataOffset + (h.frameCount - 1) * h.frameBytes + FRAME_HEADER_SIZE + lastBlocks * h.blockSize;
 }
 
 export class ImageReader {
@@ -215,20 +242,37 @@ export class ImageReader {
   /** The frame index and the logical block range it covers, according to the block map. */
   frameBlocksDetail(idx: number): { frame: number; firstBlock: number; lastBlock: number } { return frameBlocksDetail(this, idx); }
 
+  private trailer: Promise<{ hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined }> | undefined;
+
+  /**
+   * Reads and checks the trailer (its own checksum, its counts against the header): the block
+   * hashes, and the exception log of a --live backup (undefined: the image has none). Read once.
+   */
+  readTrailer(): Promise<{ hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined }> {
+    this.trailer ??= this.loadTrailer();
+    return this.trailer;
+  }
+
+  private async loadTrailer(): Promise<{ hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined }> {
+    if (!this.footer) throw new FormatError('ETRUNC', this.truncatedReason ?? 'image is incomplete');
+    return decodeTrailer(await this.src.readAt(this.footer.trailerOffset, this.footer.trailerBytes), this.footer, this.header);
+  }
+
+
   /** Checks the trailer's own checksum (a full verify also compares every block hash). */
   async readTrailerHashes(): Promise<BigUint64Array> {
-    if (!this.footer) throw new FormatError('ETRUNC', this.truncatedReason ?? 'image is incomplete');
-    const f = this.footer;
-    const bytes = await this.src.readAt(f.trailerOffset, f.trailerBytes);
-    if (hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
-    const n = (f.trailerBytes - 48) / 8;
-    if (n !== this.header.controlBlocks + this.header.dataBlocks) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
-    // the trailer header's own counts must agree with the image header (FORMAT.md, trailer header)
-    const t = decodeTrailerHeader(bytes.subarray(0, TRAILER_HEADER_SIZE));
-    if (t.frameCount !== this.header.frameCount || t.dataBlocks !== this.header.dataBlocks || t.hashCount !== n || t.reserved !== 0 || t.reserved2 !== 0) {
-      throw new FormatError('ECORRUPT', 'trailer header does not match the image header');
-    }
-    return new BigUint64Array(bytes.slice(48).buffer);
+    return (await this.readTrailer()).hashes;
   }
+
+  /**
+   * The exception log of a --live backup; undefined when the image has none (not a --live
+   * backup, or written before format 1.1) — known without reading the trailer then. Throws
+   * (ETRUNC, ECHECKSUM, ECORRUPT) when the image is incomplete or the trailer is damaged.
+   */
+  async readExceptions(): Promise<ExceptionEntry[] | undefined> {
+    if (this.footer && this.footer.trailerBytes === TRAILER_HEADER_SIZE + 8 * (this.header.controlBlocks + this.header.dataBlocks)) return undefined;
+    return (await this.readTrailer()).exceptions;
+  }
+
 }
 

@@ -1,7 +1,7 @@
 /**
  * ImageWriter: writes a v1 image to a Sink strictly forward: header (fixed header, block map,
  * control blocks, header-end record), then data blocks packed into frames as they are appended,
- * then the trailer (per-block hashes) and the footer. Nothing is patched afterwards, so the sink
+ * then the trailer (per-block hashes, and a --live backup's exception log) and the footer. Nothing is patched afterwards, so the sink
  * may be a pipe. Calls must be made in order and not overlap: writeHeader, appendData*, finish.
  * Buffers passed to appendData are held (not copied) until written: don't reuse them.
  */
@@ -146,8 +146,11 @@ export class ImageWriter {
     this.used = 0;
   }
 
-  /** Writes the last frame, the trailer and the footer. Returns the image size. */
-  async finish(): Promise<number> {
+  /**
+   * Writes the last frame, the trailer and the footer. Returns the image size. `exceptionLog`:
+   * an encoded exception log (encodeExceptionLog) to end the trailer with (--live backups).
+   */
+  async finish(exceptionLog?: Uint8Array): Promise<number> {
     if (this.state !== 'data') throw new InternalError('finish outside the data phase');
     if (this.pendingBlocks > 0) this.sealFrame();
     await this.writeBatch();
@@ -164,17 +167,18 @@ export class ImageWriter {
       hashes.set(src.subarray(first, first + r.len), k);
       k += r.len;
     }
-    const trailerHeader = encodeTrailerHeader({ frameCount: this.frameIndex, dataBlocks: this.dataWritten, hashCount: total });
+    const log = exceptionLog ?? new Uint8Array(0);
+    const trailerHeader = encodeTrailerHeader({ frameCount: this.frameIndex, dataBlocks: this.dataWritten, hashCount: total, exceptionBytes: log.byteLength });
     const hashBytes = new Uint8Array(hashes.buffer);
     const h = new Xxh64();
-    h.update(trailerHeader).update(hashBytes);
+    h.update(trailerHeader).update(hashBytes).update(log);
     const trailerOffset = this.sink.bytesWritten;
-    const trailerBytes = TRAILER_HEADER_SIZE + hashBytes.byteLength;
+    const trailerBytes = TRAILER_HEADER_SIZE + hashBytes.byteLength + log.byteLength;
     const footer = encodeFooter({
       imageUuid: this.p.imageUuid, trailerOffset, trailerBytes, imageBytes: trailerOffset + trailerBytes + FOOTER_SIZE,
       trailerChecksum: h.digest(),
     });
-    await this.sink.writev([trailerHeader, hashBytes, footer]);
+    await this.sink.writev(log.byteLength > 0 ? [trailerHeader, hashBytes, log, footer] : [trailerHeader, hashBytes, footer]);
     this.state = 'done';
     return this.sink.bytesWritten;
   }

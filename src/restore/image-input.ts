@@ -16,8 +16,10 @@
  * One pass per input; the callback runs for one batch at a time, in image order.
  */
 import { FormatError, InternalError } from '../errors/index.js';
-import { FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, decodeFixedHeader, decodeFooter } from '../format/index.js';
-import { parseHeader, type OpenedHeader } from '../image/image-reader.js';
+import {
+  FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, TRAILER_HEADER_SIZE, decodeFixedHeader, decodeFooter, decodeTrailerHeader, type ExceptionEntry,
+} from '../format/index.js';
+import { dataEndOffset, decodeTrailer, parseHeader, type OpenedHeader } from '../image/image-reader.js';
 import { readHeaderStream } from '../image/image-stream.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame } from '../image/frame-check.js';
 import { FileSource, StreamSource, type ReadStats, type RandomSource, type SequentialSource } from '../io/index.js';
@@ -139,6 +141,41 @@ export class ImageInput {
   get headerBytes(): number { return this.opened.header.dataOffset; }
 
   async close(): Promise<void> { await (this.random ?? this.seq)!.close(); }
+
+  /**
+   * The exception log of a --live backup (undefined: the image has none), from the trailer. A
+   * file's is read at its end; a stream's comes last, so a stream is read on to its end (after
+   * the frame pass: call this last). Throws ETRUNC for an incomplete image, ECHECKSUM/ECORRUPT
+   * for a damaged trailer.
+   */
+  async readExceptions(): Promise<ExceptionEntry[] | undefined> {
+    const h = this.opened.header;
+    const base = TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks);
+    if (this.random) {
+      if (this.incomplete !== undefined) throw new FormatError('ETRUNC', this.incomplete);
+      const size = this.random.sizeBytes;
+      const f = decodeFooter(await this.random.readAt(size - FOOTER_SIZE, FOOTER_SIZE), size, h.imageUuid);
+      if (f.trailerBytes === base) return undefined;
+      return decodeTrailer(await this.random.readAt(f.trailerOffset, f.trailerBytes), f, h).exceptions;
+    }
+    const seq = this.seq!;
+    const dataEnd = dataEndOffset(h);
+    if (seq.posBytes > dataEnd) throw new InternalError('readExceptions: the stream is past the trailer');
+    await seq.skip(dataEnd - seq.posBytes);
+    const head = await seq.readNext(TRAILER_HEADER_SIZE);
+    const exceptionBytes = decodeTrailerHeader(head).exceptionBytes;
+    if (exceptionBytes > (1 << 30)) throw new FormatError('ECORRUPT', 'trailer: exception log too large');
+    const trailer = new Uint8Array(base + exceptionBytes);
+    trailer.set(head);
+    for (let at = TRAILER_HEADER_SIZE; at < trailer.byteLength;) {
+      const piece = await seq.readNext(Math.min(8 << 20, trailer.byteLength - at));
+      trailer.set(piece, at);
+      at += piece.byteLength;
+    }
+    const f = decodeFooter(await seq.readNext(FOOTER_SIZE), dataEnd + trailer.byteLength + FOOTER_SIZE, h.imageUuid);
+    if (f.trailerOffset !== dataEnd) throw new FormatError('ECORRUPT', 'footer: the trailer is not where the frames end');
+    return decodeTrailer(trailer, f, h).exceptions;
+  }
 
   private frameLen(idx: number): number {
     return FRAME_HEADER_SIZE + frameBlockCount(this.opened.header, idx) * this.opened.header.blockSize;

@@ -69,6 +69,8 @@ export interface TaggedRestoreResult {
   damaged: DamagedFile[];
   /** What the journal replay did, when the volume needed recovery (the files restored are the replayed state). */
   journal?: JournalReport;
+  /** Inodes of the regular files selected (for the exception-log check). */
+  fileInodes: number[];
   seconds: number;
 }
 
@@ -114,6 +116,7 @@ export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOption
     imageBytesRead: input.stats.bytesRead, imageReads: input.stats.reads, headerBytes: input.headerBytes,
     framesRead: plan.wantedFrames.length,
     missing: sel.missing, problems: [...sel.problems, ...plan.problems, ...state.problems], damaged: writer.damaged, journal,
+    fileInodes: sel.entries.filter((e) => e.stat.type === 'file' && !e.parentOnly).map((e) => e.ino),
     seconds: Number(process.hrtime.bigint() - started) / 1e9,
   };
 }

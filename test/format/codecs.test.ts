@@ -1,7 +1,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import {
-  BlockMap, FIXED_HEADER, FOOTER, FRAME_HEADER, HEADER_END, MAP_RUN, TRAILER_HEADER, decodeBlockMap, decodeFixedHeader,
+  BlockMap, EXCEPTION_ENTRY, EXCEPTION_LOG_HEADER, FIXED_HEADER, FOOTER, FRAME_HEADER, HEADER_END, MAP_RUN, TRAILER_HEADER, decodeBlockMap, decodeFixedHeader,
   decodeFooter, decodeFrameHeader, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, controlOffsetFor,
   type MapRun, type Struct,
 } from '../../src/format/index.js';
@@ -137,7 +137,7 @@ t.test('docs/FORMAT.md agrees with the field tables', async (t) => {
   const { readFile } = await import('node:fs/promises');
   const { fieldSize } = await import('../../src/format/struct.js');
   const doc = await readFile(new URL('../../../docs/FORMAT.md', import.meta.url), 'utf8');
-  const structs: Struct<object>[] = [FIXED_HEADER, MAP_RUN, HEADER_END, FRAME_HEADER, TRAILER_HEADER, FOOTER];
+  const structs: Struct<object>[] = [FIXED_HEADER, MAP_RUN, HEADER_END, FRAME_HEADER, TRAILER_HEADER, FOOTER, EXCEPTION_LOG_HEADER, EXCEPTION_ENTRY];
   for (const s of structs) {
     const section = doc.split(/^### /m).find((x) => x.startsWith(`${s.name}\n`) || x.startsWith(`${s.name} `));
     t.ok(section, `FORMAT.md has a section "### ${s.name}"`);
@@ -145,4 +145,37 @@ t.test('docs/FORMAT.md agrees with the field tables', async (t) => {
     const rows = [...section.matchAll(/^\| 0x([0-9A-Fa-f]+) \| (\d+) \| [^|]+\| `(\w+)` \|/gm)].map((m) => [parseInt(m[1]!, 16), Number(m[2]), m[3]]);
     t.same(rows, s.fields.map((f) => [f.offset, fieldSize(f.type), f.name]), `${s.name}: rows match`);
   }
+});
+
+t.test('exception log: round trip, sorted, and every hostile length refused', async (t) => {
+  const { encodeExceptionLog, decodeExceptionLog, reasonNames, EXCEPTION_REASON } = await import('../../src/format/index.js');
+  const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+  const entries = [
+    { ino: 40, reasons: EXCEPTION_REASON.CTIME | EXCEPTION_REASON.SIZE, path: enc('/a/longer name.txt') },
+    { ino: 12, reasons: EXCEPTION_REASON.OPEN_AT_START, path: enc('/db') },
+    { ino: 13, reasons: 0x100 | EXCEPTION_REASON.DELETED, path: new Uint8Array([0x2f, 0xff, 0xfe]) },
+  ];
+  const bytes = encodeExceptionLog(entries);
+  t.equal(bytes.byteLength % 8, 0, 'a multiple of 8 bytes');
+  const back = decodeExceptionLog(bytes);
+  t.same(back.map((e) => e.ino), [12, 13, 40], 'sorted by inode');
+  t.same(back.map((e) => [...e.path]), [[...enc('/db')], [0x2f, 0xff, 0xfe], [...enc('/a/longer name.txt')]], 'raw path bytes kept');
+  t.same(reasonNames(back[1]!.reasons), ['deleted', '0x100'], 'unknown bits shown, not refused');
+  t.same(decodeExceptionLog(encodeExceptionLog([])), [], 'an empty log');
+  const bad = (name: string, mutate: (b: Uint8Array) => Uint8Array, code = 'ECORRUPT'): void => {
+    t.throws(() => decodeExceptionLog(mutate(bytes.slice())), { code }, name);
+  };
+  bad('magic', (b) => { b[0] = 0; return b; }, 'EMAGIC');
+  bad('short', (b) => b.subarray(0, 20));
+  bad('cut in an entry', (b) => b.subarray(0, b.byteLength - 8));
+  bad('entry count too high', (b) => { b[8] = 200; return b; });
+  bad('path length past the end', (b) => { new DataView(b.buffer).setUint32(32 + 12, 1 << 19, true); return b; });
+  bad('no reason', (b) => { new DataView(b.buffer).setUint32(32 + 8, 0, true); return b; });
+  bad('out of order', (b) => { new DataView(b.buffer).setBigUint64(32, 99n, true); return b; });
+  bad('padding not zero', (b) => { b[32 + 16 + 3] = 1; return b; });
+  bad('reserved', (b) => { b[0x18] = 1; return b; });
+  fc.assert(fc.property(fc.uint8Array({ minLength: 0, maxLength: 200 }), (junk) => {
+    try { decodeExceptionLog(junk); } catch (e) { if (!(e instanceof ImgError)) throw e; }
+    return true;
+  }), { seed, numRuns: 300 });
 });

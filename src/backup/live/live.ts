@@ -1,0 +1,186 @@
+/**
+ * imgbackup --live: a backup of a mounted read-write ext2/3/4 filesystem that stays in use.
+ *  1. Scan for files open for write; freeze the filesystem (FIFREEZE: everything written back,
+ *     the journal checkpointed); classify and read every control block — the header is the
+ *     filesystem at that instant, exactly these bytes; thaw. (`freezeMs`)
+ *  2. Read the data blocks while writers go on; rescan open files every SCAN_MS.
+ *  3. Scan once more; freeze again for a moment (`endFreezeMs`: on-disk inode tables are only
+ *     current once the journal is checkpointed) and read the inode-table and map blocks the
+ *     header's files use; thaw.
+ *  4. The exception log: every regular file of the header's tree whose change time, i_version,
+ *     size, generation or block list moved, that was deleted, or that was open for write at the
+ *     start or opened for write during the backup. Every other file's blocks were not written
+ *     between the freeze and their read (writing a file moves its change time), so it restores
+ *     exactly as it was at the freeze.
+ * Test hooks (test-only): IMGMOUNT_TEST_AFTER_THAW / IMGMOUNT_TEST_BEFORE_END=path: imgbackup
+ * creates `path` after the first thaw / before the last scan and waits until it is removed.
+ */
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SourceBusyError, UnsupportedError } from '../../errors/index.js';
+import { BlockMap, EXCEPTION_REASON, encodeExceptionLog, reasonNames, type ExceptionEntry } from '../../format/index.js';
+import type { RandomSource } from '../../io/index.js';
+import { openExt4 } from '../../fs/ext4/index.js';
+import type { FsTree } from '../../fs/types.js';
+import { HeaderVolume } from '../../restore/header-volume.js';
+import type { BackupHooks } from '../backup.js';
+import { holdSource, type SourceHold } from '../freeze.js';
+import type { FreezeTarget } from '../source-check.js';
+import { compareStates, InodeStates, type FileState } from './file-states.js';
+import { scanOpenWriters, type OpenWriters } from './open-writers.js';
+
+/** How often open files are scanned during the backup. */
+const SCAN_MS = 250;
+/** Longest wait for a test hook's file to be removed. */
+const TEST_HOOK_WAIT_MS = 120_000;
+
+export interface LiveException { ino: number; path: string; reasons: string[] }
+
+export interface LiveReport {
+  mountPoints: string[];
+  /** The freeze while the control blocks were read, ms. */
+  freezeMs: number;
+  /** The short freeze at the end while the inode tables were read again, ms. */
+  endFreezeMs: number;
+  /** Regular files in the header's tree (the files the log speaks for). */
+  files: number;
+  /** Scans of open files made. */
+  scans: number;
+  exceptions: LiveException[];
+}
+
+export interface LiveOptions { timeoutSec: number; sourcePath: string; log?: (m: string) => void }
+
+export class LiveBackup {
+  private hold: SourceHold | undefined;
+  private endHold: SourceHold | undefined;
+  private atStart: OpenWriters = new Map();
+  private readonly during: OpenWriters = new Map();
+  private scanTimer: NodeJS.Timeout | undefined;
+  private scanning: Promise<void> | undefined;
+  private scans = 0;
+  private frozenView: Promise<{ paths: Map<number, Uint8Array>; states: Map<number, FileState>; touched: Set<number> }> | undefined;
+  private freezeMs = 0;
+  private endFreezeMs = 0;
+  private readonly devices: Set<string>;
+  private readonly log: (m: string) => void;
+  report: LiveReport | undefined;
+
+  constructor(private readonly src: RandomSource, private readonly targets: readonly FreezeTarget[], private readonly opts: LiveOptions) {
+    this.devices = new Set(targets.map((t) => t.device));
+    this.log = opts.log ?? ((): void => undefined);
+  }
+
+  /** Scans open files and freezes; the source to classify from (its reads fail if the freeze is lost). */
+  async start(): Promise<RandomSource> {
+    this.atStart = await scanOpenWriters(this.devices);
+    this.scans++;
+    // (the freeze helper also drops the source's clean cached pages: file data written through the
+    // filesystem bypasses the device's page cache, which may hold stale copies of those blocks)
+    this.hold = await holdSource(this.src, this.targets, { timeoutSec: this.opts.timeoutSec, sourcePath: this.opts.sourcePath });
+    return this.hold.source;
+  }
+
+  readonly hooks: BackupHooks = {
+    afterControl: async ({ cls, runs, controlArea, volumeBytes }) => {
+      this.freezeMs = await this.hold!.release();
+      this.log(`live: thawed after ${this.freezeMs.toFixed(0)} ms`);
+      if (cls.fsType === 'raw') {
+        throw new UnsupportedError(`--live needs a filesystem imgbackup understands (ext2/3/4); this one is not: use --freeze`);
+      }
+      await testHook('IMGMOUNT_TEST_AFTER_THAW');
+      this.scanTimer = setInterval(() => { this.scanning ??= this.scanDuring().finally(() => { this.scanning = undefined; }); }, SCAN_MS);
+      const view = new HeaderVolume({ map: new BlockMap(runs, Math.ceil(volumeBytes / cls.blockSize)), controlArea, blockSize: cls.blockSize, volumeBytes });
+      this.frozenView = frozenFiles(view);
+      this.frozenView.catch(() => undefined); // awaited in beforeFinish
+    },
+    beforeFinish: async () => {
+      clearInterval(this.scanTimer);
+      await this.scanning;
+      const frozen = await this.frozenView!;
+      await testHook('IMGMOUNT_TEST_BEFORE_END');
+      await this.scanDuring();
+      // the end: the inode tables and maps as of one more instant
+      this.endHold = await holdSource(this.src, this.targets, { timeoutSec: this.opts.timeoutSec, sourcePath: this.opts.sourcePath });
+      const endStates = new Map<number, FileState>();
+      {
+        const end = await InodeStates.open(this.endHold.source);
+        await end.prefetch(frozen.touched);
+        for (const ino of frozen.states.keys()) endStates.set(ino, await end.state(ino));
+      }
+      this.endFreezeMs = await this.endHold.release();
+      this.log(`live: end freeze ${this.endFreezeMs.toFixed(0)} ms`);
+      const entries = this.exceptions(frozen, endStates);
+      const text = (p: Uint8Array): string => Buffer.from(p).toString();
+      this.report = {
+        mountPoints: this.targets.map((t) => t.mountPoint), freezeMs: this.freezeMs, endFreezeMs: this.endFreezeMs,
+        files: frozen.states.size, scans: this.scans,
+        exceptions: entries.map((e) => ({ ino: e.ino, path: text(e.path), reasons: reasonNames(e.reasons) })),
+      };
+      return encodeExceptionLog(entries);
+    },
+  };
+
+  private exceptions(frozen: { paths: Map<number, Uint8Array>; states: Map<number, FileState> }, end: Map<number, FileState>): ExceptionEntry[] {
+    const out: ExceptionEntry[] = [];
+    for (const [ino, a] of frozen.states) {
+      let r = compareStates(a, end.get(ino)!);
+      for (const dev of this.devices) {
+        if (this.atStart.get(dev)?.has(ino)) r |= EXCEPTION_REASON.OPEN_AT_START;
+        else if (this.during.get(dev)?.has(ino)) r |= EXCEPTION_REASON.OPENED_DURING;
+      }
+      if (r !== 0) out.push({ ino, reasons: r, path: frozen.paths.get(ino)! });
+    }
+    return out.sort((a, b) => a.ino - b.ino);
+  }
+
+  private async scanDuring(): Promise<void> {
+    const found = await scanOpenWriters(this.devices);
+    this.scans++;
+    for (const [dev, inos] of found) {
+      let s = this.during.get(dev);
+      if (!s) this.during.set(dev, (s = new Set()));
+      for (const i of inos) s.add(i);
+    }
+  }
+
+  /** Thaws whatever is still frozen (error paths; idempotent). */
+  async abort(): Promise<void> {
+    clearInterval(this.scanTimer);
+    await Promise.allSettled([this.hold?.release(), this.endHold?.release()]);
+  }
+}
+
+/** Every regular file of the frozen tree (first path found for hard links) and its state. */
+async function frozenFiles(view: HeaderVolume): Promise<{ paths: Map<number, Uint8Array>; states: Map<number, FileState>; touched: Set<number> }> {
+  const tree = await openExt4(view, { cacheBytes: Infinity });
+  const paths = new Map<number, Uint8Array>();
+  await walk(tree, tree.rootIno, new Uint8Array(0), paths, new Set());
+  const states = new Map<number, FileState>();
+  const is = await InodeStates.open(view);
+  for (const ino of paths.keys()) states.set(ino, await is.state(ino));
+  return { paths, states, touched: is.touched };
+}
+
+async function walk(tree: FsTree, dir: number, prefix: Uint8Array, paths: Map<number, Uint8Array>, seen: Set<number>): Promise<void> {
+  seen.add(dir);
+  for (const e of await tree.readdir(dir)) {
+    if ((e.name.byteLength === 1 && e.name[0] === 0x2e) || (e.name.byteLength === 2 && e.name[0] === 0x2e && e.name[1] === 0x2e)) continue;
+    const path = new Uint8Array(prefix.byteLength + 1 + e.name.byteLength);
+    path.set(prefix);
+    path[prefix.byteLength] = 0x2f;
+    path.set(e.name, prefix.byteLength + 1);
+    if (e.type === 'file') { if (!paths.has(e.ino)) paths.set(e.ino, path); }
+    else if (e.type === 'dir' && !seen.has(e.ino)) await walk(tree, e.ino, path, paths, seen);
+  }
+}
+
+async function testHook(name: string): Promise<void> {
+  const path = process.env[name];
+  if (!path) return;
+  await writeFile(path, '');
+  const end = Date.now() + TEST_HOOK_WAIT_MS;
+  while (existsSync(path) && Date.now() < end) await sleep(10);
+  if (existsSync(path)) throw new SourceBusyError('EFREEZE', `${name}: ${path} was not removed`);
+}
