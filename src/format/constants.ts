@@ -32,7 +32,7 @@ export const HEADER_FLAGS = {
 } as const;
 export const HEADER_FLAGS_KNOWN = HEADER_FLAGS.ALL_BLOCKS;
 
-export const FS_TYPE = { raw: 0, ext2: 1, ext3: 2, ext4: 3 } as const;
+export const FS_TYPE = { raw: 0, ext2: 1, ext3: 2, ext4: 3, vfat: 4 } as const;
 export type FsTypeName = keyof typeof FS_TYPE;
 export function fsTypeName(code: number): FsTypeName | undefined {
   return (Object.keys(FS_TYPE) as FsTypeName[]).find((k) => FS_TYPE[k] === code);

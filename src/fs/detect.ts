@@ -1,11 +1,13 @@
 /**
- * Picks the filesystem driver for a volume and asks it which blocks are used and which are
- * control blocks. A volume no driver recognises is treated as raw: every block is used, none is
- * control, and the caller tells the user so. An ext volume whose journal needs recovery is
- * classified as it is on disk and as replayed (the union: see ext4/classify-recovering.ts).
+ * Picks the filesystem driver (ext2/3/4, FAT12/16/32) for a volume and asks it which blocks are
+ * used and which are control blocks. A volume no driver recognises is treated as raw: every block
+ * is used, none is control, and the caller tells the user so. An ext volume whose journal needs
+ * recovery is classified as it is on disk and as replayed (the union: see
+ * ext4/classify-recovering.ts).
  */
 import type { RandomSource } from '../io/index.js';
 import { classifyExt4Recovering } from './ext4/index.js';
+import { classifyFat, probeFat } from './fat/index.js';
 import { isExtSuperblock, SUPERBLOCK_OFFSET } from './ext4/layout/index.js';
 import { RunList } from './run-list.js';
 import type { BlockClassification } from './types.js';
@@ -24,6 +26,7 @@ export async function classifyVolume(src: RandomSource, log: (m: string) => void
     const c = await classifyExt4Recovering(src, { log });
     return { ...c, recognised: true };
   }
+  if (probeFat(probe, src.sizeBytes)) return { ...(await classifyFat(src, { log })), recognised: true };
   return classifyRaw(src.sizeBytes);
 }
 

@@ -14,7 +14,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { FsError, MountError, UnsupportedError, UsageError } from '../errors/index.js';
 import { fsTypeName, reasonNames } from '../format/index.js';
-import { openExt4 } from '../fs/ext4/index.js';
+import { openTree } from '../fs/open-tree.js';
 import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
 import type { ImageStack } from '../volume/image-stack.js';
 import { Overlay } from '../volume/overlay.js';
@@ -188,7 +188,7 @@ export class MountDaemon {
       if (fsType === undefined || fsType === 'raw') {
         throw new UnsupportedError(`${image}: no filesystem tree in this image (backed up as a raw volume): mount it with --volume`);
       }
-      const tree = await openExt4(opened.top, { log, cacheBytes: TREE_CACHE_BYTES });
+      const tree = await openTree(opened.top, fsType, { log, cacheBytes: TREE_CACHE_BYTES });
       timings.treeOpened = since();
       journalNotice = tree.journalReport?.notice;
       // a --live image's exception log marks its files (user.imgmount.exception); none: nothing read

@@ -8,7 +8,7 @@
 import { UnsupportedError } from '../errors/index.js';
 import { fsTypeName } from '../format/index.js';
 import type { OpenedHeader } from '../image/image-reader.js';
-import { openExt4 } from '../fs/ext4/index.js';
+import { openTree } from '../fs/open-tree.js';
 import type { FsTree } from '../fs/types.js';
 import type { JournalReport } from '../fs/ext4/journal-replay.js';
 import { HeaderVolume } from './header-volume.js';
@@ -26,9 +26,9 @@ export async function openHeaderTree(opened: OpenedHeader, log?: (m: string) => 
   const h = opened.header;
   const volume = new HeaderVolume({ map: opened.map, controlArea: opened.controlArea, blockSize: h.blockSize, volumeBytes: h.volumeBytes });
   const type = fsTypeName(h.fsType);
-  if (type === 'ext2' || type === 'ext3' || type === 'ext4') {
+  if (type === 'ext2' || type === 'ext3' || type === 'ext4' || type === 'vfat') {
     // unbounded cache: the volume is the header, already in memory, and what is decoded from it stays a small multiple of it
-    const tree = await openExt4(volume, { log, cacheBytes: Infinity });
+    const tree = await openTree(volume, type, { log, cacheBytes: Infinity });
     return { tree, volume, replayed: tree.journalPatches, journal: tree.journalReport };
   }
   throw new UnsupportedError(`the image holds no filesystem imgrestore can read (${type ?? `type ${h.fsType}`}): restore the whole volume with --volume`);

@@ -1,0 +1,32 @@
+/**
+ * openTree: the read-only tree of a volume whose filesystem type the image header names, with
+ * the driver for that type. The mount's tree view and the restore's header tree both come here,
+ * so adding a driver is one line. A type without a tree (raw) is an UnsupportedError.
+ */
+import { UnsupportedError } from '../errors/index.js';
+import type { ByteReader } from '../io/index.js';
+import { openExt4 } from './ext4/index.js';
+import type { JournalReport } from './ext4/journal-replay.js';
+import { openFat } from './fat/index.js';
+import type { FsTree } from './types.js';
+
+export interface OpenTreeOptions {
+  log?: (m: string) => void;
+  /** Bound of the driver's metadata cache (ext4; Infinity: never evicts). */
+  cacheBytes?: number;
+}
+
+/** A driver's tree, with what only some drivers have (ext3/4: the journal replay). */
+export type OpenedTree = FsTree & {
+  readonly journalReport?: JournalReport | undefined;
+  readonly journalPatches?: ReadonlyMap<number, Uint8Array> | undefined;
+  readPieces?(ino: number, posBytes: number, lenBytes: number): Promise<Uint8Array[]>;
+};
+
+export async function openTree(volume: ByteReader, fsType: string | undefined, opts: OpenTreeOptions = {}): Promise<OpenedTree> {
+  switch (fsType) {
+    case 'ext2': case 'ext3': case 'ext4': return openExt4(volume, { log: opts.log, cacheBytes: opts.cacheBytes });
+    case 'vfat': return openFat(volume, { log: opts.log });
+    default: throw new UnsupportedError(`no filesystem tree for a ${fsType ?? 'unknown'} volume`);
+  }
+}
