@@ -10,6 +10,8 @@ import { FormatError, InternalError, isImgError } from '../errors/index.js';
 import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
   decodeFooter, decodeTrailerHeader, hash64, Xxh64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
+  LIMITS, MAP_RUN_SIZE, PARENT_ENTRY_SIZE, PARENTS_HEADER_SIZE, REF_ENTRY_SIZE, decodeContentHashesHead, decodeParents,
+  incrementalLayout, minTrailerBytes, type ParentEntry, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE,
 } from '../format/index.js';
 import { alignedSpan, type RandomSource } from '../io/index.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame } from './frame-check.js';
@@ -23,7 +25,17 @@ export interface HeaderCache {
 /** How much to read first when the header size is not yet known. */
 const FIRST_READ = 1 << 20;
 
-export interface OpenedHeader { header: ImageHeader; map: BlockMap; /** all control blocks, in logical order */ controlArea: Uint8Array; headerBytes: Uint8Array }
+export interface OpenedHeader {
+  header: ImageHeader;
+  map: BlockMap;
+  /** all control blocks, in logical order */
+  controlArea: Uint8Array;
+  headerBytes: Uint8Array;
+  /** The images this one depends on (an incremental's parents table; empty for a full image). */
+  parents: ParentEntry[];
+  /** The checksum in the header-end record (what a child's parent entry pins). */
+  headerChecksum: bigint;
+}
 
 /** Decodes and verifies a complete header (fixed header through the header-end record). */
 export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeader {
@@ -31,12 +43,35 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
   if (bytes.byteLength < header.dataOffset) throw new FormatError('ETRUNC', 'image truncated inside the header');
   const h = new Xxh64();
   h.update(bytes.subarray(0, header.headerEndOffset));
-  checkHeaderEnd(bytes.subarray(header.headerEndOffset, header.dataOffset), header, h.digest());
-  const map = decodeBlockMap(bytes.subarray(header.mapOffset, header.mapOffset + header.mapRuns * 16), header.mapRuns, header.blockCount);
+  const headerChecksum = h.digest();
+  checkHeaderEnd(bytes.subarray(header.headerEndOffset, header.dataOffset), header, headerChecksum);
+  const mapEnd = header.mapOffset + header.mapRuns * MAP_RUN_SIZE;
+  let parents: ParentEntry[] = [];
+  let map: BlockMap;
+  if (header.incremental) {
+    const frameOk = (fb: number): boolean => fb >= 1 && fb * header.blockSize <= LIMITS.frameBytesMax;
+    parents = decodeParents(bytes.subarray(mapEnd, header.controlOffset), frameOk);
+    const refsAt = mapEnd + PARENTS_HEADER_SIZE + PARENT_ENTRY_SIZE * parents.length;
+    let refCount = 0;
+    map = decodeBlockMap(bytes.subarray(header.mapOffset, mapEnd), header.mapRuns, header.blockCount, {
+      parents: parents.length, bytes: (n) => { refCount = n; return bytes.subarray(refsAt, Math.min(header.controlOffset, refsAt + n * REF_ENTRY_SIZE)); },
+    });
+    if (incrementalLayout(header.mapRuns, parents.length, refCount).controlOffset !== header.controlOffset) {
+      throw new FormatError('ECORRUPT', `image header: control offset ${header.controlOffset} does not follow the parents table`);
+    }
+    for (let i = 0; i < map.runCount; i++) {
+      const r = map.run(i);
+      if (r.kind === 'parent' && r.srcIndex! + r.len > parents[r.parent!]!.dataBlocks) {
+        throw new FormatError('ECORRUPT', `block map run ${i}: parent ${r.parent} holds only ${parents[r.parent!]!.dataBlocks} data blocks`, { run: i });
+      }
+    }
+  } else {
+    map = decodeBlockMap(bytes.subarray(header.mapOffset, mapEnd), header.mapRuns, header.blockCount);
+  }
   if (map.controlBlocks !== header.controlBlocks || map.dataBlocks !== header.dataBlocks) {
     throw new FormatError('ECORRUPT', 'block map does not add up to the header\'s block counts');
   }
-  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset) };
+  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset), parents, headerChecksum };
 }
 
 /**
@@ -45,10 +80,12 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
  * trusted (the image is treated as incomplete), so hostile counts in the header (a giant
  * dataBlocks) stay bounded by the bytes really present.
  */
-function checkFooterAgainstHeader(f: Footer, h: ImageHeader): void {
+export function checkFooterAgainstHeader(f: Footer, h: ImageHeader, map: BlockMap): void {
   const lastBlocks = h.frameCount === 0 ? 0 : h.dataBlocks - (h.frameCount - 1) * h.frameBlocks;
   const dataEnd = h.frameCount === 0 ? h.dataOffset : h.dataOffset + (h.frameCount - 1) * h.frameBytes + FRAME_HEADER_SIZE + lastBlocks * h.blockSize;
-  if (f.trailerOffset !== dataEnd || f.trailerBytes !== TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks)) {
+  const min = minTrailerBytes(h.versionMajor, h.controlBlocks + h.dataBlocks, map.dataBlocks + map.parentBlocks);
+  // 1.0: exactly the block hashes; 2.0: at least those and the content hashes (later sections may follow)
+  if (f.trailerOffset !== dataEnd || (h.versionMajor < 2 ? f.trailerBytes !== min : f.trailerBytes < min)) {
     throw new FormatError('ECORRUPT', 'image is incomplete: the footer does not match the header (the trailer is not where the frames end)');
   }
 }
@@ -126,15 +163,23 @@ export class ImageReader {
     if (footerBytes) {
       try {
         const f = decodeFooter(footerBytes, src.sizeBytes, opened.header.imageUuid);
-        checkFooterAgainstHeader(f, opened.header);
+        checkFooterAgainstHeader(f, opened.header, opened.map);
         footer = f;
       } catch (e) {
         if (!isImgError(e)) throw e;
         footerError = e.message;
       }
     } else footerError = 'image is incomplete: no footer';
-    return new ImageReader(src, opened.header, opened.map, opened.controlArea, footer, footerError, fromCache);
+    const reader = new ImageReader(src, opened.header, opened.map, opened.controlArea, footer, footerError, fromCache);
+    reader.parents = opened.parents;
+    reader.headerChecksum = opened.headerChecksum;
+    return reader;
   }
+
+  /** The images this one depends on (empty for a full image). */
+  parents: ParentEntry[] = [];
+  /** The checksum in the header-end record. */
+  headerChecksum = 0n;
 
   get complete(): boolean { return this.footer !== undefined; }
 
@@ -221,14 +266,24 @@ export class ImageReader {
     const f = this.footer;
     const bytes = await this.src.readAt(f.trailerOffset, f.trailerBytes);
     if (hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
-    const n = (f.trailerBytes - 48) / 8;
-    if (n !== this.header.controlBlocks + this.header.dataBlocks) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
+    const n = this.header.controlBlocks + this.header.dataBlocks;
+    if (this.header.versionMajor < 2 && (f.trailerBytes - 48) / 8 !== n) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
+    if (this.header.versionMajor >= 2) {
+      decodeContentHashesHead(bytes.subarray(TRAILER_HEADER_SIZE + 8 * n, TRAILER_HEADER_SIZE + 8 * n + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE),
+        this.map.dataBlocks + this.map.parentBlocks);
+    }
     // the trailer header's own counts must agree with the image header (FORMAT.md, trailer header)
     const t = decodeTrailerHeader(bytes.subarray(0, TRAILER_HEADER_SIZE));
     if (t.frameCount !== this.header.frameCount || t.dataBlocks !== this.header.dataBlocks || t.hashCount !== n || t.reserved !== 0 || t.reserved2 !== 0) {
       throw new FormatError('ECORRUPT', 'trailer header does not match the image header');
     }
-    return new BigUint64Array(bytes.slice(48).buffer);
+    return new BigUint64Array(bytes.slice(48, 48 + 8 * n).buffer);
+  }
+
+  /** Byte offset of the first content hash (format 2.0; the section head was checked by the footer check only for its size). */
+  contentHashesOffset(): number {
+    if (!this.footer) throw new FormatError('ETRUNC', this.truncatedReason ?? 'image is incomplete');
+    return this.footer.trailerOffset + TRAILER_HEADER_SIZE + 8 * (this.header.controlBlocks + this.header.dataBlocks);
   }
 }
 
