@@ -45,6 +45,8 @@ export interface MountConfig {
   writes?: string;
   binding?: BindingKind;
   log: (m: string) => void;
+  /** Where an incremental image's parents are looked for (--parents), besides the image's directory. */
+  parentDirs?: string[];
   /** openMountImage(image, cacheDir) started early by the caller; start() opens the image itself if absent. */
   opening?: Promise<ImageStack>;
 }
@@ -137,7 +139,7 @@ export class MountDaemon {
     const timings: Record<string, number> = { start: since() };
     let stack: ImageStack;
     try {
-      stack = await (cfg.opening ?? openMountImage(image, cfg.cacheDir, log));
+      stack = await (cfg.opening ?? openMountImage(image, cfg.cacheDir, log, cfg.parentDirs));
       timings.imageOpened = since();
     } catch (e) {
       await removeStateDir(stateDir).catch(() => undefined);

@@ -14,7 +14,8 @@ import {
   incrementalLayout, minTrailerBytes, type ParentEntry, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE,
 } from '../format/index.js';
 import { alignedSpan, type RandomSource } from '../io/index.js';
-import { frameBlockCount, frameBlocksDetail, verifyFrame } from './frame-check.js';
+import { frameBlockCount, frameBlocksDetail, verifyFrame, type DataIndex } from './frame-check.js';
+import type { ParentImage } from './parent-images.js';
 
 /** Where a mount keeps header bytes between mounts (see src/volume/header-cache.ts). */
 export interface HeaderCache {
@@ -107,6 +108,7 @@ export class ImageReader {
     readonly truncatedReason: string | undefined,
     readonly headerFromCache: boolean,
   ) {
+    this.frameIndex = map;
     this.framesPresent = footer ? header.frameCount : this.countFramesPresent();
   }
 
@@ -178,6 +180,23 @@ export class ImageReader {
 
   /** The images this one depends on (empty for a full image). */
   parents: ParentEntry[] = [];
+  /** Which logical block each data block is (the map, or for a parent the child's view of it). */
+  frameIndex!: DataIndex;
+  /** For a parent opened through a child: its path (for messages). */
+  label: string | undefined;
+
+  /**
+   * A parent's frames, read through its child: no header (the child's parent entry located and
+   * identified it), no map (blocks are named through the child's parent runs).
+   */
+  static forParent(p: ParentImage, child: ImageReader | { map: BlockMap }): ImageReader {
+    const r = new ImageReader(p.src, p.header, new BlockMap([], child.map.blockCount), new Uint8Array(0),
+      { magic: new Uint8Array(0), imageUuid: p.entry.imageUuid, trailerOffset: 0, trailerBytes: 0, imageBytes: p.entry.imageBytes, trailerChecksum: p.entry.trailerChecksum, footerChecksum: 0n },
+      undefined, false);
+    r.frameIndex = p.refs;
+    r.label = p.path;
+    return r;
+  }
   /** The checksum in the header-end record. */
   headerChecksum = 0n;
 
@@ -254,11 +273,19 @@ export class ImageReader {
 
   /** Checks one frame's header and payload; returns the payload. */
   verifyFrame(idx: number, headerBytes: Uint8Array, payload: Uint8Array, hashesOut?: BigUint64Array): Uint8Array {
-    return verifyFrame(this, idx, headerBytes, payload, hashesOut);
+    if (!this.label) return verifyFrame(this.frameCtx, idx, headerBytes, payload, hashesOut);
+    try {
+      return verifyFrame(this.frameCtx, idx, headerBytes, payload, hashesOut);
+    } catch (e) {
+      if (!(e instanceof FormatError)) throw e;
+      throw new FormatError(e.code, `parent ${this.label}: ${e.message}`, e.detail);
+    }
   }
 
+  private get frameCtx(): { header: ImageHeader; map: DataIndex } { return { header: this.header, map: this.frameIndex }; }
+
   /** The frame index and the logical block range it covers, according to the block map. */
-  frameBlocksDetail(idx: number): { frame: number; firstBlock: number; lastBlock: number } { return frameBlocksDetail(this, idx); }
+  frameBlocksDetail(idx: number): { frame: number; firstBlock: number; lastBlock: number } { return frameBlocksDetail(this.frameCtx, idx); }
 
   /** Checks the trailer's own checksum (a full verify also compares every block hash). */
   async readTrailerHashes(): Promise<BigUint64Array> {
