@@ -19,7 +19,8 @@ import { FormatError, InternalError } from '../errors/index.js';
 import { FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, decodeFixedHeader, decodeFooter } from '../format/index.js';
 import { parseHeader, type OpenedHeader } from '../image/image-reader.js';
 import { readHeaderStream } from '../image/image-stream.js';
-import { frameBlockCount, frameBlocksDetail, verifyFrame } from '../image/frame-check.js';
+import { frameBlockCount, frameBlocksDetail, verifyFrame, type FrameContext } from '../image/frame-check.js';
+import { openParents, type ParentImage, type ParentSearch } from '../image/parent-images.js';
 import { FileSource, StreamSource, type ReadStats, type RandomSource, type SequentialSource } from '../io/index.js';
 
 export interface FrameResult { frame: number; payload: Uint8Array | FormatError }
@@ -65,7 +66,32 @@ export class ImageInput {
     readonly framesPresent: number,
     /** Why the image is incomplete (a file without a valid footer), if it is. */
     readonly incomplete: string | undefined,
+    /** How frames are checked and named: the image's own header and map, or for a parent its child's view of it. */
+    private readonly frameCtx: FrameContext = opened,
+    /** A parent read through its child: its path, prefixed to frame errors. */
+    readonly parentLabel?: string,
   ) {}
+
+  /**
+   * The frames of a parent of an incremental image (openParents found and identified it): no
+   * header of its own is read; its frames are named by the logical blocks the child takes from
+   * them. `opened` carries the parent's frame geometry (the child's map is not its map).
+   */
+  static forParent(p: ParentImage, child: OpenedHeader): ImageInput {
+    const opened: OpenedHeader = { ...child, header: p.header, controlArea: new Uint8Array(0), headerBytes: new Uint8Array(0), parents: [] };
+    return new ImageInput(p.path, opened, p.src, undefined, p.header.frameCount, undefined, { header: p.header, map: p.refs }, p.path);
+  }
+
+  /**
+   * Opens and identifies every parent of `child` (none for a full image), before anything is
+   * written: ParentError (one line, naming the parent) if one is missing or is not the image the
+   * child was made from. The inputs are in parents-table order; close them with closeAll().
+   */
+  static async openParents(child: OpenedHeader, search: ParentSearch): Promise<ImageInput[]> {
+    if (child.parents.length === 0) return [];
+    const ps = await openParents(child, search);
+    return ps.map((p) => ImageInput.forParent(p, child));
+  }
 
   /** Opens `path`, or standard input for '-', and reads and verifies the header. */
   static async open(path: string, stdin: () => SequentialSource = () => StreamSource.stdin()): Promise<ImageInput> {
@@ -152,15 +178,15 @@ export class ImageInput {
   private check(idx: number, buf: Uint8Array, off: number): FrameResult {
     const len = this.frameLen(idx);
     try {
-      return { frame: idx, payload: verifyFrame(this.opened, idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, off + len)) };
+      return { frame: idx, payload: verifyFrame(this.frameCtx, idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, off + len)) };
     } catch (e) {
       if (!(e instanceof FormatError)) throw e;
-      return { frame: idx, payload: e };
+      return { frame: idx, payload: this.parentLabel ? new FormatError(e.code, `parent ${this.parentLabel}: ${e.message}`, e.detail) : e };
     }
   }
 
   private missing(idx: number): FrameResult {
-    return { frame: idx, payload: new FormatError('ETRUNC', `frame ${idx} is missing: the image is truncated`, frameBlocksDetail(this.opened, idx)) };
+    return { frame: idx, payload: new FormatError('ETRUNC', `${this.parentLabel ? `parent ${this.parentLabel}: ` : ''}frame ${idx} is missing: the image is truncated`, frameBlocksDetail(this.frameCtx, idx)) };
   }
 
   /**

@@ -34,7 +34,7 @@ t.test('every header error code has a row', async (t) => {
   const flip = (off: number): Uint8Array => { const b = header(); b[off]! ^= 0xff; return b; };
   const rows: [string, Uint8Array, string][] = [
     ['bad magic', flip(0), 'EMAGIC'],
-    ['other major version', (() => { const b = header(); b[8] = 2; return b; })(), 'EUNSUPPORTED'],
+    ['other major version', (() => { const b = header(); b[8] = 3; return b; })(), 'EUNSUPPORTED'],
     ['checksum', flip(0x40), 'ECHECKSUM'],
     ['truncated', header().subarray(0, 100), 'ETRUNC'],
     ['block size not a power of two', header({ blockSize: 3000 }), 'ECORRUPT'],
