@@ -9,8 +9,11 @@ import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { classifyVolume, type Classification } from '../fs/detect.js';
 import { RunList, type Run } from '../fs/run-list.js';
-import type { MapRun } from '../format/index.js';
+import { contentHashes, type MapRun } from '../format/index.js';
 import { ImageWriter } from '../image/image-writer.js';
+import type { ImageReader } from '../image/image-reader.js';
+import { HashCursor } from '../image/hash-store.js';
+import { checkBase, detectChanges, sourceChangedError, type ChangePlan } from './changes.js';
 import type { RandomSource, Sink } from '../io/index.js';
 
 /** Largest single read from the source. */
@@ -27,6 +30,8 @@ export interface BackupOptions {
   imageUuid?: Uint8Array;
   createdSec?: number;
   writer: string;
+  /** An incremental: the parent image (opened, header read) and its path; changes found by content hash. */
+  base?: { reader: ImageReader; path: string };
   log?: (msg: string) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   hooks?: BackupHooks;
@@ -56,6 +61,8 @@ export interface BackupResult {
   readRequests: number;
   imageUuid: string;
   warnings: string[];
+  /** Incrementals: how changes were found, the data blocks stored (changed) and those left to parents. */
+  incremental?: { changes: 'hash'; changedBlocks: number; parentBlocks: number; parents: number; hashSeconds: number; spilled: boolean };
 }
 
 export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions): Promise<BackupResult> {
@@ -64,26 +71,59 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
   const { blockSize, blockCount } = cls;
   const used = opts.allBlocks ? new RunList().add(0, blockCount) : cls.used.clip(blockCount);
   const control = cls.control.clip(blockCount);
-  const data = used.minus(control);
-  const runs = mapRuns(control, data);
+  let data = used.minus(control);
+  let runs = mapRuns(control, data);
+  let plan: ChangePlan | undefined;
+  const totalBytes = used.blockCount * blockSize;
+  let doneBytes = 0;
+  const progress = (n: number): void => { doneBytes += n; opts.onProgress?.(doneBytes, totalBytes); };
+  let hashSeconds = 0;
+  if (opts.base) {
+    // pass one: read and hash every data block, compare with the parent's hashes
+    checkBase(opts.base.reader, opts.base.path, blockSize, src.sizeBytes);
+    const t0 = process.hrtime.bigint();
+    plan = await detectChanges(opts.base.reader, opts.base.path, data, blockSize, (want, sink) => streamData(src, want, blockSize, async (b, first) => {
+      await sink(b, first);
+      progress(b.byteLength);
+    }));
+    hashSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    log(`incremental: ${plan.changedBlocks} changed blocks, ${plan.parentBlocks} in ${plan.parents.length} parent(s), ${hashSeconds.toFixed(2)} s`);
+    data = plan.changed;
+    runs = mergeRuns(mapRuns(control, new RunList()), plan.content);
+  }
   const imageUuid = opts.imageUuid ?? randomBytes(16);
   const writer = new ImageWriter(sink, {
     blockSize, frameBlocks: Math.max(1, FRAME_PAYLOAD_BYTES / blockSize), volumeBytes: src.sizeBytes,
     fsType: cls.fsType, imageUuid, createdSec: opts.createdSec ?? Math.floor(Date.now() / 1000),
     fsUuid: cls.fsUuid ? Buffer.from(cls.fsUuid.replace(/-/g, ''), 'hex') : new Uint8Array(16), fsLabel: cls.label,
     sourceName: basename(src.name), writer: opts.writer, allBlocks: !!opts.allBlocks, runs,
+    ...(plan ? { parents: plan.parents, contentHashes: plan.hashes } : {}),
   });
-  const totalBytes = used.blockCount * blockSize;
-  let doneBytes = 0;
-  const progress = (n: number): void => { doneBytes += n; opts.onProgress?.(doneBytes, totalBytes); };
 
-  const controlArea = await gatherControl(src, cls, control, progress);
+  const controlArea = await gatherControl(src, cls, control, plan ? () => undefined : progress);
   await opts.hooks?.afterControl?.({ cls, runs, controlArea, volumeBytes: src.sizeBytes });
   const headerBytes = await writer.writeHeader(controlArea);
-  await streamData(src, data, blockSize, async (blocks) => {
-    await writer.appendData(blocks);
-    progress(blocks.byteLength);
-  });
+  if (plan) {
+    // pass two: the changed blocks again, each checked against the hash pass one saw
+    const mine = new HashCursor(plan.hashes.chunks());
+    const check = new BigUint64Array(2 * Math.max(1, (4 << 20) / blockSize));
+    const want = new BigUint64Array(2);
+    await streamData(src, data, blockSize, async (blocks, first) => {
+      const n = blocks.byteLength / blockSize;
+      contentHashes(blocks, blockSize, check, 0);
+      for (let i = 0; i < n; i++) {
+        if (!(await mine.seek(writer.map.contentIndex(first + i)))) throw sourceChangedError(first + i);
+        mine.take(want);
+        if (want[0] !== check[2 * i] || want[1] !== check[2 * i + 1]) throw sourceChangedError(first + i);
+      }
+      await writer.appendData(blocks);
+    });
+  } else {
+    await streamData(src, data, blockSize, async (blocks) => {
+      await writer.appendData(blocks);
+      progress(blocks.byteLength);
+    });
+  }
   const imageBytes = await writer.finish(await opts.hooks?.beforeFinish?.());
   return {
     fsType: cls.fsType, recognised: cls.recognised, blockSize, volumeBytes: src.sizeBytes, blockCount,
@@ -91,7 +131,16 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
     unusedBlocks: blockCount - used.blockCount, headerBytes, imageBytes,
     bytesRead: src.stats.bytesRead, readRequests: src.stats.reads,
     imageUuid: Buffer.from(imageUuid).toString('hex'), warnings: cls.warnings,
+    ...(plan ? { incremental: { changes: 'hash' as const, changedBlocks: plan.changedBlocks, parentBlocks: plan.parentBlocks, parents: plan.parents.length, hashSeconds, spilled: plan.hashes.spilled } } : {}),
   };
+}
+
+/** Merges two sorted, disjoint run lists into one sorted map. */
+function mergeRuns(a: readonly MapRun[], b: readonly MapRun[]): MapRun[] {
+  const out: MapRun[] = [];
+  let i = 0, j = 0;
+  while (i < a.length || j < b.length) out.push(j >= b.length || (i < a.length && a[i]!.start < b[j]!.start) ? a[i++]! : b[j++]!);
+  return out;
 }
 
 /** Merges the control and data sets into the block map's runs (sorted, each tagged). */

@@ -1,8 +1,14 @@
-/** imginfo IMG: what an image holds; --verify reads it all and checks every checksum. */
+/**
+ * imginfo IMG: what an image holds; --verify reads it all and checks every checksum. For an
+ * incremental image: its parents (from its header), found by UUID next to IMG and in --parents
+ * DIRs and identified (a missing or wrong one is a one-line error); --verify also checks every
+ * parent frame this point uses. --exceptions lists a --live backup's exception log.
+ */
 import { fsTypeName, fieldText, reasonNames, type ExceptionEntry } from '../format/index.js';
 import { isImgError } from '../errors/index.js';
 import { ImageReader } from '../image/image-reader.js';
-import { verifyImage, type VerifyResult } from '../image/verify.js';
+import { openParents, uuidText, type ParentImage } from '../image/parent-images.js';
+import { verifyImage, verifyParents, type VerifyResult } from '../image/verify.js';
 import { FileSource } from '../io/index.js';
 import { EXIT } from './exit.js';
 import { Progress, formatBytes } from './progress.js';
@@ -18,14 +24,22 @@ async function main(): Promise<number> {
     .argument('<IMG>', 'image file')
     .option('--verify', 'read the whole image and check every frame, block hash and the trailer')
     .option('--exceptions', 'list the files in the exception log of a --live backup (their data may not match the header)')
+    .option('--parents <DIR>', "an incremental IMG: also look for its parent images in DIR (repeatable; IMG's own directory is searched first)",
+      (v: string, a: string[]) => [...a, v], [] as string[])
     .option('--json', 'print JSON')
     .parse();
   const [path] = cmd.args as [string];
-  const o = cmd.opts<{ verify?: boolean; exceptions?: boolean; json?: boolean }>();
+  const o = cmd.opts<{ verify?: boolean; exceptions?: boolean; json?: boolean; parents: string[] }>();
   const src = await about(path, () => FileSource.open(path));
+  let opened: ParentImage[] = [];
   try {
     const img = await about(path, () => ImageReader.open(src));
     const h = img.header;
+    opened = img.parents.length ? await about(path, () => openParents(img, { imagePath: path, dirs: o.parents })) : [];
+    const parents = img.parents.map((e, i) => ({
+      imageUuid: uuidText(e.imageUuid), direct: i === 0, created: new Date(e.createdSec * 1000).toISOString(), fileName: fieldText(e.fileName),
+      path: opened[i]!.path, blocksUsed: opened[i]!.refs.blocks,
+    }));
     const info = {
       image: path,
       formatVersion: `${h.versionMajor}.${h.versionMinor}`,
@@ -41,7 +55,11 @@ async function main(): Promise<number> {
       blockCount: h.blockCount,
       controlBlocks: h.controlBlocks,
       dataBlocks: h.dataBlocks,
-      unusedBlocks: h.blockCount - h.controlBlocks - h.dataBlocks,
+      parentBlocks: img.map.parentBlocks,
+      unusedBlocks: h.blockCount - h.controlBlocks - h.dataBlocks - img.map.parentBlocks,
+      incremental: h.incremental,
+      changes: h.incremental ? 'hash' : undefined,
+      parents,
       allBlocks: h.allBlocks,
       mapRuns: h.mapRuns,
       frames: h.frameCount,
@@ -66,6 +84,10 @@ async function main(): Promise<number> {
     if (o.verify) {
       const progress = new Progress('verify');
       verify = await about(path, () => verifyImage(img, (d, t) => progress.update(d, t)));
+      if (opened.length) {
+        const pv = await about(path, () => verifyParents(img, opened, (d, t) => progress.update(d, t)));
+        verify = { framesChecked: verify.framesChecked + pv.framesChecked, damage: [...verify.damage, ...pv.damage], complete: verify.complete };
+      }
       progress.done();
     }
     if (o.json) {
@@ -76,7 +98,9 @@ async function main(): Promise<number> {
         `source:         ${info.source}, ${info.fsType}${info.fsLabel ? ` "${info.fsLabel}"` : ''}, fs UUID ${info.fsUuid}`,
         `created:        ${info.created}`,
         `volume:         ${formatBytes(h.volumeBytes)}, ${h.blockCount} blocks of ${h.blockSize} bytes`,
-        `blocks:         ${h.controlBlocks} control, ${h.dataBlocks} data, ${info.unusedBlocks} unused${h.allBlocks ? ' (all blocks stored)' : ''}`,
+        `blocks:         ${h.controlBlocks} control, ${h.dataBlocks} data${h.incremental ? ` (changed), ${info.parentBlocks} in parents` : ''}, ${info.unusedBlocks} unused${h.allBlocks ? ' (all blocks stored)' : ''}`,
+        ...(h.incremental ? [`incremental:    changes found by content hash; ${parents.length} parent image(s):`] : []),
+        ...parents.map((p) => `  parent:       ${p.imageUuid} ${p.path} (${p.direct ? 'direct, ' : ''}created ${p.created}, ${p.blocksUsed} blocks used)`),
         `header:         ${formatBytes(info.headerBytes)} (${h.mapRuns} map runs)`,
         `image size:     ${formatBytes(src.sizeBytes)}, ${h.frameCount} frames${img.complete ? '' : ` — INCOMPLETE: ${img.truncatedReason}`}`,
         `image UUID:     ${info.imageUuid}`,
@@ -103,6 +127,7 @@ async function main(): Promise<number> {
     return img.complete ? EXIT.OK : EXIT.PARTIAL;
   } finally {
     await src.close();
+    for (const p of opened) await p.src.close().catch(() => undefined);
   }
 }
 

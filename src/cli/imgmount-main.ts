@@ -15,7 +15,7 @@ import { about, debugFor, program, run } from './run.js';
 
 interface Opts {
   foreground?: boolean; debug?: boolean; options: string[]; volume?: boolean; kernel?: boolean; cacheDir?: string;
-  keepWrites?: string; writes?: string; unmount?: boolean; verbose?: boolean; readyFd?: string;
+  keepWrites?: string; writes?: string; unmount?: boolean; verbose?: boolean; readyFd?: string; parents: string[];
 }
 
 /** The daemon's report pipe, when the user's command started us (--ready-fd N). */
@@ -55,6 +55,7 @@ async function mainInner(): Promise<number> {
     .option('--cache-dir <dir>', 'where headers, state and transient writes go (default $XDG_CACHE_HOME/imgmount or ~/.cache/imgmount)')
     .option('--keep-writes <dir>', 'keep the transient writes in DIR at unmount')
     .option('--writes <dir>', 'start from the writes an earlier mount kept in DIR')
+    .option('--parents <dir>', 'also look for the parents of an incremental image in DIR (repeatable; the image\'s own directory is searched first)', (v: string, a: string[]) => [...a, v], [] as string[])
     .option('-u, --unmount', 'unmount MNT (also a dead mount left by a killed daemon)')
     .option('-v, --verbose', 'say what was mounted and what was read from the image')
     .addOption(new Option('--ready-fd <fd>').hideHelp())
@@ -102,14 +103,14 @@ async function mainInner(): Promise<number> {
   const log = (m: string): void => { process.stderr.write(`${new Date().toISOString()} imgmount[${pid}] ${args[1]}: ${m}\n`); };
   // the image's header is read while the mount code loads; start() reports its errors in turn
   const { openMountImage } = await import('../fuse/open-image.js');
-  const opening = openMountImage(args[0]!, cacheDir, log);
+  const opening = openMountImage(args[0]!, cacheDir, log, o.parents);
   opening.catch(() => undefined);
   const { MountDaemon } = await import('../fuse/mount-daemon.js');
   let daemon: Awaited<ReturnType<typeof MountDaemon.start>>;
   try {
     daemon = await about(args[0]!, () => MountDaemon.start({
       image: args[0]!, mountPoint: args[1]!, view: o.kernel ? 'kernel' : o.volume ? 'volume' : 'tree', options, cacheDir,
-      keepWrites: o.keepWrites, writes: o.writes, log, opening,
+      keepWrites: o.keepWrites, writes: o.writes, log, opening, parentDirs: o.parents,
     }));
   } catch (e) {
     if (readyFd === undefined) throw e;

@@ -4,6 +4,9 @@
  *   imgrestore --list IMG [PATH...]    tar -tv style listing, from the header alone
  *   imgrestore --volume IMG TARGET     whole-volume restore (src/restore/volume-restore.ts)
  * IMG may be '-' (standard input). Problems go to stderr, one line each; the summary to stdout.
+ * An incremental IMG's parents are found by UUID next to IMG and in each --parents DIR (IMG '-':
+ * only in --parents DIRs and the current directory), identified, and opened before anything is
+ * written; the image is read once (it may be a stream), then each parent's frames once, forward.
  * Imports stay lean (no FUSE, no mount code): a one-file restore is dominated by startup time.
  */
 import { readFile } from 'node:fs/promises';
@@ -29,6 +32,7 @@ interface Opts {
   grow?: boolean;
   json?: boolean;
   quiet?: boolean;
+  parents: string[];
 }
 
 const MAX_PROBLEM_LINES = 200;
@@ -53,6 +57,8 @@ async function main(): Promise<number> {
     .option('--no-owners', 'do not restore owners (the default when running as root is to restore them)')
     .option('--zero-unused', '--volume on a block device: write zeros over the blocks the image does not store')
     .option('--grow', '--volume: grow the restored ext2/3/4 filesystem to fill TARGET (e2fsck, then resize2fs)')
+    .option('--parents <DIR>', "an incremental IMG: also look for its parent images in DIR (repeatable; IMG's own directory is searched first)",
+      (v: string, a: string[]) => [...a, v], [] as string[])
     .option('--json', 'print a JSON summary (or listing) on stdout')
     .option('-q, --quiet', 'no summary')
     .parse();
@@ -95,6 +101,11 @@ async function exceptionLog(input: ImageInput, img: string): Promise<ExceptionEn
 
 const exceptionText = (e: ExceptionEntry): string => `${Buffer.from(e.path).toString()}: in the image's exception log (${reasonNames(e.reasons).join(', ')})`;
 
+/** Where an incremental's parents are looked for: IMG's directory (the current one for stdin), then --parents. */
+function parentSearch(img: string, o: Opts): { imagePath?: string; dirs: string[] } {
+  return img === '-' ? { dirs: ['.', ...o.parents] } : { imagePath: img, dirs: o.parents };
+}
+
 function reportProblems(kind: string, problems: readonly Problem[]): void {
   problems.slice(0, MAX_PROBLEM_LINES).forEach((p) => process.stderr.write(`imgrestore: ${p.path}: ${kind}${p.message}\n`));
   if (problems.length > MAX_PROBLEM_LINES) process.stderr.write(`imgrestore: ... and ${problems.length - MAX_PROBLEM_LINES} more problems\n`);
@@ -107,12 +118,15 @@ async function tagged(img: string, dir: string, paths: string[], o: Opts): Promi
   const input = await about(readable(img), () => ImageInput.open(img));
   // from here on every way out goes through the finally (the image's FileHandle is closed)
   const progress = new Progress('imgrestore');
+  let parents: ImageInput[] = [];
   try {
+    // an incremental's parents, found and identified before anything is written
+    parents = await about(readable(img), () => ImageInput.openParents(input.opened, parentSearch(img, o)));
     const { restoreTagged } = await loading;
     const r = await about(readable(img), () => restoreTagged(input, {
       paths, dir, literal: !!o.literal, overwrite: !!o.overwrite, xattrs: o.xattrs, owners: o.owners ? undefined : false,
       log: debugFor('imgrestore'), onProgress: (d, t) => progress.update(d, t),
-    }));
+    }, parents));
     progress.done();
     if (input.incomplete) process.stderr.write(`imgrestore: ${readable(img)}: ${input.incomplete}\n`);
     if (r.journal?.notice) process.stderr.write(`imgrestore: ${readable(img)}: journal: ${r.journal.notice}\n`);
@@ -141,6 +155,7 @@ async function tagged(img: string, dir: string, paths: string[], o: Opts): Promi
   } finally {
     progress.done();
     await input.close();
+    for (const p of parents) await p.close();
     if (img === '-') process.stdin.destroy(); // stop reading: the rest of the image is not needed
   }
 }
@@ -200,7 +215,9 @@ async function volume(img: string, args: string[], o: Opts): Promise<number> {
   const progress = new Progress('imgrestore');
   const started = process.hrtime.bigint();
   try {
-    const r = await about(readable(img), () => restoreVolume(src, target, { zeroUnused: !!o.zeroUnused, onProgress: (d, t) => progress.update(d, t) }));
+    const r = await about(readable(img), () => restoreVolume(src, target, {
+      zeroUnused: !!o.zeroUnused, onProgress: (d, t) => progress.update(d, t), parents: parentSearch(img, o),
+    }));
     progress.done();
     if (o.grow) await about(target, () => growFilesystem(target, r.fsType));
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;

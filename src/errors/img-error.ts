@@ -16,6 +16,8 @@ export const ERROR_CODES = [
   'EUNSUPPORTED', 'EUSAGE', 'EINTERNAL', 'EPARTIAL', 'EINTERRUPTED', 'EMOUNT',
   // SourceBusyError: the source is mounted read-write, or its freeze failed or timed out
   'EMOUNTED', 'EFREEZE', 'EFREEZETIMEOUT',
+  // ParentError: an incremental image's parent is missing, or is not the image it was made from
+  'ENOPARENT', 'EBADPARENT',
 ] as const;
 
 /** Every code an ImgError may carry: the list above is the one source (tests iterate over it). */

@@ -6,3 +6,4 @@ export { UnsupportedError, UsageError, MountError, InterruptedError, PartialErro
 export { SourceBusyError, type SourceBusyErrorCode } from './source-busy-error.js';
 export { EntryError } from './entry-error.js';
 export { Errno } from './errno.js';
+export { ParentError, type ParentErrorCode } from './parent-error.js';

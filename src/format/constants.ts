@@ -1,10 +1,14 @@
 /**
- * Image format v1: magics, versions, sizes and enum values. docs/FORMAT.md is the prose twin of
- * this file and of the field tables in header.ts, frame.ts and trailer.ts (a test keeps them equal).
+ * Image format: magics, versions, sizes and enum values. docs/FORMAT.md is the prose twin of
+ * this file and of the field tables in header.ts, frame.ts, trailer.ts and parents.ts (a test
+ * keeps them equal). Writers write FORMAT_MAJOR.FORMAT_MINOR; readers accept every major in
+ * READABLE_MAJORS (1.0 images stay readable).
  */
-export const FORMAT_MAJOR = 1;
-/** 1.1: the trailer may hold an exception log (exception-log.ts). */
-export const FORMAT_MINOR = 1;
+/** 2.0: parents table and parent runs (incremental images), trailer sections (content hashes).
+ * 1.1 (the exception log of --live images) is folded into 2.0: a 2.0 trailer may hold it too. */
+export const FORMAT_MAJOR = 2;
+export const FORMAT_MINOR = 0;
+export const READABLE_MAJORS: readonly number[] = [1, 2];
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const MAGIC_HEADER = ascii('IMGMOUNT');
@@ -20,6 +24,16 @@ export const HEADER_END_SIZE = 32;
 export const FRAME_HEADER_SIZE = 64;
 export const TRAILER_HEADER_SIZE = 48;
 export const FOOTER_SIZE = 64;
+/** 2.0: the parents table of an incremental image (header, then one entry per parent). */
+export const PARENTS_HEADER_SIZE = 16;
+export const PARENT_ENTRY_SIZE = 128;
+/** 2.0: one entry per parent-kind map run (which parent, where in its data blocks). */
+export const REF_ENTRY_SIZE = 16;
+/** 2.0: a trailer section's header (tag, body size). */
+export const SECTION_HEADER_SIZE = 16;
+export const MAGIC_PARENTS = ascii('IMPARENT');
+/** Trailer section tag of the 128-bit content hashes. */
+export const TAG_CONTENT_HASHES = ascii('CHASH128');
 /** Control blocks start on this boundary (zero padding before them). */
 export const CONTROL_ALIGN = 4096;
 
@@ -29,8 +43,12 @@ export const HEADER_FLAGS = {
   COMPRESSED: 0x1,
   /** --all-blocks: every block of the volume is stored, used or not. */
   ALL_BLOCKS: 0x2,
+  /** 2.0: an incremental image: a parents table follows the map, parent-kind runs name blocks held by parents. */
+  INCREMENTAL: 0x4,
 } as const;
 export const HEADER_FLAGS_KNOWN = HEADER_FLAGS.ALL_BLOCKS;
+/** Flags a 2.x image may carry besides HEADER_FLAGS_KNOWN. */
+export const HEADER_FLAGS_KNOWN_V2 = HEADER_FLAGS.ALL_BLOCKS | HEADER_FLAGS.INCREMENTAL;
 
 export const FS_TYPE = { raw: 0, ext2: 1, ext3: 2, ext4: 3, vfat: 4 } as const;
 export type FsTypeName = keyof typeof FS_TYPE;
@@ -39,10 +57,16 @@ export function fsTypeName(code: number): FsTypeName | undefined {
 }
 
 /** Block map run kinds (u8 at run offset 0x0C). */
-export const RUN_KIND = { CONTROL: 1, DATA: 2 } as const;
+export const RUN_KIND = { CONTROL: 1, DATA: 2, PARENT: 3 } as const;
 
 /** Trailer hash algorithms (u32). */
 export const HASH_ALGO = { XXH64: 1 } as const;
+/** Content hash algorithms (u32 in the content-hash section). */
+export const CONTENT_HASH_ALGO = { XXH64_PAIR: 1 } as const;
+/** The second seed of the content hash pair (the first is 0: the frames' own block hash). */
+export const CONTENT_HASH_SEED2 = 0x9e3779b97f4a7c15n;
+/** Most parents an incremental may depend on. */
+export const MAX_PARENTS = 4096;
 
 /** Largest values a v1 reader accepts before allocating anything (hostile-input bounds). */
 export const LIMITS = {

@@ -10,9 +10,10 @@ import { FormatError, UnsupportedError } from '../errors/index.js';
 import { hash64 } from './checksum.js';
 import {
   CONTROL_ALIGN, FIXED_HEADER_SIZE, FORMAT_MAJOR, FORMAT_MINOR, FRAME_HEADER_SIZE, HEADER_END_SIZE, HEADER_FLAGS,
-  HEADER_FLAGS_KNOWN, LIMITS, MAGIC_HEADER, MAGIC_HEADER_END, MAP_RUN_SIZE, fsTypeName,
+  HEADER_FLAGS_KNOWN, HEADER_FLAGS_KNOWN_V2, LIMITS, MAGIC_HEADER, MAGIC_HEADER_END, MAP_RUN_SIZE, PARENTS_HEADER_SIZE, READABLE_MAJORS, fsTypeName,
 } from './constants.js';
 import { Struct } from './struct.js';
+import { maxIncrementalControlOffset } from './parents.js';
 
 export interface FixedHeaderFields {
   magic: Uint8Array;
@@ -42,8 +43,8 @@ export interface FixedHeaderFields {
 
 export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_HEADER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMGMOUNT"' },
-  { name: 'versionMajor', offset: 0x08, type: 'u16', meaning: 'format major version: 1. A reader refuses other majors' },
-  { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 1 (0 before the exception log). Higher minors only add fields a v1.0 reader may ignore' },
+  { name: 'versionMajor', offset: 0x08, type: 'u16', meaning: 'format major version: 2 (1 for 1.0 and 1.1 images). A reader refuses majors it does not know' },
+  { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 0 (1 for 1.1 images, whose trailer may hold an exception log). Higher minors only add fields a reader of the same major may ignore' },
   { name: 'headerSize', offset: 0x0c, type: 'u32', meaning: 'size of this fixed header in bytes: 256' },
   { name: 'flags', offset: 0x10, type: 'u32', meaning: 'header flags (table below); unknown bits: refuse' },
   { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4, 4 vfat (FAT12/16/32)' },
@@ -57,7 +58,7 @@ export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_
   { name: 'dataBlocks', offset: 0x50, type: 'u64', meaning: 'number of data blocks stored in frames' },
   { name: 'mapRuns', offset: 0x58, type: 'u64', meaning: 'number of block map runs' },
   { name: 'mapOffset', offset: 0x60, type: 'u64', meaning: 'byte offset of the block map: 256' },
-  { name: 'controlOffset', offset: 0x68, type: 'u64', meaning: 'byte offset of the first control block: mapOffset + 16 × mapRuns rounded up to 4096' },
+  { name: 'controlOffset', offset: 0x68, type: 'u64', meaning: 'byte offset of the first control block: mapOffset + 16 × mapRuns (+ the parents table and run references of an incremental) rounded up to 4096' },
   { name: 'headerEndOffset', offset: 0x70, type: 'u64', meaning: 'byte offset of the header-end record: controlOffset + blockSize × controlBlocks' },
   { name: 'fsUuid', offset: 0x78, type: 'bytes16', meaning: 'the filesystem\'s own UUID (zeros if none)' },
   { name: 'fsLabel', offset: 0x88, type: 'bytes16', meaning: 'the filesystem label, UTF-8, NUL-padded' },
@@ -90,6 +91,8 @@ export interface ImageHeader extends FixedHeaderFields {
   frameBytes: number;
   frameCount: number;
   allBlocks: boolean;
+  /** Format 2.0 incremental: a parents table follows the map. */
+  incremental: boolean;
 }
 
 const isPow2 = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
@@ -106,6 +109,7 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 const FIXED_AT = FIXED_HEADER.at;
 
 export function encodeFixedHeader(h: Omit<FixedHeaderFields, 'checksum' | 'magic' | 'headerSize' | 'versionMajor' | 'versionMinor'>): Uint8Array {
+  // parents table, references and control blocks are placed by the caller (incrementalLayout)
   const buf = FIXED_HEADER.encode({ ...h, magic: MAGIC_HEADER, versionMajor: FORMAT_MAJOR, versionMinor: FORMAT_MINOR,
     headerSize: FIXED_HEADER_SIZE, checksum: 0n } as FixedHeaderFields);
   // the checksum covers every byte before its own field
@@ -123,14 +127,14 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
     throw new FormatError('EMAGIC', 'not an imgmount image (bad magic)');
   }
   const h = FIXED_HEADER.decode(buf);
-  if (h.versionMajor !== FORMAT_MAJOR) {
-    throw new UnsupportedError(`image format version ${h.versionMajor}.${h.versionMinor} is not supported (this reader knows ${FORMAT_MAJOR}.x)`,
+  if (!READABLE_MAJORS.includes(h.versionMajor)) {
+    throw new UnsupportedError(`image format version ${h.versionMajor}.${h.versionMinor} is not supported (this reader knows ${READABLE_MAJORS.map((m) => `${m}.x`).join(', ')})`,
       { versionMajor: h.versionMajor });
   }
   if (hash64(buf.subarray(0, FIXED_AT.checksum)) !== h.checksum) throw new FormatError('ECHECKSUM', 'image header checksum mismatch (damaged header)');
   const bad = (what: string): never => { throw new FormatError('ECORRUPT', `image header: ${what}`); };
   if (h.headerSize !== FIXED_HEADER_SIZE) bad(`header size ${h.headerSize}`);
-  if (h.flags & ~HEADER_FLAGS_KNOWN) {
+  if (h.flags & ~(h.versionMajor >= 2 ? HEADER_FLAGS_KNOWN_V2 : HEADER_FLAGS_KNOWN)) {
     if (h.flags & HEADER_FLAGS.COMPRESSED) throw new UnsupportedError('compressed images are not supported by this version');
     bad(`unknown flags 0x${h.flags.toString(16)}`);
   }
@@ -139,9 +143,15 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
   if (h.frameBlocks < 1 || h.frameBlocks * h.blockSize > LIMITS.frameBytesMax) bad(`frame size ${h.frameBlocks} blocks`);
   if (h.blockCount !== Math.ceil(h.volumeBytes / h.blockSize) || h.blockCount > LIMITS.blockCountMax) bad('block count does not match the volume size');
   if (h.controlBlocks + h.dataBlocks > h.blockCount) bad('more stored blocks than the volume has');
-  if (h.mapRuns > h.controlBlocks + h.dataBlocks) bad('more map runs than stored blocks');
+  const incremental = (h.flags & HEADER_FLAGS.INCREMENTAL) !== 0;
+  // an incremental's map also lists the blocks its parents hold
+  if (h.mapRuns > (incremental ? h.blockCount : h.controlBlocks + h.dataBlocks)) bad('more map runs than stored blocks');
   if (h.mapOffset !== FIXED_HEADER_SIZE) bad(`map offset ${h.mapOffset}`);
-  if (h.controlOffset !== controlOffsetFor(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
+  if (incremental) {
+    // the exact offset needs the parents table and the map (parseHeader checks it); here: a bound
+    if (h.controlOffset % CONTROL_ALIGN !== 0 || h.controlOffset < FIXED_HEADER_SIZE + MAP_RUN_SIZE * h.mapRuns + PARENTS_HEADER_SIZE ||
+        h.controlOffset > maxIncrementalControlOffset(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
+  } else if (h.controlOffset !== controlOffsetFor(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
   if (h.headerEndOffset !== h.controlOffset + h.controlBlocks * h.blockSize) bad(`header end offset ${h.headerEndOffset}`);
   const dataOffset = h.headerEndOffset + HEADER_END_SIZE;
   if (imageBytes !== undefined && dataOffset > imageBytes) {
@@ -149,7 +159,7 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
       { needBytes: dataOffset, haveBytes: imageBytes });
   }
   const frameBytes = FRAME_HEADER_SIZE + h.frameBlocks * h.blockSize;
-  return { ...h, dataOffset, frameBytes, frameCount: Math.ceil(h.dataBlocks / h.frameBlocks), allBlocks: (h.flags & HEADER_FLAGS.ALL_BLOCKS) !== 0 };
+  return { ...h, dataOffset, frameBytes, frameCount: Math.ceil(h.dataBlocks / h.frameBlocks), allBlocks: (h.flags & HEADER_FLAGS.ALL_BLOCKS) !== 0, incremental };
 }
 
 export function encodeHeaderEnd(headerBytes: number, checksum: bigint): Uint8Array {

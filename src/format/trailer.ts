@@ -1,14 +1,19 @@
 /**
  * The trailer, written after the last frame, for what is only known at the end:
  *   trailer header (48 B) | one u64 xxh64 hash per stored block, in logical order |
- *   [exception log (1.1, --live images): exceptionBytes] | footer (64 B)
+ *   [exception log (--live images, 1.1 and 2.x): exceptionBytes] | [sections (2.x)] | footer (64 B)
+ * The exception log stays where 1.1 put it (right after the hashes, sized by the trailer
+ * header's exceptionBytes); 2.x sections follow it, so they start at
+ * TRAILER_HEADER_SIZE + 8 * hashCount + exceptionBytes.
  * The footer has a fixed size and sits at the very end, so a reader finds the trailer with one
  * read of the last 64 bytes; a missing or wrong footer means the image was truncated.
  * Pure: no I/O.
  */
 import { FormatError } from '../errors/index.js';
 import { hash64 } from './checksum.js';
-import { FOOTER_SIZE, HASH_ALGO, MAGIC_FOOTER, MAGIC_TRAILER, TRAILER_HEADER_SIZE } from './constants.js';
+import {
+  CONTENT_HASH_ALGO, FOOTER_SIZE, HASH_ALGO, MAGIC_FOOTER, MAGIC_TRAILER, SECTION_HEADER_SIZE, TAG_CONTENT_HASHES, TRAILER_HEADER_SIZE,
+} from './constants.js';
 import { sameBytes } from './header.js';
 import { Struct } from './struct.js';
 
@@ -20,7 +25,7 @@ export const TRAILER_HEADER = new Struct<TrailerHeader>('trailer header', TRAILE
   { name: 'hashCount', offset: 0x18, type: 'u64', meaning: 'block hashes that follow: controlBlocks + dataBlocks' },
   { name: 'hashAlgo', offset: 0x20, type: 'u32', meaning: '1: xxh64, seed 0, of each stored block' },
   { name: 'reserved', offset: 0x24, type: 'u32', meaning: 'must be zero' },
-  { name: 'exceptionBytes', offset: 0x28, type: 'u64', meaning: 'bytes of the exception log after the hashes; 0: none (always 0 in 1.0)' },
+  { name: 'exceptionBytes', offset: 0x28, type: 'u64', meaning: 'bytes of the exception log after the hashes (before any 2.x sections); 0: none (always 0 in 1.0)' },
 ]);
 
 export interface Footer { magic: Uint8Array; imageUuid: Uint8Array; trailerOffset: number; trailerBytes: number; imageBytes: number; trailerChecksum: bigint; footerChecksum: bigint }
@@ -28,11 +33,13 @@ export const FOOTER = new Struct<Footer>('footer', FOOTER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMFOOTER"' },
   { name: 'imageUuid', offset: 0x08, type: 'bytes16', meaning: 'the header\'s imageUuid (a footer from another image is refused)' },
   { name: 'trailerOffset', offset: 0x18, type: 'u64', meaning: 'byte offset of the trailer header' },
-  { name: 'trailerBytes', offset: 0x20, type: 'u64', meaning: 'trailer header + hashes + exception log, in bytes' },
+  { name: 'trailerBytes', offset: 0x20, type: 'u64', meaning: 'trailer header + hashes + exception log (+ sections, 2.0), in bytes' },
   { name: 'imageBytes', offset: 0x28, type: 'u64', meaning: 'size of the whole image, footer included' },
-  { name: 'trailerChecksum', offset: 0x30, type: 'hash64', meaning: 'xxh64 of the trailer (header, hashes and exception log)' },
+  { name: 'trailerChecksum', offset: 0x30, type: 'hash64', meaning: 'xxh64 of the trailer (header, hashes, exception log and sections)' },
   { name: 'footerChecksum', offset: 0x38, type: 'hash64', meaning: 'xxh64 of bytes 0x00–0x37' },
 ]);
+
+export const CONTENT_HASHES_HEADER_SIZE = 16;
 
 export function encodeTrailerHeader(t: Omit<TrailerHeader, 'magic' | 'hashAlgo' | 'reserved' | 'exceptionBytes'> & { exceptionBytes?: number }): Uint8Array {
   return TRAILER_HEADER.encode({ exceptionBytes: 0, ...t, magic: MAGIC_TRAILER, hashAlgo: HASH_ALGO.XXH64, reserved: 0 });
@@ -68,4 +75,47 @@ export function decodeFooter(buf: Uint8Array, imageBytes: number, imageUuid: Uin
   if (f.imageBytes !== imageBytes) throw new FormatError('ETRUNC', `image size ${imageBytes} differs from the ${f.imageBytes} bytes the footer records`);
   if (f.trailerOffset + f.trailerBytes + FOOTER_SIZE !== imageBytes) throw new FormatError('ECORRUPT', 'footer: trailer position does not add up');
   return f;
+}
+
+/**
+ * Format 2.0: after the block hashes, the trailer holds sections, each a 16-byte header (an ASCII
+ * tag and the size of the body that follows) and its body. A reader skips sections whose tag it
+ * does not know. The one section 2.0 writers always write is the content hashes (CHASH128).
+ */
+export interface SectionHeader { tag: Uint8Array; bytes: number }
+export const SECTION_HEADER = new Struct<SectionHeader>('trailer section header', SECTION_HEADER_SIZE, [
+  { name: 'tag', offset: 0x00, type: 'bytes8', meaning: 'ASCII tag naming the section, e.g. "CHASH128"' },
+  { name: 'bytes', offset: 0x08, type: 'u64', meaning: 'bytes of the section body that follows' },
+]);
+
+export interface ContentHashesHeader { algo: number; reserved: number; count: number }
+export const CONTENT_HASHES_HEADER = new Struct<ContentHashesHeader>('content hash section', CONTENT_HASHES_HEADER_SIZE, [
+  { name: 'algo', offset: 0x00, type: 'u32', meaning: '1: xxh64 with seed 0, then xxh64 with seed 0x9E3779B97F4A7C15, each u64 LE' },
+  { name: 'reserved', offset: 0x04, type: 'u32', meaning: 'must be zero' },
+  { name: 'count', offset: 0x08, type: 'u64', meaning: 'hashes that follow (16 bytes each): one per data and parent block, in logical order' },
+]);
+
+/** Header of the content-hash section (section header, then its own header); the hashes follow. */
+export function encodeContentHashesHead(count: number): Uint8Array {
+  const out = new Uint8Array(SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE);
+  SECTION_HEADER.encode({ tag: TAG_CONTENT_HASHES, bytes: CONTENT_HASHES_HEADER_SIZE + 16 * count }, out, 0);
+  CONTENT_HASHES_HEADER.encode({ algo: CONTENT_HASH_ALGO.XXH64_PAIR, reserved: 0, count }, out, SECTION_HEADER_SIZE);
+  return out;
+}
+
+/** Checks the head of a content-hash section (32 bytes) against the count expected. */
+export function decodeContentHashesHead(buf: Uint8Array, expectCount: number): void {
+  const s = SECTION_HEADER.decode(buf);
+  if (!sameBytes(s.tag, TAG_CONTENT_HASHES)) throw new FormatError('ECORRUPT', 'trailer: no content-hash section where one must be');
+  const c = CONTENT_HASHES_HEADER.decode(buf, SECTION_HEADER_SIZE);
+  if (c.algo !== CONTENT_HASH_ALGO.XXH64_PAIR || c.reserved !== 0) throw new FormatError('ECORRUPT', `trailer: unknown content hash algorithm ${c.algo}`);
+  if (c.count !== expectCount || s.bytes !== CONTENT_HASHES_HEADER_SIZE + 16 * c.count) {
+    throw new FormatError('ECORRUPT', `trailer: ${c.count} content hashes, the block map has ${expectCount} content blocks`);
+  }
+}
+
+/** Bytes of the smallest valid trailer (block hashes, exception log, and in 2.x content hashes; later sections may follow). */
+export function minTrailerBytes(versionMajor: number, storedBlocks: number, contentBlocks: number, exceptionBytes = 0): number {
+  const base = TRAILER_HEADER_SIZE + 8 * storedBlocks + exceptionBytes;
+  return versionMajor >= 2 ? base + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE + 16 * contentBlocks : base;
 }

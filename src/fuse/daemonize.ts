@@ -93,7 +93,7 @@ function cacheDirOf(env: NodeJS.ProcessEnv): string {
   return join(env.HOME && env.HOME.startsWith('/') ? env.HOME : homedir(), '.cache', 'imgmount');
 }
 
-const VALUE_OPTS = new Set(['-o', '--options', '--cache-dir', '--keep-writes', '--writes']);
+const VALUE_OPTS = new Set(['-o', '--options', '--cache-dir', '--keep-writes', '--writes', '--parents']);
 const FLAG_OPTS = new Set(['--volume', '--kernel', '-v', '--verbose']);
 
 /**

@@ -47,6 +47,8 @@ export interface MountConfig {
   writes?: string;
   binding?: BindingKind;
   log: (m: string) => void;
+  /** Where an incremental image's parents are looked for (--parents), besides the image's directory. */
+  parentDirs?: string[];
   /** openMountImage(image, cacheDir) started early by the caller; start() opens the image itself if absent. */
   opening?: Promise<ImageStack>;
   /** Tests: called after each set-up step, once its undo is recorded; a throw fails start() there. */
@@ -148,7 +150,7 @@ export class MountDaemon {
     await undo.push('state directory', () => removeStateDir(stateDir));
 
     const timings: Record<string, number> = { start: since() };
-    const opened = await (early ?? openMountImage(image, cfg.cacheDir, log));
+    const opened = await (early ?? openMountImage(image, cfg.cacheDir, log, cfg.parentDirs));
     stack = opened;
     let closing: Promise<void> | undefined;
     const closeStack = (): Promise<void> => (closing ??= opened.close());

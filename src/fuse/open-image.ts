@@ -16,8 +16,8 @@ import { ImageStack } from '../volume/image-stack.js';
 const CONTROL_CACHE_BYTES = 16 << 20;
 const FRAME_CACHE_BYTES = 16 << 20;
 
-export function openMountImage(image: string, cacheDir: string, log: (m: string) => void): Promise<ImageStack> {
+export function openMountImage(image: string, cacheDir: string, log: (m: string) => void, parentDirs: readonly string[] = []): Promise<ImageStack> {
   return ImageStack.open(resolve(image), {
-    cacheDir, log, controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES, deferHeaderWrite: true, directFrames: true,
+    cacheDir, log, parentDirs: parentDirs.map((d) => resolve(d)), controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES, deferHeaderWrite: true, directFrames: true,
   });
 }

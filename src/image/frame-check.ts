@@ -4,9 +4,19 @@
  * the logical blocks it holds (from the block map), so callers can report exactly what is lost.
  */
 import { FormatError } from '../errors/index.js';
-import { decodeFrameHeader, hashBlocks, type BlockMap, type ImageHeader } from '../format/index.js';
+import { decodeFrameHeader, hashBlocks, type ImageHeader } from '../format/index.js';
 
-export interface FrameContext { header: ImageHeader; map: BlockMap }
+/**
+ * Which logical block each stored data block is. An image's own BlockMap; for a parent read
+ * through a child, the child's view (its parent runs): the blocks of that parent the child uses.
+ */
+export interface DataIndex {
+  dataBlockAt(dataIndex: number): number;
+  /** First and last logical block among data blocks [first, last] (−1 if none is known). */
+  dataBlockRange?(first: number, last: number): [number, number];
+}
+
+export interface FrameContext { header: ImageHeader; map: DataIndex }
 
 export function frameBlockCount(h: ImageHeader, idx: number): number {
   return Math.min(h.frameBlocks, h.dataBlocks - idx * h.frameBlocks);
@@ -14,7 +24,12 @@ export function frameBlockCount(h: ImageHeader, idx: number): number {
 
 export function frameBlocksDetail(c: FrameContext, idx: number): { frame: number; firstBlock: number; lastBlock: number } {
   const firstData = idx * c.header.frameBlocks;
-  return { frame: idx, firstBlock: c.map.dataBlockAt(firstData), lastBlock: c.map.dataBlockAt(firstData + frameBlockCount(c.header, idx) - 1) };
+  const lastData = firstData + frameBlockCount(c.header, idx) - 1;
+  if (c.map.dataBlockRange) {
+    const [firstBlock, lastBlock] = c.map.dataBlockRange(firstData, lastData);
+    return { frame: idx, firstBlock, lastBlock };
+  }
+  return { frame: idx, firstBlock: c.map.dataBlockAt(firstData), lastBlock: c.map.dataBlockAt(lastData) };
 }
 
 /** Checks frame `idx`'s header and payload; returns the payload. `hashesOut` (at least the frame's block count long) receives the block hashes. */

@@ -11,9 +11,12 @@ import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
   decodeFooter, decodeTrailerHeader, hash64, Xxh64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
   decodeExceptionLog, EXCEPTION_LOG_HEADER_SIZE, type ExceptionEntry,
+  LIMITS, MAP_RUN_SIZE, PARENT_ENTRY_SIZE, PARENTS_HEADER_SIZE, REF_ENTRY_SIZE, decodeContentHashesHead, decodeParents,
+  incrementalLayout, minTrailerBytes, type ParentEntry, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE,
 } from '../format/index.js';
 import { alignedSpan, type RandomSource } from '../io/index.js';
-import { frameBlockCount, frameBlocksDetail, verifyFrame } from './frame-check.js';
+import { frameBlockCount, frameBlocksDetail, verifyFrame, type DataIndex } from './frame-check.js';
+import type { ParentImage } from './parent-images.js';
 
 /** Where a mount keeps header bytes between mounts (see src/volume/header-cache.ts). */
 export interface HeaderCache {
@@ -24,7 +27,17 @@ export interface HeaderCache {
 /** How much to read first when the header size is not yet known. */
 const FIRST_READ = 1 << 20;
 
-export interface OpenedHeader { header: ImageHeader; map: BlockMap; /** all control blocks, in logical order */ controlArea: Uint8Array; headerBytes: Uint8Array }
+export interface OpenedHeader {
+  header: ImageHeader;
+  map: BlockMap;
+  /** all control blocks, in logical order */
+  controlArea: Uint8Array;
+  headerBytes: Uint8Array;
+  /** The images this one depends on (an incremental's parents table; empty for a full image). */
+  parents: ParentEntry[];
+  /** The checksum in the header-end record (what a child's parent entry pins). */
+  headerChecksum: bigint;
+}
 
 /** Decodes and verifies a complete header (fixed header through the header-end record). */
 export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeader {
@@ -32,12 +45,35 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
   if (bytes.byteLength < header.dataOffset) throw new FormatError('ETRUNC', 'image truncated inside the header');
   const h = new Xxh64();
   h.update(bytes.subarray(0, header.headerEndOffset));
-  checkHeaderEnd(bytes.subarray(header.headerEndOffset, header.dataOffset), header, h.digest());
-  const map = decodeBlockMap(bytes.subarray(header.mapOffset, header.mapOffset + header.mapRuns * 16), header.mapRuns, header.blockCount);
+  const headerChecksum = h.digest();
+  checkHeaderEnd(bytes.subarray(header.headerEndOffset, header.dataOffset), header, headerChecksum);
+  const mapEnd = header.mapOffset + header.mapRuns * MAP_RUN_SIZE;
+  let parents: ParentEntry[] = [];
+  let map: BlockMap;
+  if (header.incremental) {
+    const frameOk = (fb: number): boolean => fb >= 1 && fb * header.blockSize <= LIMITS.frameBytesMax;
+    parents = decodeParents(bytes.subarray(mapEnd, header.controlOffset), frameOk);
+    const refsAt = mapEnd + PARENTS_HEADER_SIZE + PARENT_ENTRY_SIZE * parents.length;
+    let refCount = 0;
+    map = decodeBlockMap(bytes.subarray(header.mapOffset, mapEnd), header.mapRuns, header.blockCount, {
+      parents: parents.length, bytes: (n) => { refCount = n; return bytes.subarray(refsAt, Math.min(header.controlOffset, refsAt + n * REF_ENTRY_SIZE)); },
+    });
+    if (incrementalLayout(header.mapRuns, parents.length, refCount).controlOffset !== header.controlOffset) {
+      throw new FormatError('ECORRUPT', `image header: control offset ${header.controlOffset} does not follow the parents table`);
+    }
+    for (let i = 0; i < map.runCount; i++) {
+      const r = map.run(i);
+      if (r.kind === 'parent' && r.srcIndex! + r.len > parents[r.parent!]!.dataBlocks) {
+        throw new FormatError('ECORRUPT', `block map run ${i}: parent ${r.parent} holds only ${parents[r.parent!]!.dataBlocks} data blocks`, { run: i });
+      }
+    }
+  } else {
+    map = decodeBlockMap(bytes.subarray(header.mapOffset, mapEnd), header.mapRuns, header.blockCount);
+  }
   if (map.controlBlocks !== header.controlBlocks || map.dataBlocks !== header.dataBlocks) {
     throw new FormatError('ECORRUPT', 'block map does not add up to the header\'s block counts');
   }
-  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset) };
+  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset), parents, headerChecksum };
 }
 
 /**
@@ -46,11 +82,14 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
  * trusted (the image is treated as incomplete), so hostile counts in the header (a giant
  * dataBlocks) stay bounded by the bytes really present.
  */
-function checkFooterAgainstHeader(f: Footer, h: ImageHeader): void {
+function checkFooterAgainstHeader(f: Footer, h: ImageHeader, map: BlockMap): void {
   const dataEnd = dataEndOffset(h);
-  // 1.1: an exception log (at least its 32-byte header, 8-byte aligned) may follow the hashes
-  const extra = f.trailerBytes - (TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks));
-  if (f.trailerOffset !== dataEnd || !(extra === 0 || (extra >= EXCEPTION_LOG_HEADER_SIZE && extra % 8 === 0))) {
+  const min = minTrailerBytes(h.versionMajor, h.controlBlocks + h.dataBlocks, map.dataBlocks + map.parentBlocks);
+  // 1.x: the block hashes, then (1.1) maybe an exception log (at least its 32-byte header, 8-byte
+  // aligned); 2.x: at least the block hashes and the content hashes (an exception log and later sections may be there too)
+  const extra = f.trailerBytes - min;
+  const ok = h.versionMajor < 2 ? extra === 0 || (extra >= EXCEPTION_LOG_HEADER_SIZE && extra % 8 === 0) : extra >= 0;
+  if (f.trailerOffset !== dataEnd || !ok) {
     throw new FormatError('ECORRUPT', 'image is incomplete: the footer does not match the header (the trailer is not where the frames end)');
   }
 }
@@ -59,19 +98,37 @@ function checkFooterAgainstHeader(f: Footer, h: ImageHeader): void {
  * Checks and decodes a whole trailer (`bytes`: trailerBytes from trailerOffset) against its footer
  * and the image header: its checksum, its counts; the block hashes and the exception log (undefined: none).
  */
-export function decodeTrailer(bytes: Uint8Array, f: Footer, h: ImageHeader): { hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined } {
+export function decodeTrailer(bytes: Uint8Array, f: Footer, h: ImageHeader, contentBlocks?: number): { hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined } {
   if (bytes.byteLength !== f.trailerBytes || hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
+  const r = decodeTrailerPrefix(bytes, f.trailerBytes, h);
+  // 2.x: the content-hash section comes first after the exception log (FORMAT.md, trailer)
+  if (h.versionMajor >= 2 && contentBlocks !== undefined) {
+    if (r.sectionsAt + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE > bytes.byteLength) throw new FormatError('ECORRUPT', 'trailer: no content-hash section where one must be');
+    decodeContentHashesHead(bytes.subarray(r.sectionsAt, r.sectionsAt + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE), contentBlocks);
+  }
+  return { hashes: r.hashes, exceptions: r.exceptions };
+}
+
+/**
+ * Checks and decodes the start of a trailer of `trailerBytes` bytes (its checksum is the caller's
+ * business): the trailer header's counts against the image header, the block hashes and the
+ * exception log. `bytes` holds at least header, hashes and exception log. `sectionsAt`: where the
+ * 2.x sections start (after the exception log), relative to the trailer.
+ */
+export function decodeTrailerPrefix(bytes: Uint8Array, trailerBytes: number, h: ImageHeader): { hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined; sectionsAt: number } {
   const n = h.controlBlocks + h.dataBlocks;
   const hashEnd = TRAILER_HEADER_SIZE + 8 * n;
-  if (hashEnd > f.trailerBytes) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
+  if (hashEnd > trailerBytes || hashEnd > bytes.byteLength) throw new FormatError('ECORRUPT', 'trailer holds the wrong number of block hashes');
   // the trailer header's own counts must agree with the image header (FORMAT.md, trailer header)
   const t = decodeTrailerHeader(bytes.subarray(0, TRAILER_HEADER_SIZE));
-  if (t.frameCount !== h.frameCount || t.dataBlocks !== h.dataBlocks || t.hashCount !== n || t.reserved !== 0 ||
-      t.exceptionBytes !== f.trailerBytes - hashEnd) {
+  const exEnd = hashEnd + t.exceptionBytes;
+  // 1.x: the exception log fills the rest of the trailer; 2.x: sections follow it
+  const sizeOk = h.versionMajor < 2 ? exEnd === trailerBytes : exEnd <= trailerBytes;
+  if (t.frameCount !== h.frameCount || t.dataBlocks !== h.dataBlocks || t.hashCount !== n || t.reserved !== 0 || !sizeOk || exEnd > bytes.byteLength) {
     throw new FormatError('ECORRUPT', 'trailer header does not match the image header');
   }
-  const exceptions = t.exceptionBytes > 0 ? decodeExceptionLog(bytes.subarray(hashEnd)) : undefined;
-  return { hashes: new BigUint64Array(bytes.slice(TRAILER_HEADER_SIZE, hashEnd).buffer), exceptions };
+  const exceptions = t.exceptionBytes > 0 ? decodeExceptionLog(bytes.subarray(hashEnd, exEnd)) : undefined;
+  return { hashes: new BigUint64Array(bytes.slice(TRAILER_HEADER_SIZE, hashEnd).buffer), exceptions, sectionsAt: exEnd };
 }
 
 /** Where the trailer starts: right after the last frame. */
@@ -97,6 +154,7 @@ export class ImageReader {
     readonly truncatedReason: string | undefined,
     readonly headerFromCache: boolean,
   ) {
+    this.frameIndex = map;
     this.framesPresent = footer ? header.frameCount : this.countFramesPresent();
   }
 
@@ -153,15 +211,40 @@ export class ImageReader {
     if (footerBytes) {
       try {
         const f = decodeFooter(footerBytes, src.sizeBytes, opened.header.imageUuid);
-        checkFooterAgainstHeader(f, opened.header);
+        checkFooterAgainstHeader(f, opened.header, opened.map);
         footer = f;
       } catch (e) {
         if (!isImgError(e)) throw e;
         footerError = e.message;
       }
     } else footerError = 'image is incomplete: no footer';
-    return new ImageReader(src, opened.header, opened.map, opened.controlArea, footer, footerError, fromCache);
+    const reader = new ImageReader(src, opened.header, opened.map, opened.controlArea, footer, footerError, fromCache);
+    reader.parents = opened.parents;
+    reader.headerChecksum = opened.headerChecksum;
+    return reader;
   }
+
+  /** The images this one depends on (empty for a full image). */
+  parents: ParentEntry[] = [];
+  /** Which logical block each data block is (the map, or for a parent the child's view of it). */
+  frameIndex!: DataIndex;
+  /** For a parent opened through a child: its path (for messages). */
+  label: string | undefined;
+
+  /**
+   * A parent's frames, read through its child: no header (the child's parent entry located and
+   * identified it), no map (blocks are named through the child's parent runs).
+   */
+  static forParent(p: ParentImage, child: ImageReader | { map: BlockMap }): ImageReader {
+    const r = new ImageReader(p.src, p.header, new BlockMap([], child.map.blockCount), new Uint8Array(0),
+      { magic: new Uint8Array(0), imageUuid: p.entry.imageUuid, trailerOffset: 0, trailerBytes: 0, imageBytes: p.entry.imageBytes, trailerChecksum: p.entry.trailerChecksum, footerChecksum: 0n },
+      undefined, false);
+    r.frameIndex = p.refs;
+    r.label = p.path;
+    return r;
+  }
+  /** The checksum in the header-end record. */
+  headerChecksum = 0n;
 
   get complete(): boolean { return this.footer !== undefined; }
 
@@ -236,11 +319,19 @@ export class ImageReader {
 
   /** Checks one frame's header and payload; returns the payload. */
   verifyFrame(idx: number, headerBytes: Uint8Array, payload: Uint8Array, hashesOut?: BigUint64Array): Uint8Array {
-    return verifyFrame(this, idx, headerBytes, payload, hashesOut);
+    if (!this.label) return verifyFrame(this.frameCtx, idx, headerBytes, payload, hashesOut);
+    try {
+      return verifyFrame(this.frameCtx, idx, headerBytes, payload, hashesOut);
+    } catch (e) {
+      if (!(e instanceof FormatError)) throw e;
+      throw new FormatError(e.code, `parent ${this.label}: ${e.message}`, e.detail);
+    }
   }
 
+  private get frameCtx(): { header: ImageHeader; map: DataIndex } { return { header: this.header, map: this.frameIndex }; }
+
   /** The frame index and the logical block range it covers, according to the block map. */
-  frameBlocksDetail(idx: number): { frame: number; firstBlock: number; lastBlock: number } { return frameBlocksDetail(this, idx); }
+  frameBlocksDetail(idx: number): { frame: number; firstBlock: number; lastBlock: number } { return frameBlocksDetail(this.frameCtx, idx); }
 
   private trailer: Promise<{ hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined }> | undefined;
 
@@ -255,7 +346,8 @@ export class ImageReader {
 
   private async loadTrailer(): Promise<{ hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined }> {
     if (!this.footer) throw new FormatError('ETRUNC', this.truncatedReason ?? 'image is incomplete');
-    return decodeTrailer(await this.src.readAt(this.footer.trailerOffset, this.footer.trailerBytes), this.footer, this.header);
+    return decodeTrailer(await this.src.readAt(this.footer.trailerOffset, this.footer.trailerBytes), this.footer, this.header,
+      this.map.dataBlocks + this.map.parentBlocks);
   }
 
 
@@ -265,12 +357,28 @@ export class ImageReader {
   }
 
   /**
+   * Byte offset of the first content hash section (format 2.x): after the block hashes and the
+   * exception log, whose size the trailer header gives (read here; the section head is checked by
+   * the caller, the trailer checksum when the caller has read it all).
+   */
+  async contentHashesOffset(): Promise<number> {
+    if (!this.footer) throw new FormatError('ETRUNC', this.truncatedReason ?? 'image is incomplete');
+    const t = decodeTrailerHeader(await this.src.readAt(this.footer.trailerOffset, TRAILER_HEADER_SIZE));
+    const at = this.footer.trailerOffset + TRAILER_HEADER_SIZE + 8 * (this.header.controlBlocks + this.header.dataBlocks) + t.exceptionBytes;
+    if (at > this.footer.trailerOffset + this.footer.trailerBytes) throw new FormatError('ECORRUPT', 'trailer header does not match the image header');
+    return at;
+  }
+
+  /**
    * The exception log of a --live backup; undefined when the image has none (not a --live
    * backup, or written before format 1.1) — known without reading the trailer then. Throws
    * (ETRUNC, ECHECKSUM, ECORRUPT) when the image is incomplete or the trailer is damaged.
    */
   async readExceptions(): Promise<ExceptionEntry[] | undefined> {
     if (this.footer && this.footer.trailerBytes === TRAILER_HEADER_SIZE + 8 * (this.header.controlBlocks + this.header.dataBlocks)) return undefined;
+    // 2.x: the trailer always holds content hashes; its header says whether an exception log is there
+    if (this.footer && this.header.versionMajor >= 2 &&
+        decodeTrailerHeader(await this.src.readAt(this.footer.trailerOffset, TRAILER_HEADER_SIZE)).exceptionBytes === 0) return undefined;
     return (await this.readTrailer()).exceptions;
   }
 

@@ -1,17 +1,23 @@
 /**
- * ImageWriter: writes a v1 image to a Sink strictly forward: header (fixed header, block map,
- * control blocks, header-end record), then data blocks packed into frames as they are appended,
- * then the trailer (per-block hashes, and a --live backup's exception log) and the footer. Nothing is patched afterwards, so the sink
- * may be a pipe. Calls must be made in order and not overlap: writeHeader, appendData*, finish.
- * Buffers passed to appendData are held (not copied) until written: don't reuse them.
+ * ImageWriter: writes a 2.0 image to a Sink strictly forward: header (fixed header, block map,
+ * for an incremental its parents table and parent-run references, control blocks, header-end
+ * record), then data blocks packed into frames as they are appended, then the trailer (per-block
+ * xxh64 hashes, a --live backup's exception log, then the content-hash section) and the footer.
+ * Nothing is patched afterwards, so the sink may be a pipe. Calls must be made in order and not
+ * overlap: writeHeader, appendData*, finish. Buffers passed to appendData are held (not copied)
+ * until written: don't reuse them. The content hashes of a full image are computed here from the
+ * frames' own block hashes (one more xxh64 per block); an incremental's come from the caller
+ * (`contentHashes`: every data and parent block in logical order, as its change detection computed them).
  */
 import { InternalError } from '../errors/index.js';
 import {
   FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_FLAGS, TRAILER_HEADER_SIZE, FS_TYPE,
   controlOffsetFor, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, encodeHeaderEnd,
   encodeTrailerHeader, hash64, hashBlocks, textField, Xxh64, type FsTypeName, type MapRun, BlockMap,
+  contentHashes, encodeContentHashesHead, encodeParents, encodeRefs, incrementalLayout, runRefs, type ParentEntry,
 } from '../format/index.js';
 import type { Sink } from '../io/index.js';
+import { HashStore } from './hash-store.js';
 
 /** Frames are written in batches of about this size... */
 const BATCH_BYTES = 4 << 20;
@@ -31,6 +37,10 @@ export interface ImageParams {
   writer: string;
   allBlocks: boolean;
   runs: MapRun[];
+  /** An incremental's parents table (direct parent first); parent runs index it. */
+  parents?: ParentEntry[];
+  /** An incremental's content hashes (required with parents); a full image computes its own. */
+  contentHashes?: HashStore;
 }
 
 export class ImageWriter {
@@ -51,14 +61,30 @@ export class ImageWriter {
   private pendingBlocks = 0;
   private readonly spare: Uint8Array[] = [];
   private readonly inflight: Promise<void>[] = [];
+  private readonly content: HashStore;
+  /** The append of the last sealed frame's content hashes (awaited before the next frame). */
+  private pendingContent: Promise<void> | undefined;
+  private readonly ownContent: boolean;
+  private readonly contentScratch: BigUint64Array;
 
   constructor(private readonly sink: Sink, private readonly p: ImageParams) {
     this.map = new BlockMap(p.runs, Math.ceil(p.volumeBytes / p.blockSize));
+    if ((this.map.parentBlocks > 0 || p.parents?.length) && !(p.parents?.length && p.contentHashes)) {
+      throw new InternalError('an incremental image needs its parents table and content hashes');
+    }
+    this.ownContent = !p.contentHashes;
+    this.content = p.contentHashes ?? new HashStore();
+    this.contentScratch = new BigUint64Array(2 * p.frameBlocks);
     this.controlHashes = new BigUint64Array(this.map.controlBlocks);
     this.dataHashes = new BigUint64Array(this.map.dataBlocks);
     this.batchCapacity = Math.max(1, Math.floor(BATCH_BYTES / this.frameBytes)) * this.frameBytes;
     this.batch = new Uint8Array(0);
   }
+
+  /** Set by writeHeader / finish: what a child's parent entry pins. */
+  headerChecksum = 0n;
+  trailerChecksum = 0n;
+  dataOffset = 0;
 
   get frameBytes(): number { return FRAME_HEADER_SIZE + this.p.frameBlocks * this.p.blockSize; }
 
@@ -67,23 +93,28 @@ export class ImageWriter {
     if (this.state !== 'new') throw new InternalError('writeHeader called twice');
     const { p, map } = this;
     if (controlArea.byteLength !== map.controlBlocks * p.blockSize) throw new InternalError('control area has the wrong size');
-    const controlOffset = controlOffsetFor(map.runCount);
+    const incremental = !!p.parents?.length;
+    const refs = incremental ? runRefs(p.runs) : [];
+    const controlOffset = incremental ? incrementalLayout(map.runCount, p.parents!.length, refs.length).controlOffset : controlOffsetFor(map.runCount);
     const fixed = encodeFixedHeader({
-      flags: p.allBlocks ? HEADER_FLAGS.ALL_BLOCKS : 0, fsType: FS_TYPE[p.fsType], imageUuid: p.imageUuid,
+      flags: (p.allBlocks ? HEADER_FLAGS.ALL_BLOCKS : 0) | (incremental ? HEADER_FLAGS.INCREMENTAL : 0), fsType: FS_TYPE[p.fsType], imageUuid: p.imageUuid,
       createdSec: p.createdSec, blockSize: p.blockSize, frameBlocks: p.frameBlocks, volumeBytes: p.volumeBytes,
       blockCount: map.blockCount, controlBlocks: map.controlBlocks, dataBlocks: map.dataBlocks, mapRuns: map.runCount,
       mapOffset: FIXED_HEADER_SIZE, controlOffset, headerEndOffset: controlOffset + controlArea.byteLength,
       fsUuid: p.fsUuid, fsLabel: textField(p.fsLabel, 16), writer: textField(p.writer, 32), sourceName: textField(p.sourceName, 64),
     });
     const mapBytes = encodeBlockMap(p.runs);
-    const pad = new Uint8Array(controlOffset - FIXED_HEADER_SIZE - mapBytes.byteLength);
+    const parentBytes = incremental ? [encodeParents(p.parents!), encodeRefs(refs)] : [];
+    const pad = new Uint8Array(controlOffset - FIXED_HEADER_SIZE - mapBytes.byteLength - parentBytes.reduce((n, b) => n + b.byteLength, 0));
     for (let i = 0; i < map.controlBlocks; i++) {
       this.controlHashes[i] = hash64(controlArea.subarray(i * p.blockSize, (i + 1) * p.blockSize));
     }
     const h = new Xxh64();
-    for (const part of [fixed, mapBytes, pad, controlArea]) h.update(part);
-    const end = encodeHeaderEnd(controlOffset + controlArea.byteLength, h.digest());
-    await this.sink.writev([fixed, mapBytes, pad, controlArea, end]);
+    for (const part of [fixed, mapBytes, ...parentBytes, pad, controlArea]) h.update(part);
+    this.headerChecksum = h.digest();
+    const end = encodeHeaderEnd(controlOffset + controlArea.byteLength, this.headerChecksum);
+    await this.sink.writev([fixed, mapBytes, ...parentBytes, pad, controlArea, end]);
+    this.dataOffset = this.sink.bytesWritten;
     this.state = 'data';
     return this.sink.bytesWritten;
   }
@@ -94,6 +125,7 @@ export class ImageWriter {
    */
   async appendData(blocks: Uint8Array): Promise<void> {
     if (this.state !== 'data') throw new InternalError('appendData outside the data phase');
+    if (this.pendingContent) await this.pendingContent;
     const bs = this.p.blockSize;
     let off = 0;
     while (off < blocks.byteLength) {
@@ -120,6 +152,10 @@ export class ImageWriter {
     const hashes = this.dataHashes.subarray(first, first + count);
     const payload = this.batch.subarray(this.frameStart + FRAME_HEADER_SIZE, this.used);
     const payloadChecksum = hashBlocks(payload, p.blockSize, hashes);
+    if (this.ownContent) {
+      contentHashes(payload, p.blockSize, this.contentScratch, 0, hashes);
+      this.pendingContent = this.content.append(this.contentScratch, count);
+    }
     encodeFrameHeader({
       frameIndex: this.frameIndex, blockCount: count, firstDataIndex: first,
       firstBlock: this.map.dataBlockAt(first), lastBlock: this.map.dataBlockAt(first + count - 1),
@@ -153,6 +189,7 @@ export class ImageWriter {
   async finish(exceptionLog?: Uint8Array): Promise<number> {
     if (this.state !== 'data') throw new InternalError('finish outside the data phase');
     if (this.pendingBlocks > 0) this.sealFrame();
+    await this.pendingContent;
     await this.writeBatch();
     while (this.inflight.length > 0) await this.inflight.shift();
     if (this.dataWritten !== this.map.dataBlocks) {
@@ -162,6 +199,7 @@ export class ImageWriter {
     const hashes = new BigUint64Array(total);
     let k = 0;
     for (const r of this.map.runs()) {
+      if (r.kind === 'parent') continue; // held (and hashed) by a parent
       const src = r.kind === 'control' ? this.controlHashes : this.dataHashes;
       const first = this.map.locate(r.start).index;
       hashes.set(src.subarray(first, first + r.len), k);
@@ -170,15 +208,25 @@ export class ImageWriter {
     const log = exceptionLog ?? new Uint8Array(0);
     const trailerHeader = encodeTrailerHeader({ frameCount: this.frameIndex, dataBlocks: this.dataWritten, hashCount: total, exceptionBytes: log.byteLength });
     const hashBytes = new Uint8Array(hashes.buffer);
+    const contentCount = this.map.dataBlocks + this.map.parentBlocks;
+    if (this.content.count !== contentCount) throw new InternalError(`${this.content.count} content hashes for ${contentCount} content blocks`);
+    const contentHead = encodeContentHashesHead(contentCount);
     const h = new Xxh64();
-    h.update(trailerHeader).update(hashBytes).update(log);
+    h.update(trailerHeader).update(hashBytes).update(log).update(contentHead);
     const trailerOffset = this.sink.bytesWritten;
-    const trailerBytes = TRAILER_HEADER_SIZE + hashBytes.byteLength + log.byteLength;
+    await this.sink.writev(log.byteLength > 0 ? [trailerHeader, hashBytes, log, contentHead] : [trailerHeader, hashBytes, contentHead]);
+    for await (const chunk of this.content.chunks()) {
+      h.update(chunk);
+      await this.sink.write(chunk.slice()); // the store may reuse its read buffer
+    }
+    await this.content.close();
+    const trailerBytes = this.sink.bytesWritten - trailerOffset;
+    this.trailerChecksum = h.digest();
     const footer = encodeFooter({
       imageUuid: this.p.imageUuid, trailerOffset, trailerBytes, imageBytes: trailerOffset + trailerBytes + FOOTER_SIZE,
-      trailerChecksum: h.digest(),
+      trailerChecksum: this.trailerChecksum,
     });
-    await this.sink.writev(log.byteLength > 0 ? [trailerHeader, hashBytes, log, footer] : [trailerHeader, hashBytes, footer]);
+    await this.sink.writev([footer]);
     this.state = 'done';
     return this.sink.bytesWritten;
   }

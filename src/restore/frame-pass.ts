@@ -4,21 +4,37 @@
  * (ImageInput.readFramesOnce): each batch of frames becomes runs of contiguous bytes of one file,
  * handed to the FileWriter in image order; a frame that failed its check becomes lost bytes on the
  * files it feeds. Holds no state between passes; reports progress in data-area bytes.
+ * An incremental image: `inputs[0]` is the image, `inputs[k]` its parent k − 1; each source's
+ * frames are read in one forward pass of their own, the image's first, then each parent's in
+ * parents-table order (so the image may be a stream: it is read once, before any parent).
  */
 import type { FileWriter } from './file-writer.js';
 import type { FrameResult, ImageInput, KeepBatch } from './image-input.js';
-import type { RestorePlan } from './plan.js';
+import type { RestorePlan, SourcePlan } from './plan.js';
 
-export async function framePass(input: ImageInput, plan: RestorePlan, writer: FileWriter,
+export async function framePass(inputs: readonly ImageInput[], plan: RestorePlan, writer: FileWriter,
   onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<void> {
-  const { header } = input.opened;
   const total = plan.frameDataBytes;
+  let done = 0;
+  for (let s = 0; s < plan.bySource.length; s++) {
+    const sp = plan.bySource[s]!;
+    if (sp.wantedFrames.length === 0) continue;
+    const input = inputs[s];
+    if (!input) {
+      for (const seg of sp.segments) writer.lost(seg.file, seg.filePos, seg.lenBytes, `parent ${s - 1} of the image is not open`);
+      continue;
+    }
+    await sourcePass(input, sp, writer, (n) => { done += n; onProgress?.(Math.min(done, total), total); });
+  }
+}
+
+async function sourcePass(input: ImageInput, sp: SourcePlan, writer: FileWriter, progress: (bytes: number) => void): Promise<void> {
+  const { header } = input.opened;
   const payloadBytes = header.frameBlocks * header.blockSize;
-  const segs = plan.segments;
+  const segs = sp.segments;
   let next = 0;
   let active: number[] = [];
-  let done = 0;
-  await input.readFramesOnce(plan.wantedFrames, async (frames: FrameResult[], keep: KeepBatch) => {
+  await input.readFramesOnce(sp.wantedFrames, async (frames: FrameResult[], keep: KeepBatch) => {
     // pieces of this batch, as runs of contiguous file bytes
     let run: { file: number; pos: number; bufs: Uint8Array[]; len: number } | undefined;
     const runs: NonNullable<typeof run>[] = [];
@@ -45,8 +61,7 @@ export async function framePass(input: ImageInput, plan: RestorePlan, writer: Fi
         if (s.dataByte + s.lenBytes > fEnd) still.push(si);
       }
       active = still;
-      done += payloadBytes;
-      onProgress?.(Math.min(done, total), total);
+      progress(payloadBytes);
     }
     for (const w of runs) await writer.write(w.file, w.pos, w.bufs, w.len, keep);
   });

@@ -47,7 +47,7 @@ export class HeaderVolume implements ByteReader {
         out.set(controlArea.subarray(start, start + runBytes), pos - posBytes);
         this.stats.controlBlocks += Math.ceil(runBytes / bs);
         control = true;
-      } else if (loc.kind === 'data') {
+      } else if (loc.kind === 'data' || loc.kind === 'parent') {
         if (firstData < 0) firstData = block;
         dataBlocks += Math.ceil(runBytes / bs);
       } else {

@@ -18,10 +18,12 @@
 import { FormatError, InternalError } from '../errors/index.js';
 import {
   FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, TRAILER_HEADER_SIZE, decodeFixedHeader, decodeFooter, decodeTrailerHeader, type ExceptionEntry,
+  MAGIC_FOOTER, SECTION_HEADER, SECTION_HEADER_SIZE, Xxh64, sameBytes,
 } from '../format/index.js';
-import { dataEndOffset, decodeTrailer, parseHeader, type OpenedHeader } from '../image/image-reader.js';
+import { dataEndOffset, decodeTrailer, decodeTrailerPrefix, parseHeader, type OpenedHeader } from '../image/image-reader.js';
 import { readHeaderStream } from '../image/image-stream.js';
-import { frameBlockCount, frameBlocksDetail, verifyFrame } from '../image/frame-check.js';
+import { frameBlockCount, frameBlocksDetail, verifyFrame, type FrameContext } from '../image/frame-check.js';
+import { openParents, type ParentImage, type ParentSearch } from '../image/parent-images.js';
 import { FileSource, StreamSource, type ReadStats, type RandomSource, type SequentialSource } from '../io/index.js';
 
 export interface FrameResult { frame: number; payload: Uint8Array | FormatError }
@@ -67,7 +69,32 @@ export class ImageInput {
     readonly framesPresent: number,
     /** Why the image is incomplete (a file without a valid footer), if it is. */
     readonly incomplete: string | undefined,
+    /** How frames are checked and named: the image's own header and map, or for a parent its child's view of it. */
+    private readonly frameCtx: FrameContext = opened,
+    /** A parent read through its child: its path, prefixed to frame errors. */
+    readonly parentLabel?: string,
   ) {}
+
+  /**
+   * The frames of a parent of an incremental image (openParents found and identified it): no
+   * header of its own is read; its frames are named by the logical blocks the child takes from
+   * them. `opened` carries the parent's frame geometry (the child's map is not its map).
+   */
+  static forParent(p: ParentImage, child: OpenedHeader): ImageInput {
+    const opened: OpenedHeader = { ...child, header: p.header, controlArea: new Uint8Array(0), headerBytes: new Uint8Array(0), parents: [] };
+    return new ImageInput(p.path, opened, p.src, undefined, p.header.frameCount, undefined, { header: p.header, map: p.refs }, p.path);
+  }
+
+  /**
+   * Opens and identifies every parent of `child` (none for a full image), before anything is
+   * written: ParentError (one line, naming the parent) if one is missing or is not the image the
+   * child was made from. The inputs are in parents-table order; close them with closeAll().
+   */
+  static async openParents(child: OpenedHeader, search: ParentSearch): Promise<ImageInput[]> {
+    if (child.parents.length === 0) return [];
+    const ps = await openParents(child, search);
+    return ps.map((p) => ImageInput.forParent(p, child));
+  }
 
   /** Opens `path`, or standard input for '-', and reads and verifies the header. */
   static async open(path: string, stdin: () => SequentialSource = () => StreamSource.stdin()): Promise<ImageInput> {
@@ -156,6 +183,8 @@ export class ImageInput {
       const size = this.random.sizeBytes;
       const f = decodeFooter(await this.random.readAt(size - FOOTER_SIZE, FOOTER_SIZE), size, h.imageUuid);
       if (f.trailerBytes === base) return undefined;
+      // 2.x: the trailer always holds content hashes; its header says whether an exception log is there
+      if (h.versionMajor >= 2 && decodeTrailerHeader(await this.random.readAt(f.trailerOffset, TRAILER_HEADER_SIZE)).exceptionBytes === 0) return undefined;
       return decodeTrailer(await this.random.readAt(f.trailerOffset, f.trailerBytes), f, h).exceptions;
     }
     const seq = this.seq!;
@@ -165,16 +194,38 @@ export class ImageInput {
     const head = await seq.readNext(TRAILER_HEADER_SIZE);
     const exceptionBytes = decodeTrailerHeader(head).exceptionBytes;
     if (exceptionBytes > (1 << 30)) throw new FormatError('ECORRUPT', 'trailer: exception log too large');
-    const trailer = new Uint8Array(base + exceptionBytes);
-    trailer.set(head);
-    for (let at = TRAILER_HEADER_SIZE; at < trailer.byteLength;) {
-      const piece = await seq.readNext(Math.min(8 << 20, trailer.byteLength - at));
-      trailer.set(piece, at);
+    // header, block hashes and exception log are kept; 2.x sections after them are only hashed
+    const prefix = new Uint8Array(base + exceptionBytes);
+    prefix.set(head);
+    for (let at = TRAILER_HEADER_SIZE; at < prefix.byteLength;) {
+      const piece = await seq.readNext(Math.min(8 << 20, prefix.byteLength - at));
+      prefix.set(piece, at);
       at += piece.byteLength;
     }
-    const f = decodeFooter(await seq.readNext(FOOTER_SIZE), dataEnd + trailer.byteLength + FOOTER_SIZE, h.imageUuid);
-    if (f.trailerOffset !== dataEnd) throw new FormatError('ECORRUPT', 'footer: the trailer is not where the frames end');
-    return decodeTrailer(trailer, f, h).exceptions;
+    const sum = new Xxh64();
+    sum.update(prefix);
+    let trailerBytes = prefix.byteLength;
+    // sections (2.x) until the footer: a section tag is never the footer magic (FORMAT.md)
+    let next = await seq.readNext(SECTION_HEADER_SIZE);
+    while (!sameBytes(next.subarray(0, MAGIC_FOOTER.byteLength), MAGIC_FOOTER)) {
+      if (h.versionMajor < 2) throw new FormatError('ECORRUPT', 'footer: the trailer is not where the frames end');
+      sum.update(next);
+      const body = SECTION_HEADER.decode(next).bytes;
+      for (let left = body; left > 0;) {
+        const piece = await seq.readNext(Math.min(8 << 20, left));
+        sum.update(piece);
+        left -= piece.byteLength;
+      }
+      trailerBytes += SECTION_HEADER_SIZE + body;
+      next = await seq.readNext(SECTION_HEADER_SIZE);
+    }
+    const footerBytes = new Uint8Array(FOOTER_SIZE);
+    footerBytes.set(next);
+    footerBytes.set(await seq.readNext(FOOTER_SIZE - SECTION_HEADER_SIZE), SECTION_HEADER_SIZE);
+    const f = decodeFooter(footerBytes, dataEnd + trailerBytes + FOOTER_SIZE, h.imageUuid);
+    if (f.trailerOffset !== dataEnd || f.trailerBytes !== trailerBytes) throw new FormatError('ECORRUPT', 'footer: the trailer is not where the frames end');
+    if (sum.digest() !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
+    return decodeTrailerPrefix(prefix, trailerBytes, h).exceptions;
   }
 
   private frameLen(idx: number): number {
@@ -189,15 +240,15 @@ export class ImageInput {
   private check(idx: number, buf: Uint8Array, off: number): FrameResult {
     const len = this.frameLen(idx);
     try {
-      return { frame: idx, payload: verifyFrame(this.opened, idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, off + len)) };
+      return { frame: idx, payload: verifyFrame(this.frameCtx, idx, buf.subarray(off, off + FRAME_HEADER_SIZE), buf.subarray(off + FRAME_HEADER_SIZE, off + len)) };
     } catch (e) {
       if (!(e instanceof FormatError)) throw e;
-      return { frame: idx, payload: e };
+      return { frame: idx, payload: this.parentLabel ? new FormatError(e.code, `parent ${this.parentLabel}: ${e.message}`, e.detail) : e };
     }
   }
 
   private missing(idx: number): FrameResult {
-    return { frame: idx, payload: new FormatError('ETRUNC', `frame ${idx} is missing: the image is truncated`, frameBlocksDetail(this.opened, idx)) };
+    return { frame: idx, payload: new FormatError('ETRUNC', `${this.parentLabel ? `parent ${this.parentLabel}: ` : ''}frame ${idx} is missing: the image is truncated`, frameBlocksDetail(this.frameCtx, idx)) };
   }
 
   /**

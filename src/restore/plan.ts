@@ -8,6 +8,10 @@
  * taken from the journal in the header). Blocks the image does not store read as zeros: they are
  * left as holes.
  * `wantedFrames` is the sorted set of frames the segments touch: the only frames the pass reads.
+ * An incremental image (format 2.0) takes unchanged blocks from its parents: a segment then has a
+ * `source` (1 + the parents-table index; 0 is the image itself) and its dataByte counts in that
+ * parent's data blocks; `bySource` gives each source's segments and wanted frames, so the pass
+ * reads the image, then each parent, each once and forward.
  * Hostile extents (past the volume) become damage on that file, not exceptions.
  * Does not touch the output directory. Owns no I/O besides the tree's (header-only) reads.
  */
@@ -54,16 +58,29 @@ export interface Segment {
   lenBytes: number;
   file: number;
   filePos: number;
+  /** 0: the image's own frames; k ≥ 1: the frames of parent k − 1 (an incremental's parents table). */
+  source: number;
+}
+
+/** What the pass reads from one source (the image, or one parent). */
+export interface SourcePlan {
+  /** Sorted by dataByte. */
+  segments: Segment[];
+  /** Sorted, distinct frames of that source. */
+  wantedFrames: number[];
+  frameDataBytes: number;
 }
 
 export interface RestorePlan {
   entries: PlannedEntry[];
   files: PlannedFile[];
-  /** Sorted by dataByte. */
+  /** Sorted by source, then dataByte. */
   segments: Segment[];
-  /** Sorted, distinct. */
+  /** Sorted, distinct frames of the image itself (bySource[0].wantedFrames). */
   wantedFrames: number[];
-  /** Bytes of file data the frames will provide. */
+  /** Per source (0: the image, k: parent k − 1): its segments and frames. */
+  bySource: SourcePlan[];
+  /** Bytes of file data the frames (of every source) will provide. */
   frameDataBytes: number;
   problems: Problem[];
 }
@@ -74,6 +91,8 @@ export interface PlanOptions {
   inlineMaxBytes?: number;
   /** Filesystem blocks the journal replay rewrote (fs block → content): file data there comes from here, not from frames. */
   replayed?: ReadonlyMap<number, Uint8Array>;
+  /** An incremental: frameBlocks of each parent, in parents-table order. */
+  parentFrameBlocks?: readonly number[];
 }
 
 /** The replayed blocks, sorted, for range lookups. */
@@ -121,7 +140,7 @@ export async function planRestore(tree: FsTree, header: ImageHeader, map: BlockM
         const names = await tree.listxattr(e.sel.ino);
         if (names.length) e.xattrs = await Promise.all(names.map(async (n): Promise<[string, Uint8Array]> => [n, await tree.getxattr(e.sel.ino, n)]));
       }
-      if (e.kind === 'file') await planFile(tree, files[e.file!]!, fsBlockSize, header, map, controlArea, inlineMax, segments, replayed);
+      if (e.kind === 'file') await planFile(tree, files[e.file!]!, fsBlockSize, header, map, controlArea, inlineMax, segments, replayed, opts.parentFrameBlocks?.length ?? 0);
     } catch (err) {
       if (!isImgError(err)) throw err;
       problems.push({ path: showPath(e.sel.path), message: err.message });
@@ -129,21 +148,26 @@ export async function planRestore(tree: FsTree, header: ImageHeader, map: BlockM
     }
   });
 
-  segments.sort((a, b) => a.dataByte - b.dataByte || a.file - b.file || a.filePos - b.filePos);
-  const payloadBytes = header.frameBlocks * header.blockSize;
-  const frames: number[] = [];
+  segments.sort((a, b) => a.source - b.source || a.dataByte - b.dataByte || a.file - b.file || a.filePos - b.filePos);
+  const frameBlocks = [header.frameBlocks, ...(opts.parentFrameBlocks ?? [])];
+  const bySource: SourcePlan[] = frameBlocks.map(() => ({ segments: [], wantedFrames: [], frameDataBytes: 0 }));
   let frameDataBytes = 0;
   for (const s of segments) {
+    const sp = bySource[s.source]!;
+    const payloadBytes = frameBlocks[s.source]! * header.blockSize;
+    sp.segments.push(s);
+    sp.frameDataBytes += s.lenBytes;
     frameDataBytes += s.lenBytes;
+    const frames = sp.wantedFrames;
     const first = Math.floor(s.dataByte / payloadBytes);
     const last = Math.floor((s.dataByte + s.lenBytes - 1) / payloadBytes);
     for (let f = Math.max(first, frames.length ? frames[frames.length - 1]! + 1 : 0); f <= last; f++) frames.push(f);
   }
-  return { entries, files, segments, wantedFrames: frames, frameDataBytes, problems };
+  return { entries, files, segments, wantedFrames: bySource[0]!.wantedFrames, bySource, frameDataBytes, problems };
 }
 
 async function planFile(tree: FsTree, f: PlannedFile, fsBlockSize: number, header: ImageHeader, map: BlockMap,
-  controlArea: Uint8Array, inlineMax: number, segments: Segment[], replayed: Replayed | undefined): Promise<void> {
+  controlArea: Uint8Array, inlineMax: number, segments: Segment[], replayed: Replayed | undefined, parents: number): Promise<void> {
   const size = f.stat.size;
   if (size === 0) return;
   const extents = await tree.extents(f.ino);
@@ -170,16 +194,19 @@ async function planFile(tree: FsTree, f: PlannedFile, fsBlockSize: number, heade
         return false;
       }
       const run = Math.min(loc.runLeft * ibs - inBlock, left);
-      if (loc.kind === 'data') {
+      if (loc.kind === 'data' || (loc.kind === 'parent' && loc.parent! < parents)) {
         const dataByte = loc.index * ibs + inBlock;
-        if (last && last.dataByte + last.lenBytes === dataByte && last.filePos + last.lenBytes === fpos) last.lenBytes += run;
-        else { last = { dataByte, lenBytes: run, file: f.id, filePos: fpos }; segments.push(last); }
+        const source = loc.kind === 'data' ? 0 : loc.parent! + 1;
+        if (last && last.source === source && last.dataByte + last.lenBytes === dataByte && last.filePos + last.lenBytes === fpos) last.lenBytes += run;
+        else { last = { dataByte, lenBytes: run, file: f.id, filePos: fpos, source }; segments.push(last); }
         f.frameBytes += run;
         endBytes = Math.max(endBytes, fpos + run);
       } else if (loc.kind === 'control') {
         const start = loc.index * ibs + inBlock;
         f.headerPieces.push({ posBytes: fpos, bytes: controlArea.subarray(start, start + run) });
         endBytes = Math.max(endBytes, fpos + run);
+      } else if (loc.kind === 'parent') {
+        f.damage.push({ posBytes: fpos, lenBytes: run, why: `its data is held by parent ${loc.parent}, which is not open` });
       } // unused: zeros, left as a hole
       pos += run; fpos += run; left -= run;
     }

@@ -74,7 +74,12 @@ export interface TaggedRestoreResult {
   seconds: number;
 }
 
-export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOptions): Promise<TaggedRestoreResult> {
+/**
+ * `parents`: for an incremental image, its parents (ImageInput.openParents), in parents-table
+ * order; the caller opens them first (so a missing one stops the restore before anything is
+ * written) and closes them.
+ */
+export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOptions, parents: readonly ImageInput[] = []): Promise<TaggedRestoreResult> {
   const started = process.hrtime.bigint();
   const log = opts.log ?? ((): void => undefined);
   const { opened } = input;
@@ -83,8 +88,9 @@ export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOption
   lap('tree opened');
   const sel = await selectTagged(tree, opts.paths, { literal: !!opts.literal });
   lap(`${sel.entries.length} entries selected`);
-  const plan = await planRestore(tree, opened.header, opened.map, opened.controlArea, sel.entries, { xattrs: opts.xattrs !== false, replayed });
-  lap(`planned: ${plan.segments.length} segments in ${plan.wantedFrames.length} frames`);
+  const plan = await planRestore(tree, opened.header, opened.map, opened.controlArea, sel.entries,
+    { xattrs: opts.xattrs !== false, replayed, parentFrameBlocks: opened.parents.map((p) => p.frameBlocks) });
+  lap(`planned: ${plan.segments.length} segments in ${plan.bySource.reduce((n, s) => n + s.wantedFrames.length, 0)} frames`);
   const out = await OutTree.open(opts.dir, !!opts.overwrite);
   const state = new RestoreState(plan, out, opts);
   const writer = new FileWriter(state);
@@ -93,7 +99,7 @@ export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOption
   try {
     const settled = await Promise.allSettled([
       maker.createPhase().then(() => lap('entries created')),
-      framePass(input, plan, writer, opts.onProgress).then(() => lap('frames read')),
+      framePass([input, ...parents], plan, writer, opts.onProgress).then(() => lap('frames read')),
     ]);
     await writer.drain();
     lap('writes done');
@@ -113,8 +119,9 @@ export async function restoreTagged(input: ImageInput, opts: TaggedRestoreOption
   }
   return {
     ...state.counts, bytesWritten: state.bytesWritten,
-    imageBytesRead: input.stats.bytesRead, imageReads: input.stats.reads, headerBytes: input.headerBytes,
-    framesRead: plan.wantedFrames.length,
+    imageBytesRead: input.stats.bytesRead + parents.reduce((n, p) => n + p.stats.bytesRead, 0),
+    imageReads: input.stats.reads + parents.reduce((n, p) => n + p.stats.reads, 0), headerBytes: input.headerBytes,
+    framesRead: plan.bySource.reduce((n, s) => n + s.wantedFrames.length, 0),
     missing: sel.missing, problems: [...sel.problems, ...plan.problems, ...state.problems], damaged: writer.damaged, journal,
     fileInodes: sel.entries.filter((e) => e.stat.type === 'file' && !e.parentOnly).map((e) => e.ino),
     seconds: Number(process.hrtime.bigint() - started) / 1e9,

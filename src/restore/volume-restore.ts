@@ -13,6 +13,10 @@
  * started every SYNC_EVERY bytes written, so the disk writes back while we read and the final
  * fsync flushes only the tail (the kernel would otherwise hold a 1 GiB restore in the page cache
  * and write all of it in the fsync).
+ * An incremental image: its parents are found and identified before the target is opened; after
+ * the image's own frames (one forward pass, so `-` works), each parent's frames that hold blocks
+ * of this point are read once, forward, and those blocks written (a parent's other blocks are
+ * not this point's). A damaged parent frame costs exactly the blocks this point takes from it.
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
@@ -22,10 +26,13 @@ import { frameBlockCount, verifyFrame } from '../image/frame-check.js';
 import type { OpenedHeader } from '../image/image-reader.js';
 import { ioErrorFrom, type RandomSource, type SequentialSource } from '../io/index.js';
 import { writevAll } from './fd-io.js';
-import { ImageInput } from './image-input.js';
+import { ImageInput, type FrameResult, type KeepBatch } from './image-input.js';
+import { openParents, type ParentImage, type ParentSearch } from '../image/parent-images.js';
 
 export interface VolumeRestoreOptions {
   zeroUnused?: boolean;
+  /** An incremental image: where its parents are looked for. */
+  parents?: ParentSearch;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
@@ -94,13 +101,21 @@ export async function restoreVolume(input: RandomSource | SequentialSource, targ
   opts: VolumeRestoreOptions = {}): Promise<VolumeRestoreResult> {
   const img = input.random ? await ImageInput.fromRandom(input) : await ImageInput.fromSequential(input);
   const { header, map, controlArea } = img.opened;
-  const target = await openTarget(targetPath, header.volumeBytes);
+  // an incremental's parents: found and identified before the target is touched
+  const parents = img.opened.parents.length ? await openParents(img.opened, opts.parents ?? { dirs: [] }) : [];
+  let target: Target;
+  try {
+    target = await openTarget(targetPath, header.volumeBytes);
+  } catch (e) {
+    for (const p of parents) await p.src.close().catch(() => undefined);
+    throw e;
+  }
   const bs = header.blockSize;
   const result: VolumeRestoreResult = {
     fsType: fsTypeName(header.fsType) ?? 'raw', volumeBytes: header.volumeBytes, targetBytes: target.sizeBytes,
     blocksWritten: 0, bytesWritten: 0, bytesRead: 0, damaged: [],
   };
-  const total = (header.controlBlocks + header.dataBlocks) * bs;
+  const total = (header.controlBlocks + header.dataBlocks + map.parentBlocks) * bs;
   const writes = new Writer(target.fh, targetPath, header.volumeBytes);
   try {
     if (target.isDevice && opts.zeroUnused) await zeroUnused(writes, map, header);
@@ -114,16 +129,21 @@ export async function restoreVolume(input: RandomSource | SequentialSource, targ
     result.blocksWritten += header.controlBlocks;
     opts.onProgress?.(header.controlBlocks * bs, total);
     await framePass(input, img, writes, result, (done) => opts.onProgress?.((header.controlBlocks + done) * bs, total));
+    let parentDone = 0;
+    for (const p of parents) {
+      await parentPass(p, img.opened, writes, result, (n) => { parentDone += n; opts.onProgress?.((header.controlBlocks + header.dataBlocks + parentDone) * bs, total); });
+    }
     await writes.drain();
     await target.fh.sync();
   } finally {
     await writes.drain().catch(() => undefined);
     await target.fh.close();
     if (!input.random) await input.close();
+    for (const p of parents) await p.src.close().catch(() => undefined);
   }
   result.bytesWritten = writes.bytes;
   result.bytesRead = input.stats.bytesRead;
-  if (result.blocksWritten < header.controlBlocks + header.dataBlocks && result.damaged.length === 0) {
+  if (result.blocksWritten < header.controlBlocks + header.dataBlocks + map.parentBlocks && result.damaged.length === 0) {
     result.damaged.push({ what: 'image truncated: not every block was restored' });
   }
   return result;
@@ -205,6 +225,43 @@ async function framePass(input: RandomSource | SequentialSource, img: ImageInput
       if (buf.byteLength < len) break; // the stream ended
     }
   }
+}
+
+/** One parent's frames holding blocks of this point: read once, forward; only those blocks written. */
+async function parentPass(p: ParentImage, child: ImageInput['opened'], writes: Writer, result: VolumeRestoreResult,
+  progress: (blocks: number) => void): Promise<void> {
+  const input = ImageInput.forParent(p, child);
+  const h = p.header;
+  const bs = h.blockSize;
+  await input.readFramesOnce(p.refs.frames(h.frameBlocks), async (frames: FrameResult[], keep: KeepBatch) => {
+    const runs = new RunBuilder(bs);
+    let blocks = 0;
+    for (const fr of frames) {
+      const first = fr.frame * h.frameBlocks;
+      const count = frameBlockCount(h, fr.frame);
+      if (!(fr.payload instanceof Uint8Array)) {
+        const used = countUsed(p, first, count);
+        result.damaged.push({ ...(fr.payload.detail as object), what: `${fr.payload.message} (${used} blocks of this point lost)` });
+        continue;
+      }
+      for (let k = 0; k < count; k++) {
+        const block = p.refs.dataBlockAt(first + k);
+        if (block < 0) continue;
+        runs.add(block * bs, fr.payload.subarray(k * bs, (k + 1) * bs));
+        blocks++;
+      }
+    }
+    result.blocksWritten += blocks;
+    const release = keep();
+    await writes.putBatch(runs.done(), release);
+    progress(blocks);
+  });
+}
+
+function countUsed(p: ParentImage, first: number, count: number): number {
+  let n = 0;
+  for (let k = 0; k < count; k++) if (p.refs.dataBlockAt(first + k) >= 0) n++;
+  return n;
 }
 
 /** Splits a verified frame's payload into runs of consecutive logical blocks. */

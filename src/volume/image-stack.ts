@@ -11,6 +11,7 @@
  */
 import { join } from 'node:path';
 import { ImageReader, type HeaderCache } from '../image/image-reader.js';
+import { openParents, type ParentSearch } from '../image/parent-images.js';
 import type { ByteReader } from '../io/index.js';
 import { ControlCache, type ControlStore } from './control-cache.js';
 import { DiskHeaderCache } from './header-cache.js';
@@ -30,6 +31,8 @@ export interface ImageStackOptions {
   directFrames?: boolean;
   /** A header read from the image goes to the cache only in persistHeader(), not during open(). */
   deferHeaderWrite?: boolean;
+  /** Where an incremental image's parents are looked for (besides the image's own directory). */
+  parentDirs?: readonly string[];
   log?: (m: string) => void;
 }
 
@@ -37,6 +40,8 @@ export class ImageStack {
   private overlays: Overlay[] = [];
   private persisting: Promise<void> | undefined;
   private closed = false;
+  /** The parents' image files (an incremental). */
+  private parentSources: { close(): Promise<void> }[] = [];
 
   private constructor(readonly path: string, readonly src: SplitSource, readonly reader: ImageReader,
                       readonly frames: ImageVolume, readonly control: ControlCache,
@@ -48,6 +53,7 @@ export class ImageStack {
   static async open(path: string, o: ImageStackOptions = {}): Promise<ImageStack> {
     const log = o.log ?? ((): void => {});
     const src = await SplitSource.open(path);
+    const parentSources: { close(): Promise<void> }[] = [];
     try {
       const disk = o.cacheDir !== undefined ? new DiskHeaderCache(join(o.cacheDir, 'headers'), log) : undefined;
       let unwritten: { key: string; bytes: Uint8Array } | undefined;
@@ -56,8 +62,13 @@ export class ImageStack {
         cache = { get: (key) => disk.get(key), put: async (key, bytes) => { unwritten = { key, bytes }; } };
       }
       const reader = await ImageReader.open(src, cache ? { cache } : {});
+      // an incremental's parents: found and checked (two small reads each) before anything is served
+      const parents = reader.parents.length ? await openParents(reader, { imagePath: path, dirs: o.parentDirs ?? [] }) : [];
+      parentSources.push(...parents.map((p) => p.src));
       if (o.directFrames) await src.enableDirect();
-      const frames = new ImageVolume(reader, { cacheBytes: o.frameCacheBytes, readaheadFrames: o.readaheadFrames });
+      const frames = new ImageVolume(reader, {
+        cacheBytes: o.frameCacheBytes, readaheadFrames: o.readaheadFrames, parents: parents.map((p) => ImageReader.forParent(p, reader)),
+      });
       const handle = disk ? await disk.takeHandle(reader.headerFromCache) : undefined;
       let store: ControlStore;
       if (handle) {
@@ -68,9 +79,12 @@ export class ImageStack {
       }
       const control = new ControlCache(frames, reader.map, reader.header.blockSize, store, { cacheBytes: o.controlCacheBytes });
       if (handle) reader.releaseControlArea();
-      return new ImageStack(path, src, reader, frames, control, disk, unwritten, log);
+      const stack = new ImageStack(path, src, reader, frames, control, disk, unwritten, log);
+      stack.parentSources = parentSources;
+      return stack;
     } catch (e) {
       await src.close().catch(() => undefined);
+      for (const p of parentSources) await p.close().catch(() => undefined);
       throw e;
     }
   }
@@ -129,5 +143,6 @@ export class ImageStack {
     this.overlays = [];
     await this.control.close();
     await this.src.close().catch(() => undefined);
+    for (const p of this.parentSources) await p.close().catch(() => undefined);
   }
 }

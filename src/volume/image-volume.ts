@@ -23,14 +23,19 @@ const BATCH_POOL = 16;
 /** Shared zeros for unused blocks in readPieces (never written to). */
 const ZEROS = new Uint8Array(OUT_BYTES);
 
-/** A frame a read used, and whether the read went through to its end. */
-interface UsedFrame { idx: number; payload: Uint8Array; passed: boolean }
+/** A frame a read used (of this volume or a parent's), and whether the read went through to its end. */
+interface UsedFrame { vol: ImageVolume; idx: number; payload: Uint8Array; passed: boolean }
 
 export interface ImageVolumeOptions {
   /** Bytes of frame payloads kept in memory (default 32 MiB). */
   cacheBytes?: number;
   /** Frames per read when reads are sequential (default: 1 MiB of frames); two such batches are kept in flight ahead. */
   readaheadFrames?: number;
+  /**
+   * An incremental image's parents (ImageReader.forParent), in parents-table order: blocks of
+   * parent runs are read from their frames, each parent with its own frame cache (cacheBytes / 4).
+   */
+  parents?: ImageReader[];
 }
 
 export class ImageVolume implements ByteReader {
@@ -57,9 +62,12 @@ export class ImageVolume implements ByteReader {
   private readonly streams = new Array<number>(8).fill(-2);
   private nextStream = 0;
   /** Reads served, by layer (for tests and the benchmark). */
-  readonly stats = { controlBlocks: 0, dataBlocks: 0, zeroBlocks: 0, frameLoads: 0, staleRestarts: 0, passedDrops: 0 };
+  readonly stats = { controlBlocks: 0, dataBlocks: 0, zeroBlocks: 0, frameLoads: 0, staleRestarts: 0, passedDrops: 0, parentBlocks: 0 };
+  /** One volume per parent (only its frames are used). */
+  readonly parentVolumes: ImageVolume[];
 
   constructor(readonly image: ImageReader, opts: ImageVolumeOptions = {}) {
+    this.parentVolumes = (opts.parents ?? []).map((p) => new ImageVolume(p, { cacheBytes: Math.floor((opts.cacheBytes ?? 32 << 20) / 4), readaheadFrames: opts.readaheadFrames }));
     this.sizeBytes = image.header.volumeBytes;
     this.blockSize = image.header.blockSize;
     this.readahead = opts.readaheadFrames ?? Math.max(1, Math.floor((1 << 20) / (image.header.frameBlocks * image.header.blockSize)));
@@ -94,7 +102,7 @@ export class ImageVolume implements ByteReader {
     for (;;) {
       const used: UsedFrame[] = [];
       const pieces = await this.collectPieces(posBytes, lenBytes, used);
-      if (used.every((u) => !this.poolBuffers.has(u.payload.buffer) || this.frames.peek(u.idx) === u.payload)) {
+      if (used.every((u) => !u.vol.poolBuffers.has(u.payload.buffer) || u.vol.frames.peek(u.idx) === u.payload)) {
         this.dropPassed(used);
         return pieces;
       }
@@ -111,8 +119,8 @@ export class ImageVolume implements ByteReader {
    */
   private dropPassed(used: UsedFrame[]): void {
     for (const u of used) {
-      if (u.passed && this.poolBuffers.has(u.payload.buffer) && this.frames.peek(u.idx) === u.payload) {
-        this.frames.delete(u.idx);
+      if (u.passed && u.vol.poolBuffers.has(u.payload.buffer) && u.vol.frames.peek(u.idx) === u.payload) {
+        u.vol.frames.delete(u.idx);
         this.stats.passedDrops++;
       }
     }
@@ -133,6 +141,11 @@ export class ImageVolume implements ByteReader {
         this.stats.controlBlocks += Math.ceil(runBytes / bs);
       } else if (loc.kind === 'data') {
         parts.push(this.dataPieces(loc.index, inBlock, runBytes, used));
+      } else if (loc.kind === 'parent') {
+        const pv = this.parentVolumes[loc.parent!];
+        if (!pv) throw new IoError('EIO', `block ${block} is held by parent ${loc.parent}, which is not open`, { block });
+        parts.push(pv.dataPieces(loc.index, inBlock, runBytes, used));
+        this.stats.parentBlocks += Math.ceil(runBytes / bs);
       } else {
         for (let z = 0; z < runBytes; z += ZEROS.byteLength) parts.push(ZEROS.subarray(0, Math.min(ZEROS.byteLength, runBytes - z)));
         this.stats.zeroBlocks += Math.ceil(runBytes / bs);
@@ -172,7 +185,7 @@ export class ImageVolume implements ByteReader {
     payloads.forEach((payload, i) => {
       const off = byteInData % frameBytes;
       const n = Math.min(left, payload.byteLength - off);
-      used.push({ idx: first + i, payload, passed: streaming && off + n === payload.byteLength });
+      used.push({ vol: this, idx: first + i, payload, passed: streaming && off + n === payload.byteLength });
       out.push(payload.subarray(off, off + n));
       left -= n; byteInData += n;
     });

@@ -2,6 +2,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import {
   BlockMap, EXCEPTION_ENTRY, EXCEPTION_LOG_HEADER, FIXED_HEADER, FOOTER, FRAME_HEADER, HEADER_END, MAP_RUN, TRAILER_HEADER, decodeBlockMap, decodeFixedHeader,
+  PARENTS_HEADER, PARENT_ENTRY, REF_ENTRY, SECTION_HEADER, CONTENT_HASHES_HEADER, encodeParents, decodeParents, encodeRefs, decodeRefs,
   decodeFooter, decodeFrameHeader, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, controlOffsetFor,
   type MapRun, type Struct,
 } from '../../src/format/index.js';
@@ -34,7 +35,7 @@ t.test('every header error code has a row', async (t) => {
   const flip = (off: number): Uint8Array => { const b = header(); b[off]! ^= 0xff; return b; };
   const rows: [string, Uint8Array, string][] = [
     ['bad magic', flip(0), 'EMAGIC'],
-    ['other major version', (() => { const b = header(); b[8] = 2; return b; })(), 'EUNSUPPORTED'],
+    ['other major version', (() => { const b = header(); b[8] = 3; return b; })(), 'EUNSUPPORTED'],
     ['checksum', flip(0x40), 'ECHECKSUM'],
     ['truncated', header().subarray(0, 100), 'ETRUNC'],
     ['block size not a power of two', header({ blockSize: 3000 }), 'ECORRUPT'],
@@ -137,7 +138,8 @@ t.test('docs/FORMAT.md agrees with the field tables', async (t) => {
   const { readFile } = await import('node:fs/promises');
   const { fieldSize } = await import('../../src/format/struct.js');
   const doc = await readFile(new URL('../../../docs/FORMAT.md', import.meta.url), 'utf8');
-  const structs: Struct<object>[] = [FIXED_HEADER, MAP_RUN, HEADER_END, FRAME_HEADER, TRAILER_HEADER, FOOTER, EXCEPTION_LOG_HEADER, EXCEPTION_ENTRY];
+  const structs: Struct<object>[] = [FIXED_HEADER, MAP_RUN, HEADER_END, FRAME_HEADER, TRAILER_HEADER, FOOTER, EXCEPTION_LOG_HEADER, EXCEPTION_ENTRY,
+    PARENTS_HEADER, PARENT_ENTRY, REF_ENTRY, SECTION_HEADER, CONTENT_HASHES_HEADER];
   for (const s of structs) {
     const section = doc.split(/^### /m).find((x) => x.startsWith(`${s.name}\n`) || x.startsWith(`${s.name} `));
     t.ok(section, `FORMAT.md has a section "### ${s.name}"`);
@@ -178,4 +180,31 @@ t.test('exception log: round trip, sorted, and every hostile length refused', as
     try { decodeExceptionLog(junk); } catch (e) { if (!(e instanceof ImgError)) throw e; }
     return true;
   }), { seed, numRuns: 300 });
+});
+
+t.test('2.0 parents table and parent-run references round-trip and refuse bad input', async (t) => {
+  const entry = {
+    imageUuid: new Uint8Array(16).fill(7), imageBytes: 1 << 20, headerChecksum: 11n, trailerChecksum: 12n, dataOffset: 8192,
+    dataBlocks: 100, frameBlocks: 32, flags: 1, createdSec: 1700000000, reserved: 0, fileName: new Uint8Array(48),
+  };
+  const ok = (fb: number): boolean => fb >= 1 && fb <= 4096;
+  const buf = encodeParents([entry, { ...entry, flags: 0, imageUuid: new Uint8Array(16).fill(8) }]);
+  const back = decodeParents(buf, ok);
+  t.equal(back.length, 2);
+  t.equal(back[1]!.imageUuid[0], 8);
+  t.throws(() => decodeParents(encodeParents([{ ...entry, flags: 0 }]), ok), { code: 'ECORRUPT' }, 'no direct parent first');
+  t.throws(() => decodeParents(encodeParents([{ ...entry, imageUuid: new Uint8Array(16) }]), ok), { code: 'ECORRUPT' }, 'zero UUID');
+  const magic = buf.slice(); magic[0] = 0;
+  t.throws(() => decodeParents(magic, ok), { code: 'EMAGIC' });
+  t.throws(() => decodeParents(buf.subarray(0, 100), ok), { code: 'ETRUNC' });
+  const refs = encodeRefs([{ parent: 1, srcIndex: 5 }, { parent: 0, srcIndex: 2 ** 40 }]);
+  t.same(decodeRefs(refs, 2, 2), [{ parent: 1, srcIndex: 5 }, { parent: 0, srcIndex: 2 ** 40 }]);
+  t.throws(() => decodeRefs(refs, 2, 1), { code: 'ECORRUPT' }, 'a reference to a parent not in the table');
+  // a parent-kind run needs the references (only incremental images may have them)
+  const runs: MapRun[] = [{ start: 0, len: 2, kind: 'control' }, { start: 4, len: 3, kind: 'parent', parent: 0, srcIndex: 9 }];
+  t.throws(() => decodeBlockMap(encodeBlockMap(runs), 2, 20), { code: 'ECORRUPT' }, 'parent run in a full image');
+  const map = decodeBlockMap(encodeBlockMap(runs), 2, 20, { parents: 1, bytes: () => encodeRefs([{ parent: 0, srcIndex: 9 }]) });
+  t.same(map.locate(5), { kind: 'parent', index: 10, runLeft: 2, parent: 0 });
+  t.equal(map.contentIndex(6), 2);
+  t.equal(map.parentBlocks, 3);
 });

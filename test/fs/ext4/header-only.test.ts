@@ -92,7 +92,7 @@ else {
         t.teardown(() => src.close());
         const reader = await ImageReader.open(src);
         const afterOpen = { ...src.stats };
-        const opened = { header: reader.header, map: reader.map, controlArea: reader.controlArea, headerBytes: new Uint8Array(0) };
+        const opened = { header: reader.header, map: reader.map, controlArea: reader.controlArea, headerBytes: new Uint8Array(0), parents: [], headerChecksum: 0n };
         const { tree, volume } = await openHeaderTree(opened);
         const sel = await selectTagged(tree, ['/']);
         t.same([...sel.missing, ...sel.problems], [], 'selecting / finds everything');

@@ -152,7 +152,7 @@ else {
         t.teardown(() => isrc.close());
         const reader = await ImageReader.open(isrc);
         const before = { ...isrc.stats };
-        const opened = { header: reader.header, map: reader.map, controlArea: reader.controlArea, headerBytes: new Uint8Array(0) };
+        const opened = { header: reader.header, map: reader.map, controlArea: reader.controlArea, headerBytes: new Uint8Array(0), parents: [], headerChecksum: 0n };
         const { tree: htree, volume } = await openHeaderTree(opened);
         const sel = await selectTagged(htree, ['/']);
         t.same([...sel.missing, ...sel.problems], [], 'selecting / finds everything');

@@ -147,7 +147,7 @@ export async function checkImage(bytes: Uint8Array, o: ImageCaseOptions): Promis
     }
     const opener = await headerTreeOpener();
     if (opener) {
-      const ht = await r.run('header-tree-open', () => opener({ header: reader.header, map: reader.map, controlArea: reader.controlArea, headerBytes: new Uint8Array(0) }, quiet));
+      const ht = await r.run('header-tree-open', () => opener({ header: reader.header, map: reader.map, controlArea: reader.controlArea, headerBytes: new Uint8Array(0), parents: reader.parents, headerChecksum: reader.headerChecksum }, quiet));
       if (ht) {
         await walkTree(ht.tree, { ...DEFAULT_LIMITS, maxReadBytes: 0, deadline }, (op, e) => r.fail(`header-tree ${op}`, e));
       }
