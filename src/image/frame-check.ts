@@ -41,7 +41,9 @@ export function verifyFrame(c: FrameContext, idx: number, headerBytes: Uint8Arra
     const fh = decodeFrameHeader(headerBytes, { frameIndex: idx, blockCount: blocks, blockSize: h.blockSize });
     // the 64-bit fields too: a writer that cut block numbers to 32 bits must not pass a verify
     const first = idx * h.frameBlocks;
-    if (fh.firstDataIndex !== first || fh.firstBlock !== c.map.dataBlockAt(first) || fh.lastBlock !== c.map.dataBlockAt(first + blocks - 1)) {
+    // a parent read through its child: the child's view knows only the blocks it uses (−1 for others)
+    const firstBlock = c.map.dataBlockAt(first), lastBlock = c.map.dataBlockAt(first + blocks - 1);
+    if (fh.firstDataIndex !== first || (firstBlock >= 0 && fh.firstBlock !== firstBlock) || (lastBlock >= 0 && fh.lastBlock !== lastBlock)) {
       throw new FormatError('ECORRUPT', `frame ${idx}: header names data index ${fh.firstDataIndex}, blocks ${fh.firstBlock}–${fh.lastBlock}, not what the block map says`);
     }
     if (payload.byteLength !== blocks * h.blockSize) throw new FormatError('ETRUNC', `frame ${idx}: payload truncated`);
