@@ -10,26 +10,34 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { decodeFixedHeader, encodeFooter, hash64, FOOTER_SIZE, TRAILER_HEADER_SIZE } from '../../src/format/index.js';
+import { decodeFixedHeader, encodeExceptionLog, encodeFooter, hash64, EXCEPTION_REASON, FOOTER_SIZE, TRAILER_HEADER_SIZE } from '../../src/format/index.js';
 import { haveTools, run } from '../fixtures/exec.js';
 import { compareManifests, manifestOfTree } from '../fixtures/manifest.js';
 import { runCli } from '../helpers/cli.js';
 
-/** The 1.0 image with the same content as a 2.0 full image. */
-function downgrade(v2: Uint8Array): Uint8Array {
+/**
+ * The 1.0 image with the same content as a 2.0 full image; with `exceptionLog`, the 1.1 image
+ * (version 1.1, the log after the block hashes, the trailer header's exceptionBytes set) that
+ * main's 1.1 writer (imgbackup --live, before 2.0) wrote.
+ */
+function downgrade(v2: Uint8Array, exceptionLog?: Uint8Array): Uint8Array {
   const b = Buffer.from(v2);
   const h = decodeFixedHeader(b);
   if (h.incremental) throw new Error('only a full image has a 1.0 twin');
   b.writeUInt16LE(1, 0x08);
+  b.writeUInt16LE(exceptionLog ? 1 : 0, 0x0a);
   b.writeBigUInt64LE(hash64(b.subarray(0, 0xf8)), 0xf8);
   b.writeBigUInt64LE(hash64(b.subarray(0, h.headerEndOffset)), h.headerEndOffset + 0x10);
   const trailerOffset = Number(b.readBigUInt64LE(b.byteLength - FOOTER_SIZE + 0x18));
-  const trailerBytes = TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks);
+  const hashEnd = trailerOffset + TRAILER_HEADER_SIZE + 8 * (h.controlBlocks + h.dataBlocks);
+  const log = exceptionLog ?? new Uint8Array(0);
+  b.writeBigUInt64LE(BigInt(log.byteLength), trailerOffset + 0x28);
+  const trailer = Buffer.concat([b.subarray(trailerOffset, hashEnd), log]);
   const footer = encodeFooter({
-    imageUuid: h.imageUuid, trailerOffset, trailerBytes, imageBytes: trailerOffset + trailerBytes + FOOTER_SIZE,
-    trailerChecksum: hash64(b.subarray(trailerOffset, trailerOffset + trailerBytes)),
+    imageUuid: h.imageUuid, trailerOffset, trailerBytes: trailer.byteLength, imageBytes: trailerOffset + trailer.byteLength + FOOTER_SIZE,
+    trailerChecksum: hash64(trailer),
   });
-  return Buffer.concat([b.subarray(0, trailerOffset + trailerBytes), footer]);
+  return Buffer.concat([b.subarray(0, trailerOffset), trailer, footer]);
 }
 
 const tools = await haveTools(['mke2fs']);
@@ -61,6 +69,23 @@ else {
     }
     t.same(compareManifests(await manifestOfTree(join(work, 'out-2')), await manifestOfTree(join(work, 'out-1'))), [], '1.0 restore = 2.0 restore');
     t.ok((await readFile(join(work, 'vol-1'))).equals(await readFile(join(work, 'vol-2'))), '1.0 volume restore = 2.0 volume restore');
+  });
+
+  t.test('a 1.1 image (exception log after the block hashes, no sections) is still read, from a file and a stream', async (t) => {
+    const v11 = join(work, 'v11.imgx');
+    const log = encodeExceptionLog([{ ino: 12, reasons: EXCEPTION_REASON.SIZE, path: new TextEncoder().encode('/a') }]);
+    await writeFile(v11, downgrade(await readFile(v2), log));
+    const info = JSON.parse((await runCli('imginfo', ['--json', '--exceptions', v11])).stdout.toString()) as
+      { formatVersion: string; complete: boolean; exceptionLog: { count: number; entries: { ino: number; path: string; reasons: string[] }[] } };
+    t.equal(info.formatVersion, '1.1');
+    t.ok(info.complete, 'complete');
+    t.same(info.exceptionLog.entries, [{ ino: 12, path: '/a', reasons: ['size'] }], 'the exception log is read from after the block hashes');
+    const v = await runCli('imginfo', ['--verify', v11]);
+    t.equal(v.status, 0, `imginfo --verify OK ${v.stderr}`);
+    const out = join(work, 'out-11');
+    const r = await runCli('imgrestore', ['-q', '-C', out, '-', '/'], { input: await readFile(v11) });
+    t.equal(r.status, 0, `a stream restore reads on through the log to the footer ${r.stderr}`);
+    t.same(compareManifests(await manifestOfTree(join(work, 'out-2')), await manifestOfTree(out)), [], '1.1 stream restore = 2.0 restore');
   });
 
   t.test('a 1.0 image cannot be a --base: refused, nothing written', async (t) => {
