@@ -375,8 +375,11 @@ export class ImageReader {
    * (ETRUNC, ECHECKSUM, ECORRUPT) when the image is incomplete or the trailer is damaged.
    */
   async readExceptions(): Promise<ExceptionEntry[] | undefined> {
-    if (this.footer && this.footer.trailerBytes === TRAILER_HEADER_SIZE + 8 * (this.header.controlBlocks + this.header.dataBlocks)) return undefined;
-    // 2.x: the trailer always holds content hashes; its header says whether an exception log is there
+    // The smallest trailer this header allows has no exception log: known from the footer alone,
+    // so a mount still reads nothing but the footer and the header.
+    const h = this.header;
+    if (this.footer && this.footer.trailerBytes === minTrailerBytes(h.versionMajor, h.controlBlocks + h.dataBlocks, this.map.dataBlocks + this.map.parentBlocks)) return undefined;
+    // 2.x with more than that: the trailer header says whether an exception log is there
     if (this.footer && this.header.versionMajor >= 2 &&
         decodeTrailerHeader(await this.src.readAt(this.footer.trailerOffset, TRAILER_HEADER_SIZE)).exceptionBytes === 0) return undefined;
     return (await this.readTrailer()).exceptions;
