@@ -124,6 +124,16 @@ else {
     await fh.read(buf, 0, BS, b * BS);
     return buf;
   };
+  /** The blocks the map of `img` lists that differ between the source copy `vol` and the restored `target`. */
+  const differingListed = async (img: string, vol: string, target: string): Promise<{ differ: number[]; listed: number }> => {
+    const { control, content } = await listedBlocks(img);
+    const a = await open(vol, 'r'), b = await open(target, 'r');
+    const differ: number[] = [];
+    try {
+      for (const blk of [...control, ...content]) if (!(await readBlock(a, blk)).equals(await readBlock(b, blk))) differ.push(blk);
+    } finally { await a.close(); await b.close(); }
+    return { differ, listed: control.size + content.size };
+  };
 
   t.test('each incremental stores exactly the changed data blocks, and is smaller than a full image', async (t) => {
     for (let k = 1; k < points.length; k++) {
@@ -171,13 +181,8 @@ else {
       const target = join(work, `restored${k}.vol`);
       const rv = await runCli('imgrestore', ['-q', '--volume', p.img, target]);
       t.equal(rv.status, 0, `point ${k}: volume restore ${rv.stderr}`);
-      const listed = await listedBlocks(p.img);
-      const a = await open(p.vol, 'r'), b = await open(target, 'r');
-      const differ: number[] = [];
-      try {
-        for (const blk of [...listed.control, ...listed.content]) if (!(await readBlock(a, blk)).equals(await readBlock(b, blk))) differ.push(blk);
-      } finally { await a.close(); await b.close(); }
-      t.same(differ, [], `point ${k}: all ${listed.control.size + listed.content.size} listed blocks equal the source's`);
+      const { differ, listed } = await differingListed(p.img, p.vol, target);
+      t.same(differ, [], `point ${k}: all ${listed} listed blocks equal the source's`);
       const fsck = await run('e2fsck', ['-fn', target], { okCodes: [0, 1, 4, 8] });
       t.equal(fsck.code, 0, `point ${k}: e2fsck -fn is clean`);
       const v = await runCli('imginfo', ['--verify', p.img]);
@@ -270,12 +275,7 @@ else {
         const rv = await runCli('imgrestore', ['-q', '--volume', p.img, target]);
         t.equal(rv.status, 1, `point ${k}: volume restore reports partial damage`);
         t.match(rv.stderr, /p0\.imgx: frame 1: data checksum mismatch/, `point ${k}: names the parent and frame`);
-        const listed = await listedBlocks(p.img);
-        const a = await open(p.vol, 'r'), b = await open(target, 'r');
-        const differ: number[] = [];
-        try {
-          for (const blk of [...listed.control, ...listed.content]) if (!(await readBlock(a, blk)).equals(await readBlock(b, blk))) differ.push(blk);
-        } finally { await a.close(); await b.close(); }
+        const { differ } = await differingListed(p.img, p.vol, target);
         await rm(target);
         t.same(differ.sort((x, y) => x - y), expected.sort((x, y) => x - y), `point ${k}: exactly the ${expected.length} blocks of that frame are lost`);
         const v = await runCli('imginfo', ['--verify', p.img]);
