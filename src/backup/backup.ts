@@ -9,11 +9,13 @@ import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { classifyVolume, type Classification } from '../fs/detect.js';
 import { RunList, type Run } from '../fs/run-list.js';
-import { contentHashes, type MapRun } from '../format/index.js';
+import type { MapRun } from '../format/index.js';
 import { ImageWriter } from '../image/image-writer.js';
 import type { ImageReader } from '../image/image-reader.js';
-import { HashCursor } from '../image/hash-store.js';
-import { checkBase, detectChanges, sourceChangedError, type ChangePlan } from './changes.js';
+import { checkBase, detectChanges, type ChangePlan } from './changes.js';
+import { BlockSpool } from './block-spool.js';
+import { UsageError } from '../errors/index.js';
+import { unchangedFileBlocks } from './metadata-changes.js';
 import type { RandomSource, Sink } from '../io/index.js';
 
 /** Largest single read from the source. */
@@ -30,8 +32,12 @@ export interface BackupOptions {
   imageUuid?: Uint8Array;
   createdSec?: number;
   writer: string;
-  /** An incremental: the parent image (opened, header read) and its path; changes found by content hash. */
-  base?: { reader: ImageReader; path: string };
+  /**
+   * An incremental: the parent image (opened, header read), its path, and how changes are found:
+   * 'hash' reads every data block; 'metadata' (ext2/3/4) does not read the data of files whose
+   * inode and block list are unchanged since the parent (metadata-changes.ts).
+   */
+  base?: { reader: ImageReader; path: string; changes?: 'hash' | 'metadata' | 'auto' };
   log?: (msg: string) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   hooks?: BackupHooks;
@@ -62,12 +68,18 @@ export interface BackupResult {
   imageUuid: string;
   warnings: string[];
   /** Incrementals: how changes were found, the data blocks stored (changed) and those left to parents. */
-  incremental?: { changes: 'hash'; changedBlocks: number; parentBlocks: number; parents: number; hashSeconds: number; spilled: boolean };
+  incremental?: {
+    changes: 'hash' | 'metadata'; changedBlocks: number; parentBlocks: number; parents: number; hashSeconds: number; spilled: boolean;
+    /** metadata: blocks taken from the parent unread; files seen and unchanged; why the metadata could not be used. */
+    trustedBlocks: number; files?: number; unchangedFiles?: number;
+  };
 }
 
 export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions): Promise<BackupResult> {
   const log = opts.log ?? (() => undefined);
-  const cls = await classifyVolume(src, log);
+  const asked = opts.base ? (opts.base.changes ?? 'auto') : undefined;
+  const cls = await classifyVolume(src, log, { files: asked === 'metadata' || asked === 'auto' });
+  let mode: 'hash' | 'metadata' | undefined = asked === 'auto' ? 'metadata' : asked;
   const { blockSize, blockCount } = cls;
   const used = opts.allBlocks ? new RunList().add(0, blockCount) : cls.used.clip(blockCount);
   const control = cls.control.clip(blockCount);
@@ -78,16 +90,29 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
   let doneBytes = 0;
   const progress = (n: number): void => { doneBytes += n; opts.onProgress?.(doneBytes, totalBytes); };
   let hashSeconds = 0;
+  let verdict: Awaited<ReturnType<typeof unchangedFileBlocks>> | undefined;
+  const spool = new BlockSpool();
+  try {
   if (opts.base) {
-    // pass one: read and hash every data block, compare with the parent's hashes
     checkBase(opts.base.reader, opts.base.path, blockSize, src.sizeBytes);
     const t0 = process.hrtime.bigint();
+    if (mode === 'metadata') {
+      verdict = await unchangedFileBlocks(cls, opts.base.reader, log);
+      if (verdict.refused && asked === 'metadata') throw new UsageError(`--changes=metadata cannot be used: ${verdict.refused} (use --changes=hash)`);
+      if (verdict.refused) {
+        log(`incremental: changes cannot be found from metadata (${verdict.refused}): every block is compared by hash`);
+        mode = 'hash';
+        verdict = undefined;
+      } else log(`incremental: ${verdict.unchangedFiles} of ${verdict.files} files unchanged since the parent: ${verdict.trusted.blockCount} blocks not read`);
+    }
+    // pass one: read and hash every data block not known unchanged, compare with the parent's hashes
     plan = await detectChanges(opts.base.reader, opts.base.path, data, blockSize, (want, sink) => streamData(src, want, blockSize, async (b, first) => {
       await sink(b, first);
       progress(b.byteLength);
-    }));
+    }), { spool, ...(verdict ? { trusted: verdict.trusted } : {}) });
+    progress(plan.trustedBlocks * blockSize);
     hashSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    log(`incremental: ${plan.changedBlocks} changed blocks, ${plan.parentBlocks} in ${plan.parents.length} parent(s), ${hashSeconds.toFixed(2)} s`);
+    log(`incremental: ${plan.changedBlocks} changed blocks, ${plan.parentBlocks} in ${plan.parents.length} parent(s) (${plan.trustedBlocks} not read), ${hashSeconds.toFixed(2)} s`);
     data = plan.changed;
     runs = mergeRuns(mapRuns(control, new RunList()), plan.content);
   }
@@ -97,27 +122,15 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
     fsType: cls.fsType, imageUuid, createdSec: opts.createdSec ?? Math.floor(Date.now() / 1000),
     fsUuid: cls.fsUuid ? Buffer.from(cls.fsUuid.replace(/-/g, ''), 'hex') : new Uint8Array(16), fsLabel: cls.label,
     sourceName: basename(src.name), writer: opts.writer, allBlocks: !!opts.allBlocks, runs,
-    ...(plan ? { parents: plan.parents, contentHashes: plan.hashes } : {}),
+    ...(plan ? { parents: plan.parents, contentHashes: plan.hashes, changes: mode! } : {}),
   });
 
   const controlArea = await gatherControl(src, cls, control, plan ? () => undefined : progress);
   await opts.hooks?.afterControl?.({ cls, runs, controlArea, volumeBytes: src.sizeBytes });
   const headerBytes = await writer.writeHeader(controlArea);
   if (plan) {
-    // pass two: the changed blocks again, each checked against the hash pass one saw
-    const mine = new HashCursor(plan.hashes.chunks());
-    const check = new BigUint64Array(2 * Math.max(1, (4 << 20) / blockSize));
-    const want = new BigUint64Array(2);
-    await streamData(src, data, blockSize, async (blocks, first) => {
-      const n = blocks.byteLength / blockSize;
-      contentHashes(blocks, blockSize, check, 0);
-      for (let i = 0; i < n; i++) {
-        if (!(await mine.seek(writer.map.contentIndex(first + i)))) throw sourceChangedError(first + i);
-        mine.take(want);
-        if (want[0] !== check[2 * i] || want[1] !== check[2 * i + 1]) throw sourceChangedError(first + i);
-      }
-      await writer.appendData(blocks);
-    });
+    // pass two: the changed blocks pass one kept, in order (the source is not read again)
+    for await (const blocks of spool.chunks(blockSize)) await writer.appendData(blocks);
   } else {
     await streamData(src, data, blockSize, async (blocks) => {
       await writer.appendData(blocks);
@@ -131,8 +144,15 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
     unusedBlocks: blockCount - used.blockCount, headerBytes, imageBytes,
     bytesRead: src.stats.bytesRead, readRequests: src.stats.reads,
     imageUuid: Buffer.from(imageUuid).toString('hex'), warnings: cls.warnings,
-    ...(plan ? { incremental: { changes: 'hash' as const, changedBlocks: plan.changedBlocks, parentBlocks: plan.parentBlocks, parents: plan.parents.length, hashSeconds, spilled: plan.hashes.spilled } } : {}),
+    ...(plan ? { incremental: {
+      changes: mode!, changedBlocks: plan.changedBlocks, parentBlocks: plan.parentBlocks, parents: plan.parents.length, hashSeconds,
+      spilled: plan.hashes.spilled || spool.spilled, trustedBlocks: plan.trustedBlocks,
+      ...(verdict ? { files: verdict.files, unchangedFiles: verdict.unchangedFiles } : {}),
+    } } : {}),
   };
+  } finally {
+    await spool.close();
+  }
 }
 
 /** Merges two sorted, disjoint run lists into one sorted map. */

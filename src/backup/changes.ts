@@ -18,7 +18,8 @@ import {
 } from '../format/index.js';
 import type { ImageReader } from '../image/image-reader.js';
 import { HashCursor, HashStore } from '../image/hash-store.js';
-import type { RunList } from '../fs/run-list.js';
+import { RunList } from '../fs/run-list.js';
+import type { BlockSpool } from './block-spool.js';
 
 const TRAILER_WINDOW = 1 << 20;
 
@@ -29,6 +30,8 @@ export interface ChangePlan {
   changed: RunList;
   changedBlocks: number;
   parentBlocks: number;
+  /** Of parentBlocks, those not read at all (--changes=metadata: data of unchanged files). */
+  trustedBlocks: number;
   /** The new image's parents table (direct parent first). */
   parents: ParentEntry[];
   /** Content hashes of every data and parent block of the new state, in logical order. */
@@ -71,16 +74,19 @@ async function* parentHashChunks(base: ImageReader): AsyncGenerator<Uint8Array> 
 }
 
 /**
- * Pass one of an incremental backup: reads every block of `data` (through `read`, in increasing
- * order), hashes it and compares it with the parent's hash. Returns what to store and the map.
+ * Pass one of an incremental backup. Every block of `data` outside `trusted` is read (through
+ * `read`, in increasing order), hashed and compared with the parent's hash; a changed block is
+ * put in `spool` (pass two writes it from there: the source is read once). A block of `trusted`
+ * (--changes=metadata: the data of files unchanged since the parent) that the parent holds is
+ * not read: its map entry and content hash are the parent's. Returns what to store and the map.
  */
 export async function detectChanges(base: ImageReader, basePath: string, data: RunList, blockSize: number,
-  read: (want: RunList, sink: (blocks: Uint8Array, firstBlock: number) => Promise<void>) => Promise<void>): Promise<ChangePlan> {
+  read: (want: RunList, sink: (blocks: Uint8Array, firstBlock: number) => Promise<void>) => Promise<void>,
+  opts: { trusted?: RunList; spool: BlockSpool }): Promise<ChangePlan> {
   const bm = base.map;
   const cursor = new HashCursor(parentHashChunks(base));
   const hashes = new HashStore();
   const content: MapRun[] = [];
-  const { RunList } = await import('../fs/run-list.js');
   const changed = new RunList();
   // parents table: the base itself first, then the base's parents as they are first used
   const childOf = new Map<number, number>(); // base's parent index -> ours
@@ -105,42 +111,90 @@ export async function detectChanges(base: ImageReader, basePath: string, data: R
         (kind === 'data' || (last.parent === parent && last.srcIndex! + last.len === srcIndex))) { last.len++; return; }
     content.push(kind === 'data' ? { start: block, len: 1, kind } : { start: block, len: 1, kind, parent, srcIndex });
   };
+  // trusted blocks the parent holds (data or parent runs): these are not read
+  const skip = new RunList();
+  if (opts.trusted) {
+    for (const r of data.minus(data.minus(opts.trusted)).list()) {
+      for (let b = r.start; b < r.start + r.len; ) {
+        const loc = bm.locate(b);
+        const span = Math.min(loc.runLeft, r.start + r.len - b);
+        if (loc.kind === 'data' || loc.kind === 'parent') skip.add(b, span);
+        b += span;
+      }
+    }
+    skip.normalise();
+  }
+  const toRead = opts.trusted ? data.minus(skip) : data;
+  const skipRuns = skip.list();
+  let skipAt = 0, skipPos = skipRuns.length ? skipRuns[0]!.start : 0;
   const theirs = new BigUint64Array(2);
+  let changedBlocks = 0, parentBlocks = 0, trustedBlocks = 0;
+  const missing = (): FormatError => new FormatError('ECORRUPT', 'the --base image has fewer content hashes than content blocks');
+  /** The trusted blocks below `limit`, in order: the parent's map entries and hashes. */
+  const takeTrusted = async (limit: number): Promise<void> => {
+    while (skipAt < skipRuns.length && skipPos < limit) {
+      const r = skipRuns[skipAt]!;
+      const end = Math.min(r.start + r.len, limit);
+      while (skipPos < end) {
+        const loc = bm.locate(skipPos);
+        const span = Math.min(loc.runLeft, end - skipPos, 1 << 16);
+        const ci = bm.contentIndex(skipPos);
+        const got = new BigUint64Array(2 * span);
+        for (let j = 0; j < span; j++) {
+          if (!(await cursor.seek(ci + j))) throw missing();
+          cursor.take(got, j);
+          if (loc.kind === 'data') emit('parent', skipPos + j, 0, loc.index + j);
+          else emit('parent', skipPos + j, ours(loc.parent!), loc.index + j);
+        }
+        await hashes.append(got, span);
+        parentBlocks += span; trustedBlocks += span;
+        skipPos += span;
+      }
+      if (skipPos >= r.start + r.len && ++skipAt < skipRuns.length) skipPos = skipRuns[skipAt]!.start;
+    }
+  };
   let scratch = new BigUint64Array(0);
-  let changedBlocks = 0, parentBlocks = 0;
-  await read(data, async (blocks, firstBlock) => {
+  await read(toRead, async (blocks, firstBlock) => {
+    await takeTrusted(firstBlock);
     const n = blocks.byteLength / blockSize;
     if (scratch.length < 2 * n) scratch = new BigUint64Array(2 * n);
     contentHashes(blocks, blockSize, scratch, 0);
     const appended = hashes.append(scratch, n);
+    const spooled: Promise<void>[] = [];
     let k = 0;
+    const store = (from: number, to: number): void => {
+      if (to <= from) return;
+      for (let j = from; j < to; j++) { emit('data', firstBlock + j); changed.add(firstBlock + j); }
+      changedBlocks += to - from;
+      spooled.push(opts.spool.append(blocks.subarray(from * blockSize, to * blockSize)));
+    };
     while (k < n) {
       const b = firstBlock + k;
       const loc = bm.locate(b);
       const span = Math.min(loc.runLeft, n - k);
-      if (loc.kind !== 'data' && loc.kind !== 'parent') {
-        for (let j = 0; j < span; j++) { emit('data', b + j); changed.add(b + j); }
-        changedBlocks += span;
-        k += span;
-        continue;
-      }
+      if (loc.kind !== 'data' && loc.kind !== 'parent') { store(k, k + span); k += span; continue; }
       const ci = bm.contentIndex(b);
+      let runFrom = -1;
       for (let j = 0; j < span; j++) {
-        if (!(await cursor.seek(ci + j))) throw new FormatError('ECORRUPT', 'the --base image has fewer content hashes than content blocks');
+        if (!(await cursor.seek(ci + j))) throw missing();
         cursor.take(theirs);
         const same = theirs[0] === scratch[2 * (k + j)] && theirs[1] === scratch[2 * (k + j) + 1];
-        if (!same) { emit('data', b + j); changed.add(b + j); changedBlocks++; continue; }
+        if (!same) { if (runFrom < 0) runFrom = k + j; continue; }
+        if (runFrom >= 0) { store(runFrom, k + j); runFrom = -1; }
         if (loc.kind === 'data') emit('parent', b + j, 0, loc.index + j);
         else emit('parent', b + j, ours(loc.parent!), loc.index + j);
         parentBlocks++;
       }
+      if (runFrom >= 0) store(runFrom, k + span);
       k += span;
     }
     await appended;
+    await Promise.all(spooled);
   });
+  await takeTrusted(Number.MAX_SAFE_INTEGER);
   // read the rest of the parent's trailer: its checksum is checked at the end of the stream
   await cursor.seek(bm.dataBlocks + bm.parentBlocks);
-  return { content, changed: changed.normalise(), changedBlocks, parentBlocks, parents, hashes };
+  return { content, changed: changed.normalise(), changedBlocks, parentBlocks, trustedBlocks, parents, hashes };
 }
 
 /** Pass two's check: the hash of each stored block must still be the one pass one saw (the source did not change in between). */

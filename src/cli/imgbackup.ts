@@ -34,7 +34,7 @@ async function main(): Promise<number> {
     .argument('<IMG>', "image to write, or '-' for standard output")
     .option('--all-blocks', 'store every block, free ones included')
     .option('--base <PARENT>', 'write an incremental image: only the blocks that differ from PARENT (a full or incremental image of the same volume) are stored')
-    .option('--changes <how>', "with --base, how changed blocks are found: 'hash' (read every used block, compare its 128-bit hash with PARENT's)", 'hash')
+    .option('--changes <how>', "with --base, how changed blocks are found: 'metadata' (ext2/3/4: the data of files whose inode and block list are unchanged is not read; the rest is compared by hash) or 'hash' (read every used block, compare its 128-bit hash with PARENT's); default: metadata where it applies, else hash")
     .option('--parents <dir>', "also look for PARENT's own parents in DIR (repeatable)", (v: string, a: string[]) => [...a, v], [] as string[])
     .option('--uuid <uuid>', 'image UUID (default: random); with SOURCE_DATE_EPOCH gives reproducible images')
     .option('-f, --force', 'replace IMG if it exists')
@@ -46,10 +46,9 @@ async function main(): Promise<number> {
     .parse();
   const [srcPath, imgPath] = cmd.args as [string, string];
   const o = cmd.opts<{ allBlocks?: boolean; uuid?: string; force?: boolean; freeze?: boolean; live?: boolean; freezeTimeout: string; json?: boolean; quiet?: boolean;
-    base?: string; changes: string; parents: string[] }>();
-  if (o.changes !== 'hash') {
-    throw new UsageError(o.changes === 'metadata' ? '--changes=metadata is not implemented yet: use --changes=hash' : `--changes ${o.changes}: say 'hash'`);
-  }
+    base?: string; changes?: string; parents: string[] }>();
+  if (o.changes !== undefined && o.changes !== 'hash' && o.changes !== 'metadata') throw new UsageError(`--changes ${o.changes}: say 'metadata' or 'hash'`);
+  if (o.changes !== undefined && o.base === undefined) throw new UsageError('--changes needs --base');
   if (!/^\d+(\.\d+)?$/.test(o.freezeTimeout)) throw new UsageError(`--freeze-timeout ${o.freezeTimeout}: not a number of seconds`);
   const freezeTimeoutSec = Number(o.freezeTimeout);
   if (o.freeze && o.live) throw new UsageError('--freeze and --live exclude each other');
@@ -63,7 +62,7 @@ async function main(): Promise<number> {
   // before a byte of the source is read or IMG is created: refuses a source mounted read-write
   const plan = await checkSource(srcPath, { imgPath, freeze: !!(o.freeze || o.live) });
   // the parent of an incremental: its header, and its own parents found and checked, before IMG is created
-  let base: { reader: ImageReader; path: string } | undefined;
+  let base: { reader: ImageReader; path: string; changes: 'hash' | 'metadata' | 'auto' } | undefined;
   if (o.base !== undefined) {
     const basePath = o.base;
     const baseSrc = await about(basePath, () => FileSource.open(basePath));
@@ -73,7 +72,7 @@ async function main(): Promise<number> {
         const ps = await about(basePath, () => openParents(reader, { imagePath: basePath, dirs: o.parents }));
         await Promise.all(ps.map((p) => p.src.close()));
       }
-      base = { reader, path: basePath };
+      base = { reader, path: basePath, changes: (o.changes as 'hash' | 'metadata' | undefined) ?? 'auto' };
     } catch (e) {
       await baseSrc.close();
       throw e;
@@ -133,7 +132,10 @@ async function main(): Promise<number> {
       `stored ${result.controlBlocks} control + ${result.dataBlocks} data blocks (${formatBytes((result.controlBlocks + result.dataBlocks) * result.blockSize)}), ` +
       `skipped ${result.unusedBlocks} unused\n` +
       (result.incremental ? `incremental of ${o.base}: ${result.incremental.changedBlocks} changed data blocks stored, ` +
-        `${result.incremental.parentBlocks} unchanged left to ${result.incremental.parents} parent image(s) (changes found by hash)\n` : '') +
+        `${result.incremental.parentBlocks} unchanged left to ${result.incremental.parents} parent image(s) ` +
+        (result.incremental.changes === 'metadata'
+          ? `(changes found from metadata: ${result.incremental.unchangedFiles} of ${result.incremental.files} files unchanged, ${result.incremental.trustedBlocks} blocks not read)\n`
+          : '(changes found by hash)\n') : '') +
       `image ${imgPath}: ${formatBytes(result.imageBytes)} (header ${formatBytes(result.headerBytes)}) in ${seconds.toFixed(2)} s\n` +
       (hold.frozen.length > 0 ? `${hold.frozen.map((f) => f.mountPoint).join(', ')} frozen for ${(frozenMs / 1000).toFixed(2)} s` +
         (lr ? ` (and ${(lr.endFreezeMs / 1000).toFixed(2)} s at the end); exception log: ${lr.exceptions.length} of ${lr.files} files` : '') + '\n' : ''));

@@ -7,7 +7,7 @@
 /** 2.0: parents table and parent runs (incremental images), trailer sections (content hashes).
  * 1.1 (the exception log of --live images) is folded into 2.0: a 2.0 trailer may hold it too. */
 export const FORMAT_MAJOR = 2;
-export const FORMAT_MINOR = 0;
+export const FORMAT_MINOR = 1;
 export const READABLE_MAJORS: readonly number[] = [1, 2];
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);

@@ -17,12 +17,16 @@ import {
 import { u64At } from './cursor.js';
 import { Struct } from './struct.js';
 
-export interface ParentsHeaderFields { magic: Uint8Array; count: number; reserved: number }
+export interface ParentsHeaderFields { magic: Uint8Array; count: number; changes: number }
 export const PARENTS_HEADER = new Struct<ParentsHeaderFields>('parents table header', PARENTS_HEADER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMPARENT"' },
   { name: 'count', offset: 0x08, type: 'u32', meaning: 'parent entries that follow: 1 to 4096' },
-  { name: 'reserved', offset: 0x0c, type: 'u32', meaning: 'must be zero' },
+  { name: 'changes', offset: 0x0c, type: 'u32', meaning: 'how the changes since the direct parent were found: 0 by content hash (--changes=hash), 1 from metadata (--changes=metadata, format 2.1); other values: refuse' },
 ]);
+
+/** The parents table header's `changes`. */
+export const CHANGES_MODE = { hash: 0, metadata: 1 } as const;
+export type ChangesMode = keyof typeof CHANGES_MODE;
 
 export interface ParentEntry {
   imageUuid: Uint8Array;
@@ -77,9 +81,9 @@ export function maxIncrementalControlOffset(mapRuns: number): number {
   return incrementalLayout(mapRuns, MAX_PARENTS, mapRuns).controlOffset;
 }
 
-export function encodeParents(entries: readonly ParentEntry[]): Uint8Array {
+export function encodeParents(entries: readonly ParentEntry[], changes: ChangesMode = 'hash'): Uint8Array {
   const out = new Uint8Array(PARENTS_HEADER_SIZE + PARENT_ENTRY_SIZE * entries.length);
-  PARENTS_HEADER.encode({ magic: MAGIC_PARENTS, count: entries.length, reserved: 0 }, out, 0);
+  PARENTS_HEADER.encode({ magic: MAGIC_PARENTS, count: entries.length, changes: CHANGES_MODE[changes] }, out, 0);
   entries.forEach((e, i) => PARENT_ENTRY.encode(e, out, PARENTS_HEADER_SIZE + i * PARENT_ENTRY_SIZE));
   return out;
 }
@@ -89,7 +93,7 @@ export function decodeParents(buf: Uint8Array, blockSizeOk: (frameBlocks: number
   const h = PARENTS_HEADER.decode(buf);
   if (!h.magic.every((b, i) => b === MAGIC_PARENTS[i])) throw new FormatError('EMAGIC', 'parents table: bad magic');
   if (h.count < 1 || h.count > MAX_PARENTS) throw new FormatError('ECORRUPT', `parents table: ${h.count} parents`);
-  if (h.reserved !== 0) throw new FormatError('ECORRUPT', 'parents table: reserved field is not zero');
+  if (h.changes !== CHANGES_MODE.hash && h.changes !== CHANGES_MODE.metadata) throw new FormatError('ECORRUPT', `parents table: unknown change detection ${h.changes}`);
   if (buf.byteLength < PARENTS_HEADER_SIZE + h.count * PARENT_ENTRY_SIZE) throw new FormatError('ETRUNC', 'parents table truncated');
   const out: ParentEntry[] = [];
   for (let i = 0; i < h.count; i++) {
@@ -129,4 +133,9 @@ export function decodeRefs(buf: Uint8Array, count: number, parents: number): Run
     out[i] = { parent, srcIndex: u64At(v, o + at.srcIndex, REF_ENTRY.name) };
   }
   return out;
+}
+
+/** How the changes were found, from the parents table at the start of `buf` (decodeParents checked it). */
+export function parentsTableChanges(buf: Uint8Array): ChangesMode {
+  return PARENTS_HEADER.decode(buf).changes === CHANGES_MODE.metadata ? 'metadata' : 'hash';
 }

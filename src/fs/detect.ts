@@ -16,14 +16,18 @@ export interface Classification extends BlockClassification {
   /** Control-block contents the driver already read (so the backup does not read them again). */
   controlData: Map<number, Uint8Array>;
   recognised: boolean;
+  /** ext2/3/4 with `files`: every regular file's change key and data runs (--changes=metadata). */
+  files?: Map<number, import('./ext4/classify.js').FileRecord>;
+  /** ext2/3/4: the journal needs recovery. */
+  recovering?: boolean;
 }
 
-export async function classifyVolume(src: RandomSource, log: (m: string) => void = () => undefined): Promise<Classification> {
+export async function classifyVolume(src: RandomSource, log: (m: string) => void = () => undefined, opts: { files?: boolean } = {}): Promise<Classification> {
   const probeLen = Math.min(src.sizeBytes, SUPERBLOCK_OFFSET + 1024);
   const probe = await src.readAt(0, probeLen);
   if (probeLen === SUPERBLOCK_OFFSET + 1024 && isExtSuperblock(probe.subarray(SUPERBLOCK_OFFSET))) {
     // a journal that needs recovery: the blocks the replayed state uses too (readers show that state)
-    const c = await classifyExt4Recovering(src, { log });
+    const c = await classifyExt4Recovering(src, { log, files: !!opts.files });
     return { ...c, recognised: true };
   }
   if (probeFat(probe, src.sizeBytes)) return { ...(await classifyFat(src, { log })), recognised: true };

@@ -11,7 +11,7 @@ import {
   BlockMap, FOOTER_SIZE, FRAME_HEADER_SIZE, checkHeaderEnd, decodeBlockMap, decodeFixedHeader,
   decodeFooter, decodeTrailerHeader, hash64, Xxh64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
   decodeExceptionLog, EXCEPTION_LOG_HEADER_SIZE, type ExceptionEntry,
-  LIMITS, MAP_RUN_SIZE, PARENT_ENTRY_SIZE, PARENTS_HEADER_SIZE, REF_ENTRY_SIZE, decodeContentHashesHead, decodeParents,
+  LIMITS, MAP_RUN_SIZE, PARENT_ENTRY_SIZE, PARENTS_HEADER_SIZE, REF_ENTRY_SIZE, decodeContentHashesHead, decodeParents, parentsTableChanges, type ChangesMode,
   incrementalLayout, minTrailerBytes, type ParentEntry, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE,
 } from '../format/index.js';
 import { alignedSpan, type RandomSource } from '../io/index.js';
@@ -37,6 +37,8 @@ export interface OpenedHeader {
   parents: ParentEntry[];
   /** The checksum in the header-end record (what a child's parent entry pins). */
   headerChecksum: bigint;
+  /** An incremental: how its changes were found (parents table). */
+  changes?: ChangesMode;
 }
 
 /** Decodes and verifies a complete header (fixed header through the header-end record). */
@@ -49,10 +51,12 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
   checkHeaderEnd(bytes.subarray(header.headerEndOffset, header.dataOffset), header, headerChecksum);
   const mapEnd = header.mapOffset + header.mapRuns * MAP_RUN_SIZE;
   let parents: ParentEntry[] = [];
+  let changes: ChangesMode | undefined;
   let map: BlockMap;
   if (header.incremental) {
     const frameOk = (fb: number): boolean => fb >= 1 && fb * header.blockSize <= LIMITS.frameBytesMax;
     parents = decodeParents(bytes.subarray(mapEnd, header.controlOffset), frameOk);
+    changes = parentsTableChanges(bytes.subarray(mapEnd, header.controlOffset));
     const refsAt = mapEnd + PARENTS_HEADER_SIZE + PARENT_ENTRY_SIZE * parents.length;
     let refCount = 0;
     map = decodeBlockMap(bytes.subarray(header.mapOffset, mapEnd), header.mapRuns, header.blockCount, {
@@ -73,7 +77,7 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
   if (map.controlBlocks !== header.controlBlocks || map.dataBlocks !== header.dataBlocks) {
     throw new FormatError('ECORRUPT', 'block map does not add up to the header\'s block counts');
   }
-  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset), parents, headerChecksum };
+  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset), parents, headerChecksum, ...(changes ? { changes } : {}) };
 }
 
 /**
@@ -220,12 +224,15 @@ export class ImageReader {
     } else footerError = 'image is incomplete: no footer';
     const reader = new ImageReader(src, opened.header, opened.map, opened.controlArea, footer, footerError, fromCache);
     reader.parents = opened.parents;
+    reader.changes = opened.changes;
     reader.headerChecksum = opened.headerChecksum;
     return reader;
   }
 
   /** The images this one depends on (empty for a full image). */
   parents: ParentEntry[] = [];
+  /** An incremental: how its changes were found. */
+  changes: ChangesMode | undefined;
   /** Which logical block each data block is (the map, or for a parent the child's view of it). */
   frameIndex!: DataIndex;
   /** For a parent opened through a child: its path (for messages). */

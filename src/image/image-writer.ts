@@ -14,7 +14,7 @@ import {
   FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_FLAGS, TRAILER_HEADER_SIZE, FS_TYPE,
   controlOffsetFor, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, encodeHeaderEnd,
   encodeTrailerHeader, hash64, hashBlocks, textField, Xxh64, type FsTypeName, type MapRun, BlockMap,
-  contentHashes, encodeContentHashesHead, encodeParents, encodeRefs, incrementalLayout, runRefs, type ParentEntry,
+  contentHashes, encodeContentHashesHead, encodeParents, encodeRefs, incrementalLayout, runRefs, type ParentEntry, type ChangesMode,
 } from '../format/index.js';
 import type { Sink } from '../io/index.js';
 import { HashStore } from './hash-store.js';
@@ -41,6 +41,8 @@ export interface ImageParams {
   parents?: ParentEntry[];
   /** An incremental's content hashes (required with parents); a full image computes its own. */
   contentHashes?: HashStore;
+  /** An incremental: how its changes were found (recorded in the parents table). */
+  changes?: ChangesMode;
 }
 
 export class ImageWriter {
@@ -104,7 +106,7 @@ export class ImageWriter {
       fsUuid: p.fsUuid, fsLabel: textField(p.fsLabel, 16), writer: textField(p.writer, 32), sourceName: textField(p.sourceName, 64),
     });
     const mapBytes = encodeBlockMap(p.runs);
-    const parentBytes = incremental ? [encodeParents(p.parents!), encodeRefs(refs)] : [];
+    const parentBytes = incremental ? [encodeParents(p.parents!, p.changes ?? 'hash'), encodeRefs(refs)] : [];
     const pad = new Uint8Array(controlOffset - FIXED_HEADER_SIZE - mapBytes.byteLength - parentBytes.reduce((n, b) => n + b.byteLength, 0));
     for (let i = 0; i < map.controlBlocks; i++) {
       this.controlHashes[i] = hash64(controlArea.subarray(i * p.blockSize, (i + 1) * p.blockSize));

@@ -1,5 +1,5 @@
 /**
- * Incremental images (imgbackup --base, --changes=hash), end to end through the programs: a chain
+ * Incremental images (imgbackup --base, --changes=hash and --changes=metadata), end to end through the programs: a chain
  * of five points of one small ext4 volume, changed between points through a read-write loop
  * mount (create, overwrite in place, append, truncate, delete, rename, hard link, xattr change,
  * content changed with its mtime set back, blocks freed and reused). Every point:
@@ -15,7 +15,7 @@
  * Volumes and images stay small (24 MiB) and under os.tmpdir() (not /dev/shm).
  */
 import t from 'tap';
-import { copyFile, mkdir, mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, mkdtemp, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -37,7 +37,7 @@ else {
   const vol = join(work, 'vol.img');
   const mp = join(work, 'src-mnt');
   const mnt = join(work, 'mnt');
-  await mkdir(mp); await mkdir(mnt); await mkdir(join(work, 'chain'));
+  await mkdir(mp); await mkdir(mnt);
   t.teardown(async () => {
     await run('umount', [mp], { okCodes: [0, 1, 32] }).catch(() => undefined);
     await new FuseHarness(work).forceUnmount(mnt).catch(() => undefined); // its cacheDir: work/cache
@@ -86,27 +86,53 @@ else {
     },
   ];
 
-  interface Point { img: string; vol: string; manifest: Manifest; fullBytes: number; imgBytes: number }
+  interface Vol { vol: string; manifest: Manifest; inodes: Map<number, { ctime: bigint; bytes: number }>; fullBytes: number }
+  interface Point extends Vol { img: string; imgBytes: number; bytesRead: number; controlBlocks: number }
+  /** The regular files of a mounted tree: inode -> change time (ns) and allocated bytes. */
+  const inodesOf = async (root: string): Promise<Map<number, { ctime: bigint; bytes: number }>> => {
+    const out = new Map<number, { ctime: bigint; bytes: number }>();
+    const walk = async (dir: string): Promise<void> => {
+      for (const name of await readdir(dir)) {
+        const p = join(dir, name);
+        const st = await lstat(p, { bigint: true });
+        if (st.isDirectory()) await walk(p);
+        else if (st.isFile()) out.set(Number(st.ino), { ctime: st.ctimeNs, bytes: Number(st.blocks) * 512 });
+      }
+    };
+    await walk(root);
+    return out;
+  };
+  const vols: Vol[] = [];
+  await t.test('setup: five states of the volume, each copied (and backed up fully, for the size)', async (t) => {
+    for (let k = 0; k < steps.length; k++) {
+      await change(steps[k]!);
+      const copy = join(work, `point${k}.vol`);
+      await copyFile(vol, copy);
+      await run('mount', ['-o', 'loop,ro', copy, mp]);
+      let manifest: Manifest, inodes: Map<number, { ctime: bigint; bytes: number }>;
+      try { manifest = await manifestOfTree(mp); inodes = await inodesOf(mp); } finally { await run('umount', [mp]); }
+      const full = join(work, `full${k}.imgx`);
+      const rf = await runCli('imgbackup', ['-q', copy, full]);
+      t.equal(rf.status, 0, `point ${k}: a full backup ${rf.stderr}`);
+      vols.push({ vol: copy, manifest, inodes, fullBytes: (await stat(full)).size });
+      await rm(full);
+    }
+  });
+
+  for (const mode of ['hash', 'metadata'] as const) {
   const points: Point[] = [];
-  const chain = join(work, 'chain');
-  await t.test('setup: five points, each backed up incrementally (and fully, for the size)', async (t) => {
-  for (let k = 0; k < steps.length; k++) {
-    await change(steps[k]!);
-    const copy = join(work, `point${k}.vol`);
-    await copyFile(vol, copy);
-    await run('mount', ['-o', 'loop,ro', copy, mp]);
-    let manifest: Manifest;
-    try { manifest = await manifestOfTree(mp); } finally { await run('umount', [mp]); }
-    const img = join(chain, `p${k}.imgx`);
-    const args = k === 0 ? ['-q', copy, img] : ['-q', '--base', points[k - 1]!.img, '--changes=hash', copy, img];
-    const r = await runCli('imgbackup', args);
-    t.equal(r.status, 0, `point ${k}: imgbackup ${k ? '--base' : '(full)'} succeeds ${r.stderr}`);
-    const full = join(work, `full${k}.imgx`);
-    const rf = await runCli('imgbackup', ['-q', copy, full]);
-    t.equal(rf.status, 0, `point ${k}: a full backup too ${rf.stderr}`);
-    points.push({ img, vol: copy, manifest, fullBytes: (await stat(full)).size, imgBytes: (await stat(img)).size });
-    await rm(full);
-  }
+  const chain = join(work, `chain-${mode}`);
+  await mkdir(chain);
+  await t.test(`--changes=${mode}: five points, each backed up incrementally`, async (t) => {
+    for (let k = 0; k < vols.length; k++) {
+      const img = join(chain, `p${k}.imgx`);
+      const args = k === 0 ? ['--json', vols[k]!.vol, img] : ['--json', '--base', points[k - 1]!.img, `--changes=${mode}`, vols[k]!.vol, img];
+      const r = await runCli('imgbackup', args);
+      t.equal(r.status, 0, `point ${k}: imgbackup ${k ? '--base' : '(full)'} succeeds ${r.stderr}`);
+      const j = JSON.parse(r.stdout.toString()) as { bytesRead: number; controlBlocks: number; incremental?: { changes: string } };
+      if (k > 0) t.equal(j.incremental?.changes, mode, `point ${k}: changes found by ${mode}`);
+      points.push({ ...vols[k]!, img, imgBytes: (await stat(img)).size, bytesRead: j.bytesRead, controlBlocks: j.controlBlocks });
+    }
   });
 
   /** Every block the map lists as stored (control, data, or held by a parent). */
@@ -135,7 +161,7 @@ else {
     return { differ, listed: control.size + content.size };
   };
 
-  t.test('each incremental stores exactly the changed data blocks, and is smaller than a full image', async (t) => {
+  t.test(`--changes=${mode}: each incremental stores exactly the changed data blocks, and is smaller than a full image`, async (t) => {
     for (let k = 1; k < points.length; k++) {
       const prev = await listedBlocks(points[k - 1]!.img);
       const cur = await listedBlocks(points[k]!.img);
@@ -151,7 +177,7 @@ else {
     }
   });
 
-  t.test('every point mounts (tree) equal to the volume at that point', async (t) => {
+  t.test(`--changes=${mode}: every point mounts (tree) equal to the volume at that point`, async (t) => {
     for (let k = 0; k < points.length; k++) {
       const m = await runCli('imgmount', ['--cache-dir', cacheDir, points[k]!.img, mnt]);
       t.equal(m.status, 0, `point ${k}: mounted ${m.stderr}`);
@@ -163,7 +189,7 @@ else {
     }
   });
 
-  t.test('every point restores (tagged and --volume) equal to the volume at that point', async (t) => {
+  t.test(`--changes=${mode}: every point restores (tagged and --volume) equal to the volume at that point`, async (t) => {
     for (let k = 0; k < points.length; k++) {
       const p = points[k]!;
       const out = join(work, `out${k}`);
@@ -172,7 +198,7 @@ else {
       t.same(compareManifests(p.manifest, await manifestOfTree(out), { ignorePaths: ['/lost+found'] }), [], `point ${k}: restored tree = source`);
       if (k === points.length - 1) {
         // from stdin: the incremental's stream once, then each parent (found in --parents DIR) once
-        const piped = join(work, `out${k}-pipe`);
+        const piped = join(work, `out${k}-pipe-${mode}`);
         const rp = await runCli('imgrestore', ['-q', '--parents', chain, '-', '-C', piped, '/'], { input: await readFile(p.img) });
         t.equal(rp.status, 0, `point ${k}: tagged restore from stdin ${rp.stderr}`);
         t.same(compareManifests(p.manifest, await manifestOfTree(piped), { ignorePaths: ['/lost+found'] }), [], `point ${k}: stdin restore = source`);
@@ -191,15 +217,34 @@ else {
     }
   });
 
-  t.test('imginfo shows the parents', async (t) => {
+  if (mode === 'metadata') {
+    t.test('metadata mode reads no more than the control set, the changed files\' data and 5%', async (t) => {
+      for (let k = 1; k < points.length; k++) {
+        const prev = points[k - 1]!.inodes;
+        let changedBytes = 0, changedFiles = 0;
+        for (const [ino, f] of points[k]!.inodes) {
+          const was = prev.get(ino);
+          if (!was || was.ctime !== f.ctime) { changedBytes += f.bytes; changedFiles++; }
+        }
+        const budget = (points[k]!.controlBlocks * BS + changedBytes) * 1.05;
+        t.ok(points[k]!.bytesRead <= budget, `point ${k}: read ${points[k]!.bytesRead} bytes <= 1.05 x (control ${points[k]!.controlBlocks * BS} + ${changedFiles} changed files' ${changedBytes}) = ${Math.round(budget)}`);
+      }
+    });
+  }
+
+  t.test(`--changes=${mode}: imginfo shows the parents and how changes were found`, async (t) => {
     const r = await runCli('imginfo', ['--json', points[4]!.img]);
-    const info = JSON.parse(r.stdout.toString()) as { incremental: boolean; parents: { path: string; direct: boolean }[] };
+    const info = JSON.parse(r.stdout.toString()) as { incremental: boolean; changes: string; parents: { path: string; direct: boolean }[] };
     t.ok(info.incremental);
+    t.equal(info.changes, mode, `imginfo says ${mode}`);
+    const text = await runCli('imginfo', [points[4]!.img]);
+    t.match(text.stdout.toString(), mode === 'metadata' ? /changes found from metadata/ : /changes found by content hash/);
     t.ok(info.parents.length >= 1 && info.parents.length <= 4, `${info.parents.length} parents`);
     t.equal(info.parents[0]!.path, points[3]!.img, 'the direct parent first');
     t.ok(info.parents[0]!.direct);
   });
 
+  if (mode === 'hash') continue;
   t.test('a missing, foreign, rebuilt or modified parent: one-line error naming it, nothing mounted or written', async (t) => {
     const alone = join(work, 'alone');
     await mkdir(alone);
@@ -286,4 +331,5 @@ else {
       await writeFile(p0, saved);
     }
   });
+  }
 }

@@ -27,7 +27,7 @@ import { BlockFetcher } from './classify-reader.js';
 import { Ext4Geometry } from './geometry.js';
 import {
   BG_FLAGS, COMPAT, INCOMPAT, RO_COMPAT, INODE_FLAGS, JOURNAL_INO, RESIZE_INO, EXT_MAX_DEPTH,
-  S_IFMT, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG,
+  INODE, S_IFMT, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG,
   SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, EXTENT_MAGIC, EXT_INIT_MAX_LEN, decodeSuperblock, decodeGroupDesc,
   hasCompat, hasIncompat, hasRoCompat, uuidString, type GroupDesc, type Superblock,
   SUPERBLOCK, EXTENT_HEADER, EXTENT, EXTENT_IDX, I_BLOCK_SIZE,
@@ -42,18 +42,32 @@ export interface Ext4Classification extends BlockClassification {
   fsType: 'ext2' | 'ext3' | 'ext4';
   /** Contents of the control blocks read while classifying, by block number (read-only views). */
   controlData: Map<number, Uint8Array>;
+  /** With `files`: every in-use regular file (not a reserved or special inode), by inode number. */
+  files?: Map<number, FileRecord>;
+  /** The journal needs recovery (INCOMPAT_RECOVER): the inodes on disk are not the whole truth. */
+  recovering?: boolean;
 }
+
+/**
+ * What `--changes=metadata` compares between two states of one inode: `key` joins the fields
+ * any change to the file's data moves (ctime with its nanoseconds, i_version lo/hi where the inode
+ * has them, generation, size, flags, i_blocks, i_block) and `runs` is its data blocks as
+ * start, length pairs in the order the walk found them (sorted by start in `finish`).
+ */
+export interface FileRecord { key: string; runs: number[] }
 
 export interface ClassifyExt4Options {
   log?: (msg: string) => void;
   /** Most bytes of not-yet-read control blocks fetched into controlData at the end (default 512 MiB). */
   prefetchLimitBytes?: number;
+  /** Record every regular file's change key and data runs (`files`), for --changes=metadata. */
+  files?: boolean;
 }
 
 /** Which of an inode's mapped blocks are control blocks (map blocks always are). */
 type DataRole = 'none' | 'all' | 'first';
 
-interface Owner { ino: number; role: DataRole; warnings: number }
+interface Owner { ino: number; role: DataRole; warnings: number; file?: FileRecord }
 
 interface PendingMap {
   blockNo: number;
@@ -102,6 +116,7 @@ class Classifier {
   /** Blocks in-use inodes (the journal's log aside) name as theirs: never left out, whatever overlaps them. */
   private readonly referenced = new RunList();
   private inodesWalked = 0;
+  private readonly files = new Map<number, FileRecord>();
 
   constructor(private readonly src: ByteReader, private readonly opts: ClassifyExt4Options) {
     this.log = opts.log ?? ((): void => undefined);
@@ -383,6 +398,10 @@ class Classifier {
     if (type === S_IFLNK && this.isFastSymlink(inode)) return;
     owner.role = this.specialRoles.get(ino) ??
       (type === S_IFDIR || type === S_IFLNK || (inode.flags & INODE_FLAGS.EA_INODE) ? 'all' : 'none');
+    if (this.opts.files && owner.role === 'none' && type === S_IFREG && ino >= sb.firstIno && !this.specialRoles.has(ino)) {
+      owner.file = { key: changeKey(table, inode.iBlockOffset - INODE.at.i_block, sb.inodeSize), runs: [] };
+      this.files.set(ino, owner.file);
+    }
     const iBlock = inode.iBlockOffset;
     if (inode.flags & INODE_FLAGS.EXTENTS) {
       this.walkExtentNode(owner, table, iBlock, I_BLOCK_SIZE, 'root', undefined);
@@ -421,6 +440,7 @@ class Classifier {
       len = limit - start;
     }
     this.used.add(start, len);
+    owner.file?.runs.push(start, len);
     if (owner.ino === this.journalIno && owner.ino !== 0) {
       this.journalRuns.add(start, len);
       if (fileBlock === 0) this.journalFirst = start;
@@ -592,6 +612,35 @@ class Classifier {
       fsUuid: uuidString(sb.uuid),
       warnings: this.warnings,
       controlData,
+      recovering: hasIncompat(sb, INCOMPAT.RECOVER),
+      ...(this.opts.files ? { files: sortedRuns(this.files) } : {}),
     };
   }
+}
+
+/** The fields of the inode at `off` in `table` that a write to its data, or a change of its block list, moves. */
+function changeKey(table: DataView, off: number, inodeSize: number): string {
+  const A = INODE.at;
+  const u32 = (at: number): number => table.getUint32(off + at, true);
+  const parts: number[] = [u32(A.i_ctime), u32(A.i_version_lo), u32(A.i_generation), u32(A.i_size_lo), u32(A.i_size_high),
+    u32(A.i_flags), u32(A.i_blocks_lo), table.getUint16(off + A.i_blocks_high, true), table.getUint16(off + A.i_mode, true)];
+  for (let i = 0; i < I_BLOCK_SIZE; i += 4) parts.push(u32(A.i_block + i));
+  if (inodeSize > A.i_extra_isize && off + A.i_extra_isize + 2 <= table.byteLength) {
+    const extra = table.getUint16(off + A.i_extra_isize, true);
+    const has = (at: number): boolean => A.i_extra_isize + extra >= at + 4 && at + 4 <= inodeSize && off + at + 4 <= table.byteLength;
+    parts.push(has(A.i_ctime_extra) ? u32(A.i_ctime_extra) : -1, has(A.i_version_hi) ? u32(A.i_version_hi) : -1);
+  }
+  return parts.join(',');
+}
+
+/** Each file's runs as sorted start, length pairs (the walk finds an inode's runs level by level). */
+function sortedRuns(files: Map<number, FileRecord>): Map<number, FileRecord> {
+  for (const f of files.values()) {
+    if (f.runs.length <= 2) continue;
+    const pairs: [number, number][] = [];
+    for (let i = 0; i < f.runs.length; i += 2) pairs.push([f.runs[i]!, f.runs[i + 1]!]);
+    pairs.sort((a, b) => a[0] - b[0]);
+    f.runs = pairs.flat();
+  }
+  return files;
 }
