@@ -5,15 +5,15 @@
  * stored again; its map entry points straight to the image that physically holds it (the parent
  * itself, or whichever image the parent's own entry points to), so a read is one lookup whatever
  * the chain's length. Different, or not a data block of the parent: the block is stored.
- * The parent's hashes are streamed from its trailer in order (never all in memory) and its
- * trailer checksum is checked once they have all been read; the new image's hashes go to a
+ * The parent's hashes are streamed from its trailer in order (never all in memory), after its
+ * trailer checksum has been checked in one pass over the trailer; the new image's hashes go to a
  * HashStore (spilled to a temporary file beyond its budget). Memory: the map's runs, plus a
  * read window. Only I/O: the reads of the source (streamData) and of the parent's trailer.
  */
 import { basename } from 'node:path';
 import { FormatError, IoError, UnsupportedError, UsageError } from '../errors/index.js';
 import {
-  PARENT_FLAGS, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE, Xxh64, contentHashes, decodeContentHashesHead, textField,
+  PARENT_FLAGS, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE, CONTENT_HASH_ALGO, TRAILER_HEADER_SIZE, Xxh64, contentHashes, decodeContentHashesHead, textField,
   type MapRun, type ParentEntry,
 } from '../format/index.js';
 import type { ImageReader } from '../image/image-reader.js';
@@ -41,36 +41,111 @@ export interface ChangePlan {
 /** Checks that `base` can be the parent of a backup of this source; throws a UsageError or UnsupportedError saying why not. */
 export function checkBase(base: ImageReader, basePath: string, blockSize: number, volumeBytes: number): void {
   const h = base.header;
-  if (h.versionMajor < 2) {
-    throw new UnsupportedError(`${basePath}: a format ${h.versionMajor}.${h.versionMinor} image has no 128-bit block hashes and cannot be a --base (make a new full backup)`);
-  }
   if (!base.complete) throw new UsageError(`${basePath}: ${base.truncatedReason ?? 'the image is incomplete'}: it cannot be a --base`);
   if (h.blockSize !== blockSize || h.volumeBytes !== volumeBytes) {
     throw new UsageError(`${basePath}: is an image of a ${h.volumeBytes}-byte volume with ${h.blockSize}-byte blocks; the source has ${volumeBytes} bytes in ${blockSize}-byte blocks`);
   }
 }
 
-/** The parent's content hashes, in order, from its trailer; the trailer checksum is checked when the stream ends. */
+/** Forward reader of consecutive u64 values of an image, through a window. */
+class U64Reader {
+  private buf: BigUint64Array<ArrayBufferLike> = new BigUint64Array(0);
+  private at = 0;
+  constructor(private readonly src: ImageReader['src'], private pos: number, private left: number) {}
+  /** Copies the next `n` values into `out` at `outAt`, every `stride` u64s. */
+  async take(n: number, out: BigUint64Array, outAt: number, stride: number): Promise<void> {
+    for (let i = 0; i < n; i++) {
+      if (this.at === this.buf.length) {
+        if (this.left === 0) throw new FormatError('ECORRUPT', 'the --base image\'s trailer ends early');
+        const k = Math.min(this.left, TRAILER_WINDOW / 8);
+        const b = await this.src.readAt(this.pos, 8 * k);
+        this.buf = new BigUint64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+        this.at = 0; this.pos += 8 * k; this.left -= k;
+      }
+      out[outAt + i * stride] = this.buf[this.at++]!;
+    }
+  }
+  async skip(n: number): Promise<void> {
+    const inBuf = Math.min(n, this.buf.length - this.at);
+    this.at += inBuf; n -= inBuf;
+    if (n > 0) { this.pos += 8 * n; this.left -= n; }
+  }
+}
+
+/** Checks the parent's trailer checksum: one sequential pass over the trailer. */
+async function checkTrailer(base: ImageReader): Promise<void> {
+  const f = base.footer!;
+  const sum = new Xxh64();
+  for (let pos = f.trailerOffset; pos < f.trailerOffset + f.trailerBytes; ) {
+    const n = Math.min(TRAILER_WINDOW, f.trailerOffset + f.trailerBytes - pos);
+    sum.update(await base.src.readAt(pos, n));
+    pos += n;
+  }
+  if (sum.digest() !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'the --base image\'s trailer checksum does not match (its block hashes are damaged)');
+}
+
+/**
+ * A 1.x parent has no content hashes (its 64-bit block hashes are half of one): they are computed
+ * from its frames, read once in order and each checked against its own checksum. A 1.x image is
+ * never incremental, so its content blocks are exactly its data blocks, in frame order.
+ */
+async function* hashesFromFrames(base: ImageReader): AsyncGenerator<Uint8Array> {
+  const h = base.header;
+  const per = Math.max(1, Math.floor((4 << 20) / h.frameBytes));
+  for (let i = 0; i < h.frameCount; i += per) {
+    const n = Math.min(per, h.frameCount - i);
+    const frames = await base.readFrames(i, n);
+    for (const fr of frames) {
+      if (fr instanceof Error) throw new FormatError(fr.code, `the --base image is damaged (${fr.message}): it cannot be a parent`);
+      const k = fr.byteLength / h.blockSize;
+      const out = new BigUint64Array(2 * k);
+      contentHashes(fr, h.blockSize, out, 0);
+      yield new Uint8Array(out.buffer);
+    }
+  }
+}
+
+/**
+ * The parent's 128-bit content hashes, in content order, as 16-byte chunks. A 2.0 parent (algo 1)
+ * holds them whole; a 2.1 parent (algo 2) holds the second halves, the first halves of its parent
+ * blocks after them, and a data block's first half is its block hash (the trailer's block hashes):
+ * the three lists are merged walking the parent's map. The trailer checksum is checked first.
+ */
 async function* parentHashChunks(base: ImageReader): AsyncGenerator<Uint8Array> {
   const f = base.footer!;
   const src = base.src;
+  const bm = base.map;
+  if (base.header.versionMajor < 2) { yield* hashesFromFrames(base); return; }
   const start = await base.contentHashesOffset();
   const hashesAt = start + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE;
-  const count = base.map.dataBlocks + base.map.parentBlocks;
-  const end = hashesAt + 16 * count;
-  const sum = new Xxh64();
-  const head = await src.readAt(f.trailerOffset, hashesAt - f.trailerOffset);
-  sum.update(head);
-  decodeContentHashesHead(head.subarray(start - f.trailerOffset), count);
-  for (let pos = hashesAt; pos < end; ) {
-    const n = Math.min(TRAILER_WINDOW, end - pos);
-    const b = await src.readAt(pos, n);
-    sum.update(b);
-    yield b;
-    pos += n;
+  const count = bm.dataBlocks + bm.parentBlocks;
+  const head = await src.readAt(start, SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE);
+  const algo = decodeContentHashesHead(head, count, bm.parentBlocks, base.header.versionMinor);
+  await checkTrailer(base);
+  if (algo === CONTENT_HASH_ALGO.XXH64_PAIR) {
+    const end = hashesAt + 16 * count;
+    for (let pos = hashesAt; pos < end; ) {
+      const n = Math.min(TRAILER_WINDOW, end - pos);
+      yield await src.readAt(pos, n);
+      pos += n;
+    }
+    return;
   }
-  if (end < f.trailerOffset + f.trailerBytes) sum.update(await src.readAt(end, f.trailerOffset + f.trailerBytes - end));
-  if (sum.digest() !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'the --base image\'s trailer checksum does not match (its block hashes are damaged)');
+  const blockHashes = new U64Reader(src, f.trailerOffset + TRAILER_HEADER_SIZE, base.header.controlBlocks + base.header.dataBlocks);
+  const second = new U64Reader(src, hashesAt, count);
+  const parentFirst = new U64Reader(src, hashesAt + 8 * count, bm.parentBlocks);
+  const piece = 1 << 16;
+  for (const r of bm.runs()) {
+    for (let done = 0; done < r.len; ) {
+      const n = Math.min(piece, r.len - done);
+      if (r.kind === 'control') { await blockHashes.skip(n); done += n; continue; }
+      const out = new BigUint64Array(2 * n);
+      await (r.kind === 'data' ? blockHashes : parentFirst).take(n, out, 0, 2);
+      await second.take(n, out, 1, 2);
+      yield new Uint8Array(out.buffer);
+      done += n;
+    }
+  }
 }
 
 /**

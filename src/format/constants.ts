@@ -62,7 +62,8 @@ export const RUN_KIND = { CONTROL: 1, DATA: 2, PARENT: 3 } as const;
 /** Trailer hash algorithms (u32). */
 export const HASH_ALGO = { XXH64: 1 } as const;
 /** Content hash algorithms (u32 in the content-hash section). */
-export const CONTENT_HASH_ALGO = { XXH64_PAIR: 1 } as const;
+/** 1 (2.0): 16-byte pairs; 2 (2.1): the pairs split, the seed-0 half of a data block being its trailer block hash (not repeated). */
+export const CONTENT_HASH_ALGO = { XXH64_PAIR: 1, XXH64_SPLIT: 2 } as const;
 /** The second seed of the content hash pair (the first is 0: the frames' own block hash). */
 export const CONTENT_HASH_SEED2 = 0x9e3779b97f4a7c15n;
 /** Most parents an incremental may depend on. */

@@ -44,7 +44,7 @@ export interface FixedHeaderFields {
 export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_HEADER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMGMOUNT"' },
   { name: 'versionMajor', offset: 0x08, type: 'u16', meaning: 'format major version: 2 (1 for 1.0 and 1.1 images). A reader refuses majors it does not know' },
-  { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 0 (1 for 1.1 images, whose trailer may hold an exception log). Higher minors only add fields a reader of the same major may ignore' },
+  { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 1 (0 for 2.0 images; 1 for 1.1 images, whose trailer may hold an exception log). Higher minors only add fields a reader of the same major may ignore (2.1 is the exception: see Versions)' },
   { name: 'headerSize', offset: 0x0c, type: 'u32', meaning: 'size of this fixed header in bytes: 256' },
   { name: 'flags', offset: 0x10, type: 'u32', meaning: 'header flags (table below); unknown bits: refuse' },
   { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4, 4 vfat (FAT12/16/32)' },

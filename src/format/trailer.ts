@@ -90,32 +90,44 @@ export const SECTION_HEADER = new Struct<SectionHeader>('trailer section header'
 
 export interface ContentHashesHeader { algo: number; reserved: number; count: number }
 export const CONTENT_HASHES_HEADER = new Struct<ContentHashesHeader>('content hash section', CONTENT_HASHES_HEADER_SIZE, [
-  { name: 'algo', offset: 0x00, type: 'u32', meaning: '1: xxh64 with seed 0, then xxh64 with seed 0x9E3779B97F4A7C15, each u64 LE' },
+  { name: 'algo', offset: 0x00, type: 'u32', meaning: '2 (format 2.1): split pairs, the second halves here, the first halves of data blocks in the block hashes; 1 (2.0): whole pairs' },
   { name: 'reserved', offset: 0x04, type: 'u32', meaning: 'must be zero' },
-  { name: 'count', offset: 0x08, type: 'u64', meaning: 'hashes that follow (16 bytes each): one per data and parent block, in logical order' },
+  { name: 'count', offset: 0x08, type: 'u64', meaning: 'content blocks (data and parent blocks) the section describes, in logical order' },
 ]);
 
-/** Header of the content-hash section (section header, then its own header); the hashes follow. */
-export function encodeContentHashesHead(count: number): Uint8Array {
+/** Bytes of a content-hash section's body (after the 16-byte section header), by algorithm. */
+export function contentSectionBodyBytes(algo: number, contentBlocks: number, parentBlocks: number): number {
+  return CONTENT_HASHES_HEADER_SIZE + (algo === CONTENT_HASH_ALGO.XXH64_PAIR ? 16 * contentBlocks : 8 * (contentBlocks + parentBlocks));
+}
+
+/** Header of the content-hash section (section header, then its own header), as 2.1 writes it (algo 2); the hashes follow. */
+export function encodeContentHashesHead(count: number, parentBlocks: number): Uint8Array {
   const out = new Uint8Array(SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE);
-  SECTION_HEADER.encode({ tag: TAG_CONTENT_HASHES, bytes: CONTENT_HASHES_HEADER_SIZE + 16 * count }, out, 0);
-  CONTENT_HASHES_HEADER.encode({ algo: CONTENT_HASH_ALGO.XXH64_PAIR, reserved: 0, count }, out, SECTION_HEADER_SIZE);
+  SECTION_HEADER.encode({ tag: TAG_CONTENT_HASHES, bytes: contentSectionBodyBytes(CONTENT_HASH_ALGO.XXH64_SPLIT, count, parentBlocks) }, out, 0);
+  CONTENT_HASHES_HEADER.encode({ algo: CONTENT_HASH_ALGO.XXH64_SPLIT, reserved: 0, count }, out, SECTION_HEADER_SIZE);
   return out;
 }
 
-/** Checks the head of a content-hash section (32 bytes) against the count expected. */
-export function decodeContentHashesHead(buf: Uint8Array, expectCount: number): void {
+/**
+ * Checks the head of a content-hash section (32 bytes) against the counts expected; returns its
+ * algorithm (1 in 2.0 images, 2 in 2.1 and later 2.x images).
+ */
+export function decodeContentHashesHead(buf: Uint8Array, expectCount: number, parentBlocks: number, versionMinor: number): number {
   const s = SECTION_HEADER.decode(buf);
   if (!sameBytes(s.tag, TAG_CONTENT_HASHES)) throw new FormatError('ECORRUPT', 'trailer: no content-hash section where one must be');
   const c = CONTENT_HASHES_HEADER.decode(buf, SECTION_HEADER_SIZE);
-  if (c.algo !== CONTENT_HASH_ALGO.XXH64_PAIR || c.reserved !== 0) throw new FormatError('ECORRUPT', `trailer: unknown content hash algorithm ${c.algo}`);
-  if (c.count !== expectCount || s.bytes !== CONTENT_HASHES_HEADER_SIZE + 16 * c.count) {
+  const want = versionMinor === 0 ? CONTENT_HASH_ALGO.XXH64_PAIR : CONTENT_HASH_ALGO.XXH64_SPLIT;
+  if (c.algo !== want || c.reserved !== 0) throw new FormatError('ECORRUPT', `trailer: content hash algorithm ${c.algo} in a 2.${versionMinor} image`);
+  if (c.count !== expectCount || s.bytes !== contentSectionBodyBytes(c.algo, c.count, parentBlocks)) {
     throw new FormatError('ECORRUPT', `trailer: ${c.count} content hashes, the block map has ${expectCount} content blocks`);
   }
+  return c.algo;
 }
 
 /** Bytes of the smallest valid trailer (block hashes, exception log, and in 2.x content hashes; later sections may follow). */
-export function minTrailerBytes(versionMajor: number, storedBlocks: number, contentBlocks: number, exceptionBytes = 0): number {
+export function minTrailerBytes(h: { versionMajor: number; versionMinor: number }, storedBlocks: number, contentBlocks: number, parentBlocks: number, exceptionBytes = 0): number {
   const base = TRAILER_HEADER_SIZE + 8 * storedBlocks + exceptionBytes;
-  return versionMajor >= 2 ? base + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE + 16 * contentBlocks : base;
+  if (h.versionMajor < 2) return base;
+  const algo = h.versionMinor === 0 ? CONTENT_HASH_ALGO.XXH64_PAIR : CONTENT_HASH_ALGO.XXH64_SPLIT;
+  return base + SECTION_HEADER_SIZE + contentSectionBodyBytes(algo, contentBlocks, parentBlocks);
 }

@@ -88,7 +88,7 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
  */
 function checkFooterAgainstHeader(f: Footer, h: ImageHeader, map: BlockMap): void {
   const dataEnd = dataEndOffset(h);
-  const min = minTrailerBytes(h.versionMajor, h.controlBlocks + h.dataBlocks, map.dataBlocks + map.parentBlocks);
+  const min = minTrailerBytes(h, h.controlBlocks + h.dataBlocks, map.dataBlocks + map.parentBlocks, map.parentBlocks);
   // 1.x: the block hashes, then (1.1) maybe an exception log (at least its 32-byte header, 8-byte
   // aligned); 2.x: at least the block hashes and the content hashes (an exception log and later sections may be there too)
   const extra = f.trailerBytes - min;
@@ -102,13 +102,13 @@ function checkFooterAgainstHeader(f: Footer, h: ImageHeader, map: BlockMap): voi
  * Checks and decodes a whole trailer (`bytes`: trailerBytes from trailerOffset) against its footer
  * and the image header: its checksum, its counts; the block hashes and the exception log (undefined: none).
  */
-export function decodeTrailer(bytes: Uint8Array, f: Footer, h: ImageHeader, contentBlocks?: number): { hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined } {
+export function decodeTrailer(bytes: Uint8Array, f: Footer, h: ImageHeader, content?: { blocks: number; parentBlocks: number }): { hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined } {
   if (bytes.byteLength !== f.trailerBytes || hash64(bytes) !== f.trailerChecksum) throw new FormatError('ECHECKSUM', 'trailer checksum mismatch');
   const r = decodeTrailerPrefix(bytes, f.trailerBytes, h);
   // 2.x: the content-hash section comes first after the exception log (FORMAT.md, trailer)
-  if (h.versionMajor >= 2 && contentBlocks !== undefined) {
+  if (h.versionMajor >= 2 && content !== undefined) {
     if (r.sectionsAt + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE > bytes.byteLength) throw new FormatError('ECORRUPT', 'trailer: no content-hash section where one must be');
-    decodeContentHashesHead(bytes.subarray(r.sectionsAt, r.sectionsAt + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE), contentBlocks);
+    decodeContentHashesHead(bytes.subarray(r.sectionsAt, r.sectionsAt + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE), content.blocks, content.parentBlocks, h.versionMinor);
   }
   return { hashes: r.hashes, exceptions: r.exceptions };
 }
@@ -354,7 +354,7 @@ export class ImageReader {
   private async loadTrailer(): Promise<{ hashes: BigUint64Array; exceptions: ExceptionEntry[] | undefined }> {
     if (!this.footer) throw new FormatError('ETRUNC', this.truncatedReason ?? 'image is incomplete');
     return decodeTrailer(await this.src.readAt(this.footer.trailerOffset, this.footer.trailerBytes), this.footer, this.header,
-      this.map.dataBlocks + this.map.parentBlocks);
+      { blocks: this.map.dataBlocks + this.map.parentBlocks, parentBlocks: this.map.parentBlocks });
   }
 
 
@@ -385,7 +385,7 @@ export class ImageReader {
     // The smallest trailer this header allows has no exception log: known from the footer alone,
     // so a mount still reads nothing but the footer and the header.
     const h = this.header;
-    if (this.footer && this.footer.trailerBytes === minTrailerBytes(h.versionMajor, h.controlBlocks + h.dataBlocks, this.map.dataBlocks + this.map.parentBlocks)) return undefined;
+    if (this.footer && this.footer.trailerBytes === minTrailerBytes(h, h.controlBlocks + h.dataBlocks, this.map.dataBlocks + this.map.parentBlocks, this.map.parentBlocks)) return undefined;
     // 2.x with more than that: the trailer header says whether an exception log is there
     if (this.footer && this.header.versionMajor >= 2 &&
         decodeTrailerHeader(await this.src.readAt(this.footer.trailerOffset, TRAILER_HEADER_SIZE)).exceptionBytes === 0) return undefined;

@@ -212,14 +212,32 @@ export class ImageWriter {
     const hashBytes = new Uint8Array(hashes.buffer);
     const contentCount = this.map.dataBlocks + this.map.parentBlocks;
     if (this.content.count !== contentCount) throw new InternalError(`${this.content.count} content hashes for ${contentCount} content blocks`);
-    const contentHead = encodeContentHashesHead(contentCount);
+    const contentHead = encodeContentHashesHead(contentCount, this.map.parentBlocks);
     const h = new Xxh64();
     h.update(trailerHeader).update(hashBytes).update(log).update(contentHead);
     const trailerOffset = this.sink.bytesWritten;
     await this.sink.writev(log.byteLength > 0 ? [trailerHeader, hashBytes, log, contentHead] : [trailerHeader, hashBytes, contentHead]);
-    for await (const chunk of this.content.chunks()) {
-      h.update(chunk);
-      await this.sink.write(chunk.slice()); // the store may reuse its read buffer
+    // 2.1 (algo 2): the second halves of every content hash, then the first halves of the parent
+    // blocks' (a data block's first half is its block hash above: not repeated)
+    const put = async (b: Uint8Array): Promise<void> => { h.update(b); await this.sink.write(b); };
+    for await (const chunk of this.content.chunks()) await put(halves(chunk, 1));
+    if (this.map.parentBlocks > 0) {
+      const parentRuns: { ci: number; len: number }[] = [];
+      for (const r of this.map.runs()) if (r.kind === 'parent') parentRuns.push({ ci: this.map.contentIndex(r.start), len: r.len });
+      let ci = 0, k = 0;
+      for await (const chunk of this.content.chunks()) {
+        const n = chunk.byteLength / 16;
+        const all = halves(chunk, 0);
+        const keep: Uint8Array[] = [];
+        while (k < parentRuns.length && parentRuns[k]!.ci < ci + n) {
+          const r = parentRuns[k]!;
+          const from = Math.max(r.ci, ci), to = Math.min(r.ci + r.len, ci + n);
+          keep.push(all.subarray((from - ci) * 8, (to - ci) * 8));
+          if (r.ci + r.len <= ci + n) k++; else break;
+        }
+        for (const b of keep) await put(b.slice());
+        ci += n;
+      }
     }
     await this.content.close();
     const trailerBytes = this.sink.bytesWritten - trailerOffset;
@@ -232,4 +250,12 @@ export class ImageWriter {
     this.state = 'done';
     return this.sink.bytesWritten;
   }
+}
+
+/** The first (`which` 0) or second (1) u64 of each 16-byte hash in `chunk`, as fresh bytes. */
+function halves(chunk: Uint8Array, which: 0 | 1): Uint8Array {
+  const n = chunk.byteLength / 16;
+  const out = new Uint8Array(8 * n);
+  for (let i = 0; i < n; i++) out.set(chunk.subarray(16 * i + 8 * which, 16 * i + 8 * which + 8), 8 * i);
+  return out;
 }

@@ -122,8 +122,8 @@ else {
   for (const mode of ['hash', 'metadata'] as const) {
   const points: Point[] = [];
   const chain = join(work, `chain-${mode}`);
-  await mkdir(chain);
   await t.test(`--changes=${mode}: five points, each backed up incrementally`, async (t) => {
+    await mkdir(chain);
     for (let k = 0; k < vols.length; k++) {
       const img = join(chain, `p${k}.imgx`);
       const args = k === 0 ? ['--json', vols[k]!.vol, img] : ['--json', '--base', points[k - 1]!.img, `--changes=${mode}`, vols[k]!.vol, img];

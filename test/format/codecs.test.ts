@@ -4,6 +4,7 @@ import {
   BlockMap, EXCEPTION_ENTRY, EXCEPTION_LOG_HEADER, FIXED_HEADER, FOOTER, FRAME_HEADER, HEADER_END, MAP_RUN, TRAILER_HEADER, decodeBlockMap, decodeFixedHeader,
   PARENTS_HEADER, PARENT_ENTRY, REF_ENTRY, SECTION_HEADER, CONTENT_HASHES_HEADER, encodeParents, decodeParents, encodeRefs, decodeRefs,
   decodeFooter, decodeFrameHeader, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, controlOffsetFor,
+  parentsTableChanges, encodeContentHashesHead, decodeContentHashesHead, minTrailerBytes,
   type MapRun, type Struct,
 } from '../../src/format/index.js';
 import { ImgError } from '../../src/errors/index.js';
@@ -197,6 +198,13 @@ t.test('2.0 parents table and parent-run references round-trip and refuse bad in
   const magic = buf.slice(); magic[0] = 0;
   t.throws(() => decodeParents(magic, ok), { code: 'EMAGIC' });
   t.throws(() => decodeParents(buf.subarray(0, 100), ok), { code: 'ETRUNC' });
+  // 2.1: how the changes were found (the 2.0 reserved field): 0 hash, 1 metadata, others refused
+  t.equal(parentsTableChanges(buf), 'hash', 'encodeParents defaults to hash');
+  const meta = encodeParents([entry], 'metadata');
+  t.equal(decodeParents(meta, ok).length, 1);
+  t.equal(parentsTableChanges(meta), 'metadata', 'metadata round-trips');
+  const odd = meta.slice(); odd[0x0c] = 2;
+  t.throws(() => decodeParents(odd, ok), { code: 'ECORRUPT' }, 'unknown change detection value');
   const refs = encodeRefs([{ parent: 1, srcIndex: 5 }, { parent: 0, srcIndex: 2 ** 40 }]);
   t.same(decodeRefs(refs, 2, 2), [{ parent: 1, srcIndex: 5 }, { parent: 0, srcIndex: 2 ** 40 }]);
   t.throws(() => decodeRefs(refs, 2, 1), { code: 'ECORRUPT' }, 'a reference to a parent not in the table');
@@ -207,4 +215,27 @@ t.test('2.0 parents table and parent-run references round-trip and refuse bad in
   t.same(map.locate(5), { kind: 'parent', index: 10, runLeft: 2, parent: 0 });
   t.equal(map.contentIndex(6), 2);
   t.equal(map.parentBlocks, 3);
+});
+
+t.test('2.1 content-hash section: split pairs (8 bytes per content block + 8 per parent block); 2.0 whole pairs still read', async (t) => {
+  const head = encodeContentHashesHead(100, 30);
+  t.equal(decodeContentHashesHead(head, 100, 30, 1), 2, 'algo 2 in a 2.1 image');
+  const size = new DataView(head.buffer).getBigUint64(8, true);
+  t.equal(Number(size), 16 + 8 * (100 + 30), 'body: 16 + 8 x (content + parent blocks)');
+  t.throws(() => decodeContentHashesHead(head, 100, 31, 1), { code: 'ECORRUPT' }, 'parent count disagrees with the size');
+  t.throws(() => decodeContentHashesHead(head, 101, 30, 1), { code: 'ECORRUPT' }, 'content count disagrees');
+  t.throws(() => decodeContentHashesHead(head, 100, 30, 0), { code: 'ECORRUPT' }, 'algo 2 in a 2.0 image');
+  // a 2.0 head: algo 1, 16 bytes a content block
+  const v20 = head.slice();
+  const dv = new DataView(v20.buffer);
+  dv.setBigUint64(8, BigInt(16 + 16 * 100), true);
+  dv.setUint32(16, 1, true);
+  t.equal(decodeContentHashesHead(v20, 100, 30, 0), 1, 'algo 1 in a 2.0 image');
+  t.throws(() => decodeContentHashesHead(v20, 100, 30, 1), { code: 'ECORRUPT' }, 'algo 1 in a 2.1 image');
+  // a full image's hashes: 16 bytes per stored 4 KiB block (0.39%) in 2.1, 24 (0.59%) in 2.0
+  const stored = 1 << 20, control = 1000;
+  const t21 = minTrailerBytes({ versionMajor: 2, versionMinor: 1 }, stored, stored - control, 0);
+  const t20 = minTrailerBytes({ versionMajor: 2, versionMinor: 0 }, stored, stored - control, 0);
+  t.ok(t21 / (stored * 4096) < 0.004, `2.1 trailer ${t21} B = ${(100 * t21 / (stored * 4096)).toFixed(3)}% of the data`);
+  t.ok(t20 / (stored * 4096) > 0.0058, `2.0 trailer ${t20} B = ${(100 * t20 / (stored * 4096)).toFixed(3)}% of the data`);
 });
