@@ -2,7 +2,11 @@
  * imgbackup SRC IMG: argument parsing and output only; the work is src/backup/backup.ts. A file
  * IMG appears only when complete (FileSink); SIGINT/SIGTERM remove the partial one (exit 130).
  */
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { consolidate, type ConsolidateResult } from '../backup/consolidate.js';
+import { ImageStack } from '../volume/image-stack.js';
+import { MAGIC_HEADER } from '../format/index.js';
 import { InterruptedError, UsageError } from '../errors/index.js';
 import { backup, type BackupResult } from '../backup/backup.js';
 import { checkSource } from '../backup/source-check.js';
@@ -28,6 +32,62 @@ function createdSec(): number | undefined {
   return Number(e);
 }
 
+/** True when `path` is a regular file that starts like an imgmount image (SRC is then consolidated). */
+async function isImage(path: string): Promise<boolean> {
+  const st = await stat(path).catch(() => undefined);
+  if (!st?.isFile() || st.size < 8) return false;
+  const fh = await open(path, 'r').catch(() => undefined);
+  if (!fh) return false;
+  try {
+    const b = Buffer.alloc(8);
+    await fh.read(b, 0, 8, 0);
+    return b.equals(Buffer.from(MAGIC_HEADER));
+  } finally { await fh.close(); }
+}
+
+/** imgbackup IMG OUT: a standalone full image of the point IMG (an image of a chain) describes. */
+async function consolidateCli(srcPath: string, imgPath: string, o: { allBlocks?: boolean; uuid?: string; force?: boolean; freeze?: boolean; live?: boolean;
+  json?: boolean; quiet?: boolean; base?: string; changes?: string; parents: string[] }): Promise<number> {
+  for (const [set, name] of [[o.base, '--base'], [o.changes, '--changes'], [o.allBlocks, '--all-blocks'], [o.freeze, '--freeze'], [o.live, '--live']] as const) {
+    if (set !== undefined && set !== false) throw new UsageError(`${name} does not apply when SRC is an image (${srcPath} is consolidated into a full image)`);
+  }
+  if (o.json && imgPath === '-') throw new UsageError('--json needs stdout, which IMG - uses for the image');
+  if (imgPath === '-' && process.stdout.isTTY) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
+  const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : randomBytes(16);
+  const started = process.hrtime.bigint();
+  // the image and every parent it needs are found and identified before OUT is created
+  const stack = await about(srcPath, () => ImageStack.open(srcPath, { parentDirs: o.parents }));
+  let result: ConsolidateResult;
+  const progress = new Progress('imgbackup');
+  try {
+    if (imgPath !== '-') await refuseSameFile(srcPath, imgPath);
+    const sink: Sink = imgPath === '-' ? new StdoutSink() : await FileSink.create(imgPath, !!o.force);
+    const stopHandling = sink instanceof FileSink ? onInterrupt('imgbackup', () => sink.interrupt(new InterruptedError())) : () => undefined;
+    try {
+      result = await about(srcPath, () => consolidate(stack, sink, { writer: `imgbackup ${VERSION}`, imageUuid, onProgress: (d, t) => progress.update(d, t) }));
+      await sink.close();
+    } catch (e) {
+      await sink.abort();
+      throw e;
+    } finally {
+      stopHandling();
+      progress.done();
+    }
+  } finally {
+    await stack.close();
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, consolidated: true, ...result }, null, 2) + '\n');
+  } else if (!o.quiet) {
+    const out = imgPath === '-' ? process.stderr : process.stdout;
+    out.write(`${srcPath}: consolidated: ${result.controlBlocks} control + ${result.dataBlocks} data blocks ` +
+      `(${result.fromParents} from ${result.parentsRead} parent image(s)), point of ${new Date(result.createdSec * 1000).toISOString()}\n` +
+      `image ${imgPath}: ${formatBytes(result.imageBytes)} (header ${formatBytes(result.headerBytes)}), a full image, in ${seconds.toFixed(2)} s\n`);
+  }
+  return 0;
+}
+
 async function main(): Promise<number> {
   const cmd = program('imgbackup', 'Write a logical image of a volume: control blocks first, then the used data blocks in block order.')
     .argument('<SRC>', 'volume to back up: a block device or a raw image file (only read)')
@@ -45,6 +105,7 @@ async function main(): Promise<number> {
     .option('-q, --quiet', 'no summary')
     .parse();
   const [srcPath, imgPath] = cmd.args as [string, string];
+  if (await isImage(srcPath)) return consolidateCli(srcPath, imgPath, cmd.opts());
   const o = cmd.opts<{ allBlocks?: boolean; uuid?: string; force?: boolean; freeze?: boolean; live?: boolean; freezeTimeout: string; json?: boolean; quiet?: boolean;
     base?: string; changes?: string; parents: string[] }>();
   if (o.changes !== undefined && o.changes !== 'hash' && o.changes !== 'metadata') throw new UsageError(`--changes ${o.changes}: say 'metadata' or 'hash'`);

@@ -2,10 +2,11 @@
  * imginfo IMG: what an image holds; --verify reads it all and checks every checksum. For an
  * incremental image: its parents (from its header), found by UUID next to IMG and in --parents
  * DIRs and identified (a missing or wrong one is a one-line error); --verify also checks every
- * parent frame this point uses. --exceptions lists a --live backup's exception log.
+ * parent frame this point uses. --exceptions lists a --live backup's exception log. --chain lists
+ * the points from the full image to IMG, following each image's direct parent (each header read).
  */
 import { fsTypeName, fieldText, reasonNames, type ExceptionEntry } from '../format/index.js';
-import { isImgError } from '../errors/index.js';
+import { FormatError, isImgError } from '../errors/index.js';
 import { ImageReader } from '../image/image-reader.js';
 import { openParents, uuidText, type ParentImage } from '../image/parent-images.js';
 import { verifyImage, verifyParents, type VerifyResult } from '../image/verify.js';
@@ -26,10 +27,12 @@ async function main(): Promise<number> {
     .option('--exceptions', 'list the files in the exception log of a --live backup (their data may not match the header)')
     .option('--parents <DIR>', "an incremental IMG: also look for its parent images in DIR (repeatable; IMG's own directory is searched first)",
       (v: string, a: string[]) => [...a, v], [] as string[])
+    .option('--chain', 'list the points in time from the full image to IMG (time, source, changed blocks, bytes stored, how changes were found)')
     .option('--json', 'print JSON')
     .parse();
   const [path] = cmd.args as [string];
-  const o = cmd.opts<{ verify?: boolean; exceptions?: boolean; json?: boolean; parents: string[] }>();
+  const o = cmd.opts<{ verify?: boolean; exceptions?: boolean; json?: boolean; chain?: boolean; parents: string[] }>();
+  if (o.chain) return chain(path, o);
   const src = await about(path, () => FileSource.open(path));
   let opened: ParentImage[] = [];
   try {
@@ -129,6 +132,55 @@ async function main(): Promise<number> {
     await src.close();
     for (const p of opened) await p.src.close().catch(() => undefined);
   }
+}
+
+interface ChainPoint {
+  image: string; imageUuid: string; created: string; source: string; formatVersion: string;
+  /** 'full', or how an incremental's changes were found */
+  changes: 'full' | 'hash' | 'metadata';
+  /** data blocks stored in this image (an incremental: the changed ones) */
+  changedBlocks: number; parentBlocks: number; controlBlocks: number; bytesStored: number;
+}
+
+/** --chain: from IMG back through each direct parent to the full image; printed oldest first. */
+async function chain(path: string, o: { json?: boolean; parents: string[] }): Promise<number> {
+  const points: ChainPoint[] = [];
+  const seen = new Set<string>();
+  let cur = path;
+  for (;;) {
+    const src = await about(cur, () => FileSource.open(cur));
+    try {
+      const img = await about(cur, () => ImageReader.open(src));
+      const h = img.header;
+      const id = uuid(h.imageUuid);
+      if (seen.has(id)) throw new FormatError('ECORRUPT', `${cur}: the chain loops back to image ${id}`);
+      seen.add(id);
+      points.push({
+        image: cur, imageUuid: id, created: new Date(h.createdSec * 1000).toISOString(), source: fieldText(h.sourceName),
+        formatVersion: `${h.versionMajor}.${h.versionMinor}`, changes: h.incremental ? img.changes ?? 'hash' : 'full',
+        changedBlocks: h.dataBlocks, parentBlocks: img.map.parentBlocks, controlBlocks: h.controlBlocks, bytesStored: src.sizeBytes,
+      });
+      if (!img.parents.length) break;
+      // the direct parent (entry 0), found and identified as every reader does
+      const opened = await about(cur, () => openParents(img, { imagePath: cur, dirs: o.parents }));
+      for (const p of opened) await p.src.close().catch(() => undefined);
+      cur = opened[0]!.path;
+    } finally {
+      await src.close();
+    }
+  }
+  points.reverse();
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ image: path, points }, null, 2) + '\n');
+    return EXIT.OK;
+  }
+  const lines = [`chain of ${path}: ${points.length} point(s), oldest first`];
+  points.forEach((p, i) => lines.push(
+    `${String(i).padStart(3)}  ${p.created}  ${p.source}  ${p.changes === 'full' ? 'full' : `incremental (${p.changes})`}, ` +
+    `${p.changedBlocks} ${p.changes === 'full' ? 'data' : 'changed'} blocks stored${p.parentBlocks ? `, ${p.parentBlocks} in parents` : ''}, ` +
+    `${formatBytes(p.bytesStored)}  ${p.image}`));
+  process.stdout.write(lines.join('\n') + '\n');
+  return EXIT.OK;
 }
 
 await run('imginfo', main);

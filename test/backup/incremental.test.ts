@@ -239,12 +239,76 @@ else {
     t.equal(info.changes, mode, `imginfo says ${mode}`);
     const text = await runCli('imginfo', [points[4]!.img]);
     t.match(text.stdout.toString(), mode === 'metadata' ? /changes found from metadata/ : /changes found by content hash/);
+    // --chain: the points from the full image to this one, oldest first
+    const c = await runCli('imginfo', ['--chain', '--json', points[4]!.img]);
+    t.equal(c.status, 0, `imginfo --chain ${c.stderr}`);
+    const ch = JSON.parse(c.stdout.toString()) as { points: { image: string; changes: string; changedBlocks: number; bytesStored: number; source: string }[] };
+    t.same(ch.points.map((p) => p.image), points.map((p) => p.img), 'every point, oldest first');
+    t.same(ch.points.map((p) => p.changes), ['full', mode, mode, mode, mode], 'full, then how each incremental was made');
+    for (let k = 0; k < points.length; k++) {
+      t.equal(ch.points[k]!.bytesStored, points[k]!.imgBytes, `point ${k}: bytes stored`);
+      t.equal(ch.points[k]!.changedBlocks, (await listedBlocks(points[k]!.img)).stored, `point ${k}: blocks stored`);
+      t.equal(ch.points[k]!.source, `point${k}.vol`, `point ${k}: source`);
+    }
+    const ct = await runCli('imginfo', ['--chain', points[2]!.img]);
+    t.match(ct.stdout.toString(), /3 point\(s\), oldest first/, 'text: the chain of point 2 has 3 points');
     t.ok(info.parents.length >= 1 && info.parents.length <= 4, `${info.parents.length} parents`);
     t.equal(info.parents[0]!.path, points[3]!.img, 'the direct parent first');
     t.ok(info.parents[0]!.direct);
   });
 
   if (mode === 'hash') continue;
+  t.test('consolidation: imgbackup IMG OUT of a point is block for block a full backup of it, and needs no parent', async (t) => {
+    for (const k of [2, 4]) {
+      const lone = join(work, `lone${k}`);
+      await mkdir(lone);
+      const out = join(lone, `c${k}.imgx`);
+      const r = await runCli('imgbackup', ['--json', points[k]!.img, out]);
+      t.equal(r.status, 0, `point ${k}: consolidated ${r.stderr}`);
+      const j = JSON.parse(r.stdout.toString()) as { consolidated: boolean; fromParents: number };
+      t.ok(j.consolidated && j.fromParents > 0, `point ${k}: ${j.fromParents} blocks came from parents`);
+      const full = join(work, `cfull${k}.imgx`);
+      t.equal((await runCli('imgbackup', ['-q', points[k]!.vol, full])).status, 0);
+      const a = await listedBlocks(out), b = await listedBlocks(full);
+      t.same([...a.control].sort((x, y) => x - y), [...b.control].sort((x, y) => x - y), `point ${k}: the same control blocks as a full backup`);
+      t.same([...a.content].sort((x, y) => x - y), [...b.content].sort((x, y) => x - y), `point ${k}: the same data blocks as a full backup`);
+      t.equal(a.stored, b.stored, `point ${k}: every data block stored in it`);
+      const info = JSON.parse((await runCli('imginfo', ['--json', out])).stdout.toString()) as { incremental: boolean; parents: unknown[]; source: string };
+      t.notOk(info.incremental, 'not an incremental');
+      t.equal(info.parents.length, 0, 'no parents');
+      t.equal(info.source, `point${k}.vol`, 'the point\'s source name');
+      // alone in its directory: volume restore equals the source on every listed block, tagged restore and mount equal the tree
+      const target = join(work, `cons${k}.vol`);
+      const rv = await runCli('imgrestore', ['-q', '--volume', out, target]);
+      t.equal(rv.status, 0, `point ${k}: volume restore without parents ${rv.stderr}`);
+      const { differ, listed } = await differingListed(out, points[k]!.vol, target);
+      t.same(differ, [], `point ${k}: all ${listed} listed blocks equal the source's`);
+      await rm(target);
+      const tagged = join(work, `cons${k}-out`);
+      const rt = await runCli('imgrestore', ['-q', out, '-C', tagged, '/']);
+      t.equal(rt.status, 0, `point ${k}: tagged restore without parents ${rt.stderr}`);
+      t.same(compareManifests(points[k]!.manifest, await manifestOfTree(tagged), { ignorePaths: ['/lost+found'] }), [], `point ${k}: restored tree = source`);
+      const m = await runCli('imgmount', ['--cache-dir', cacheDir, out, mnt]);
+      t.equal(m.status, 0, `point ${k}: mounted without parents ${m.stderr}`);
+      try {
+        t.same(compareManifests(points[k]!.manifest, await manifestOfTree(mnt), { ignorePaths: ['/lost+found'] }), [], `point ${k}: mounted tree = source`);
+      } finally {
+        await runCli('imgmount', ['--cache-dir', cacheDir, '-u', mnt]);
+      }
+      t.equal((await runCli('imginfo', ['--verify', out])).status, 0, `point ${k}: imginfo --verify`);
+      // a consolidated image can be the --base of the next point
+      if (k === 2) {
+        const next = join(lone, 'n3.imgx');
+        const rn = await runCli('imgbackup', ['-q', '--base', out, points[3]!.vol, next]);
+        t.equal(rn.status, 0, `an incremental on the consolidated image ${rn.stderr}`);
+        const o3 = join(work, 'cons-next-out');
+        t.equal((await runCli('imgrestore', ['-q', next, '-C', o3, '/'])).status, 0);
+        t.same(compareManifests(points[3]!.manifest, await manifestOfTree(o3), { ignorePaths: ['/lost+found'] }), [], 'point 3 on the consolidated point 2 = source');
+      }
+      await rm(full);
+    }
+  });
+
   t.test('a missing, foreign, rebuilt or modified parent: one-line error naming it, nothing mounted or written', async (t) => {
     const alone = join(work, 'alone');
     await mkdir(alone);
