@@ -95,6 +95,17 @@ read -r CTRL CHG HDR < <(node -e "const j=require('$WORK/inc-meta.json'); consol
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 mib() { awk -v a="$1" 'BEGIN { printf "%.1f MiB", a / 1048576 }'; }
 
+cat <<EOF
+volume ${SIZE_MB} MiB, ${FILL}% full; change-volume.sh 1; median of $RUNS run(s), cold caches
+| row | time | read from source | image / output | vs full imgbackup |
+| --- | --- | --- | --- | --- |
+| imgbackup (full) of point 1 | ${F} ms | $(mib "$FR") | $(mib "$(size "$WORK/full1.imgm")") | 1 |
+| imgbackup --base --changes=metadata | ${MM} ms | $(mib "$MR") (control $(mib "$CTRL") + changed $(mib "$CHG"): $(ratio "$MR" "$((CTRL + CHG))")x) | $(mib "$(size "$WORK/inc-meta.imgm")") (header $(mib "$HDR")) | time $(ratio "$MM" "$F")x (target <= 0.15) |
+| imgbackup --base --changes=hash | ${H} ms | $(mib "$HR") | $(mib "$(size "$WORK/inc-hash.imgm")") | time $(ratio "$H" "$F")x (target <= 1.1) |
+| dump -1 (after dump -0) | ${D} ms | $(mib "$DR") | $(mib "$(size "$WORK/dump1")") | metadata/dump: $(ratio "$MM" "$D")x |
+| restic backup (2nd snapshot) | ${R} ms | $(mib "$RR") | repository +$(mib "$RGROW") | metadata/restic: $(ratio "$MM" "$R")x |
+EOF
+
 echo "== points 2..4 (change-volume.sh 1 with seeds 2..4), an incremental each (metadata)" >&2
 prev=$WORK/inc-meta.imgm
 detach "$L1"
@@ -125,14 +136,6 @@ done
 IL=$(M "${ils[@]}") IF=$(M "${ifind[@]}") FL=$(M "${fls[@]}") FF=$(M "${ffind[@]}")
 
 cat <<EOF
-volume ${SIZE_MB} MiB, ${FILL}% full; change-volume.sh 1; median of $RUNS run(s), cold caches
-| row | time | read from source | image / output | vs full imgbackup |
-| --- | --- | --- | --- | --- |
-| imgbackup (full) of point 1 | ${F} ms | $(mib "$FR") | $(mib "$(size "$WORK/full1.imgm")") | 1 |
-| imgbackup --base --changes=metadata | ${MM} ms | $(mib "$MR") (control $(mib "$CTRL") + changed $(mib "$CHG"): $(ratio "$MR" "$((CTRL + CHG))")x) | $(mib "$(size "$WORK/inc-meta.imgm")") (header $(mib "$HDR")) | time $(ratio "$MM" "$F")x (target <= 0.15) |
-| imgbackup --base --changes=hash | ${H} ms | $(mib "$HR") | $(mib "$(size "$WORK/inc-hash.imgm")") | time $(ratio "$H" "$F")x (target <= 1.1) |
-| dump -1 (after dump -0) | ${D} ms | $(mib "$DR") | $(mib "$(size "$WORK/dump1")") | metadata/dump: $(ratio "$MM" "$D")x |
-| restic backup (2nd snapshot) | ${R} ms | $(mib "$RR") | repository +$(mib "$RGROW") | metadata/restic: $(ratio "$MM" "$R")x |
 | imgmount 5th point -> first ls | ${IL} ms | | | vs full image ${FL} ms: $(ratio "$IL" "$FL")x (target <= 1.1) |
 | imgmount 5th point: find | ${IF} ms | | | vs full image ${FF} ms: $(ratio "$IF" "$FF")x (target <= 1.1) |
 EOF
