@@ -8,6 +8,9 @@
 import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { classifyVolume, type Classification } from '../fs/detect.js';
+import { classifyDisk, probeDisk } from '../disk/classify-disk.js';
+import { UnsupportedError } from '../errors/index.js';
+import type { DiskTable } from '../format/index.js';
 import { RunList, type Run } from '../fs/run-list.js';
 import { contentHashes, type MapRun } from '../format/index.js';
 import { ImageWriter } from '../image/image-writer.js';
@@ -61,13 +64,18 @@ export interface BackupResult {
   readRequests: number;
   imageUuid: string;
   warnings: string[];
+  /** A whole disk: its partitions. */
+  disk?: DiskTable;
   /** Incrementals: how changes were found, the data blocks stored (changed) and those left to parents. */
   incremental?: { changes: 'hash'; changedBlocks: number; parentBlocks: number; parents: number; hashSeconds: number; spilled: boolean };
 }
 
 export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions): Promise<BackupResult> {
   const log = opts.log ?? (() => undefined);
-  const cls = await classifyVolume(src, log);
+  // a whole disk: its partition table, then each partition by its own driver
+  const table = await probeDisk(src);
+  if (table && opts.base) throw new UnsupportedError('incremental backups of whole disks are not supported yet: back up each partition');
+  const cls = table ? await classifyDisk(src, table, log) : await classifyVolume(src, log);
   const { blockSize, blockCount } = cls;
   const used = opts.allBlocks ? new RunList().add(0, blockCount) : cls.used.clip(blockCount);
   const control = cls.control.clip(blockCount);
@@ -98,6 +106,7 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
     fsUuid: cls.fsUuid ? Buffer.from(cls.fsUuid.replace(/-/g, ''), 'hex') : new Uint8Array(16), fsLabel: cls.label,
     sourceName: basename(src.name), writer: opts.writer, allBlocks: !!opts.allBlocks, runs,
     ...(plan ? { parents: plan.parents, contentHashes: plan.hashes } : {}),
+    ...(cls.disk ? { disk: cls.disk } : {}),
   });
 
   const controlArea = await gatherControl(src, cls, control, plan ? () => undefined : progress);
@@ -130,7 +139,7 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
     usedBlocks: used.blockCount, controlBlocks: control.blockCount, dataBlocks: data.blockCount,
     unusedBlocks: blockCount - used.blockCount, headerBytes, imageBytes,
     bytesRead: src.stats.bytesRead, readRequests: src.stats.reads,
-    imageUuid: Buffer.from(imageUuid).toString('hex'), warnings: cls.warnings,
+    imageUuid: Buffer.from(imageUuid).toString('hex'), warnings: cls.warnings, ...(cls.disk ? { disk: cls.disk } : {}),
     ...(plan ? { incremental: { changes: 'hash' as const, changedBlocks: plan.changedBlocks, parentBlocks: plan.parentBlocks, parents: plan.parents.length, hashSeconds, spilled: plan.hashes.spilled } } : {}),
   };
 }

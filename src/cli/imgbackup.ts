@@ -2,6 +2,7 @@
  * imgbackup SRC IMG: argument parsing and output only; the work is src/backup/backup.ts. A file
  * IMG appears only when complete (FileSink); SIGINT/SIGTERM remove the partial one (exit 130).
  */
+import { diskJson, partitionLines } from '../disk/partition-info.js';
 import { stat } from 'node:fs/promises';
 import { InterruptedError, UsageError } from '../errors/index.js';
 import { backup, type BackupResult } from '../backup/backup.js';
@@ -126,12 +127,14 @@ async function main(): Promise<number> {
   if (o.json) {
     const freeze = hold.frozen.length > 0 ? { mountPoints: hold.frozen.map((f) => f.mountPoint), ms: Math.round(frozenMs), ...(lr ? { endMs: Math.round(lr.endFreezeMs) } : {}) } : null;
     const liveJson = lr ? { files: lr.files, scans: lr.scans, exceptionCount: lr.exceptions.length, exceptions: lr.exceptions } : null;
-    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, live: liveJson, ...result }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, live: liveJson, ...result,
+      ...(result.disk ? { disk: diskJson(result.disk) } : {}) }, null, 2) + '\n');
   } else if (!o.quiet) {
     const out = imgPath === '-' ? process.stderr : process.stdout;
     out.write(`${srcPath}: ${result.fsType}, ${formatBytes(result.volumeBytes)}, ${result.blockSize}-byte blocks\n` +
       `stored ${result.controlBlocks} control + ${result.dataBlocks} data blocks (${formatBytes((result.controlBlocks + result.dataBlocks) * result.blockSize)}), ` +
       `skipped ${result.unusedBlocks} unused\n` +
+      (result.disk ? `${result.disk.scheme.toUpperCase()} partition table:\n${partitionLines(result.disk, formatBytes).join('\n')}\n` : '') +
       (result.incremental ? `incremental of ${o.base}: ${result.incremental.changedBlocks} changed data blocks stored, ` +
         `${result.incremental.parentBlocks} unchanged left to ${result.incremental.parents} parent image(s) (changes found by hash)\n` : '') +
       `image ${imgPath}: ${formatBytes(result.imageBytes)} (header ${formatBytes(result.headerBytes)}) in ${seconds.toFixed(2)} s\n` +

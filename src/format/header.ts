@@ -14,6 +14,8 @@ import {
 } from './constants.js';
 import { Struct } from './struct.js';
 import { maxIncrementalControlOffset } from './parents.js';
+import { maxDiskControlOffset } from './disk-table.js';
+import { DISK_TABLE_HEADER_SIZE, FORMAT_MINOR_DISK } from './constants.js';
 
 export interface FixedHeaderFields {
   magic: Uint8Array;
@@ -44,10 +46,10 @@ export interface FixedHeaderFields {
 export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_HEADER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMGMOUNT"' },
   { name: 'versionMajor', offset: 0x08, type: 'u16', meaning: 'format major version: 2 (1 for 1.0 and 1.1 images). A reader refuses majors it does not know' },
-  { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 0 (1 for 1.1 images, whose trailer may hold an exception log). Higher minors only add fields a reader of the same major may ignore' },
+  { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 0 (1 for 1.1 images, whose trailer may hold an exception log; 1 for 2.1 whole-disk images). Higher minors only add fields a reader of the same major may ignore' },
   { name: 'headerSize', offset: 0x0c, type: 'u32', meaning: 'size of this fixed header in bytes: 256' },
   { name: 'flags', offset: 0x10, type: 'u32', meaning: 'header flags (table below); unknown bits: refuse' },
-  { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4, 4 vfat (FAT12/16/32)' },
+  { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4, 4 vfat (FAT12/16/32), 5 disk (a partitioned whole disk, 2.1)' },
   { name: 'imageUuid', offset: 0x18, type: 'bytes16', meaning: 'random (or --uuid) identity of this image; cache key' },
   { name: 'createdSec', offset: 0x28, type: 'u64', meaning: 'creation time, seconds since 1970 UTC (SOURCE_DATE_EPOCH when set)' },
   { name: 'blockSize', offset: 0x30, type: 'u32', meaning: 'bytes per block: a power of two, 512 to 65536' },
@@ -93,6 +95,8 @@ export interface ImageHeader extends FixedHeaderFields {
   allBlocks: boolean;
   /** Format 2.0 incremental: a parents table follows the map. */
   incremental: boolean;
+  /** Format 2.1 whole disk: a disk table follows the map. */
+  disk: boolean;
 }
 
 const isPow2 = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
@@ -110,7 +114,8 @@ const FIXED_AT = FIXED_HEADER.at;
 
 export function encodeFixedHeader(h: Omit<FixedHeaderFields, 'checksum' | 'magic' | 'headerSize' | 'versionMajor' | 'versionMinor'>): Uint8Array {
   // parents table, references and control blocks are placed by the caller (incrementalLayout)
-  const buf = FIXED_HEADER.encode({ ...h, magic: MAGIC_HEADER, versionMajor: FORMAT_MAJOR, versionMinor: FORMAT_MINOR,
+  const minor = h.flags & HEADER_FLAGS.DISK ? FORMAT_MINOR_DISK : FORMAT_MINOR;
+  const buf = FIXED_HEADER.encode({ ...h, magic: MAGIC_HEADER, versionMajor: FORMAT_MAJOR, versionMinor: minor,
     headerSize: FIXED_HEADER_SIZE, checksum: 0n } as FixedHeaderFields);
   // the checksum covers every byte before its own field
   new DataView(buf.buffer, buf.byteOffset).setBigUint64(FIXED_AT.checksum, hash64(buf.subarray(0, FIXED_AT.checksum)), true);
@@ -144,6 +149,9 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
   if (h.blockCount !== Math.ceil(h.volumeBytes / h.blockSize) || h.blockCount > LIMITS.blockCountMax) bad('block count does not match the volume size');
   if (h.controlBlocks + h.dataBlocks > h.blockCount) bad('more stored blocks than the volume has');
   const incremental = (h.flags & HEADER_FLAGS.INCREMENTAL) !== 0;
+  const disk = (h.flags & HEADER_FLAGS.DISK) !== 0;
+  if (disk !== (fsTypeName(h.fsType) === 'disk')) bad('the DISK flag and the disk filesystem type go together');
+  if (disk && incremental) bad('a whole-disk image cannot be incremental');
   // an incremental's map also lists the blocks its parents hold
   if (h.mapRuns > (incremental ? h.blockCount : h.controlBlocks + h.dataBlocks)) bad('more map runs than stored blocks');
   if (h.mapOffset !== FIXED_HEADER_SIZE) bad(`map offset ${h.mapOffset}`);
@@ -151,6 +159,9 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
     // the exact offset needs the parents table and the map (parseHeader checks it); here: a bound
     if (h.controlOffset % CONTROL_ALIGN !== 0 || h.controlOffset < FIXED_HEADER_SIZE + MAP_RUN_SIZE * h.mapRuns + PARENTS_HEADER_SIZE ||
         h.controlOffset > maxIncrementalControlOffset(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
+  } else if (disk) {
+    if (h.controlOffset % CONTROL_ALIGN !== 0 || h.controlOffset < FIXED_HEADER_SIZE + MAP_RUN_SIZE * h.mapRuns + DISK_TABLE_HEADER_SIZE ||
+        h.controlOffset > maxDiskControlOffset(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
   } else if (h.controlOffset !== controlOffsetFor(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
   if (h.headerEndOffset !== h.controlOffset + h.controlBlocks * h.blockSize) bad(`header end offset ${h.headerEndOffset}`);
   const dataOffset = h.headerEndOffset + HEADER_END_SIZE;
@@ -159,7 +170,7 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
       { needBytes: dataOffset, haveBytes: imageBytes });
   }
   const frameBytes = FRAME_HEADER_SIZE + h.frameBlocks * h.blockSize;
-  return { ...h, dataOffset, frameBytes, frameCount: Math.ceil(h.dataBlocks / h.frameBlocks), allBlocks: (h.flags & HEADER_FLAGS.ALL_BLOCKS) !== 0, incremental };
+  return { ...h, dataOffset, frameBytes, frameCount: Math.ceil(h.dataBlocks / h.frameBlocks), allBlocks: (h.flags & HEADER_FLAGS.ALL_BLOCKS) !== 0, incremental, disk };
 }
 
 export function encodeHeaderEnd(headerBytes: number, checksum: bigint): Uint8Array {

@@ -11,11 +11,14 @@ import { classifyFat, probeFat } from './fat/index.js';
 import { isExtSuperblock, SUPERBLOCK_OFFSET } from './ext4/layout/index.js';
 import { RunList } from './run-list.js';
 import type { BlockClassification } from './types.js';
+import type { DiskTable } from '../format/index.js';
 
 export interface Classification extends BlockClassification {
   /** Control-block contents the driver already read (so the backup does not read them again). */
   controlData: Map<number, Uint8Array>;
   recognised: boolean;
+  /** A whole disk (fsType disk): its partitions (src/disk/classify-disk.ts). */
+  disk?: DiskTable;
 }
 
 export async function classifyVolume(src: RandomSource, log: (m: string) => void = () => undefined): Promise<Classification> {

@@ -190,7 +190,8 @@ export class MountDaemon {
       if (fsType === undefined || fsType === 'raw') {
         throw new UnsupportedError(`${image}: no filesystem tree in this image (backed up as a raw volume): mount it with --volume`);
       }
-      const tree = await openTree(opened.top, fsType, { log, cacheBytes: TREE_CACHE_BYTES });
+      const disk = opened.reader.disk && { table: opened.reader.disk, blockSize: h.blockSize, createdSec: h.createdSec };
+      const tree = await openTree(opened.top, fsType, { log, cacheBytes: TREE_CACHE_BYTES, ...(disk ? { disk } : {}) });
       timings.treeOpened = since();
       journalNotice = tree.journalReport?.notice;
       // a --live image's exception log marks its files (user.imgmount.exception); none: nothing read
