@@ -94,26 +94,25 @@ export async function fitTableToDisk(targetPath: string, grow: boolean, fsTypeOf
 }
 
 /**
- * e2fsck -f -p, then resize2fs to the partition's new size (given explicitly: through
- * e2fsprogs' "file?offset=N" syntax resize2fs would otherwise take the whole file's size).
+ * e2fsck -f -p, then resize2fs, on a loop device over the partition (--offset, --sizelimit):
+ * resize2fs truncates a regular file to the filesystem's size, which through e2fsprogs'
+ * "file?offset=N" would cut the disk (and its backup GPT) short.
  */
 async function growPartitionFs(targetPath: string, startBytes: number, sizeBytes: number, fsType: string): Promise<void> {
   if (!['ext2', 'ext3', 'ext4'].includes(fsType)) return; // the partition grows; a FAT or raw filesystem inside keeps its size
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
   const run = promisify(execFile);
-  const dev = `${targetPath}?offset=${startBytes}`;
+  let dev: string;
   try {
-    await run('e2fsck', ['-f', '-p', dev]);
+    dev = (await run('losetup', ['--find', '--show', '--offset', String(startBytes), '--sizelimit', String(sizeBytes), targetPath])).stdout.trim();
   } catch (e) {
-    const code = (e as { code?: number }).code;
-    if (code !== 1) throw new IoError('EIO', `${targetPath}: e2fsck of partition at ${startBytes} before resize2fs failed (status ${String(code)})`, {}, e);
+    throw new IoError('EIO', `${targetPath}: cannot attach a loop device to partition at ${startBytes} (needed by resize2fs)`, {}, e);
   }
   try {
-    await run('resize2fs', [dev, `${Math.floor(sizeBytes / 1024)}K`]);
-  } catch (e) {
-    const err = e as { code?: number | string; stderr?: string };
-    if (err.code === 'ENOENT') throw new IoError('EIO', 'resize2fs not found (install e2fsprogs)');
-    throw new IoError('EIO', `${targetPath}: resize2fs failed: ${(err.stderr ?? '').trim().split('\n').pop()}`, {}, e);
+    const { growFilesystem } = await import('../restore/volume-restore.js');
+    await growFilesystem(dev, fsType);
+  } finally {
+    await run('losetup', ['-d', dev]).catch(() => undefined);
   }
 }

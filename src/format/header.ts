@@ -60,7 +60,7 @@ export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_
   { name: 'dataBlocks', offset: 0x50, type: 'u64', meaning: 'number of data blocks stored in frames' },
   { name: 'mapRuns', offset: 0x58, type: 'u64', meaning: 'number of block map runs' },
   { name: 'mapOffset', offset: 0x60, type: 'u64', meaning: 'byte offset of the block map: 256' },
-  { name: 'controlOffset', offset: 0x68, type: 'u64', meaning: 'byte offset of the first control block: mapOffset + 16 × mapRuns (+ the parents table and run references of an incremental) rounded up to 4096' },
+  { name: 'controlOffset', offset: 0x68, type: 'u64', meaning: 'byte offset of the first control block: mapOffset + 16 × mapRuns (+ the parents table and run references of an incremental, or the disk table of a whole disk) rounded up to 4096' },
   { name: 'headerEndOffset', offset: 0x70, type: 'u64', meaning: 'byte offset of the header-end record: controlOffset + blockSize × controlBlocks' },
   { name: 'fsUuid', offset: 0x78, type: 'bytes16', meaning: 'the filesystem\'s own UUID (zeros if none)' },
   { name: 'fsLabel', offset: 0x88, type: 'bytes16', meaning: 'the filesystem label, UTF-8, NUL-padded' },
