@@ -73,7 +73,7 @@ export interface BackupResult {
 export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions): Promise<BackupResult> {
   const log = opts.log ?? (() => undefined);
   // a whole disk: its partition table, then each partition by its own driver
-  const table = await probeDisk(src);
+  const table = await probeDisk(src, log);
   if (table && opts.base) throw new UnsupportedError('incremental backups of whole disks are not supported yet: back up each partition');
   const cls = table ? await classifyDisk(src, table, log) : await classifyVolume(src, log);
   const { blockSize, blockCount } = cls;

@@ -7,7 +7,7 @@
  * and size and the disk size, so each partition's blocks map onto whole disk blocks:
  * disk block = start / B + fsBlock × (b / B) + i. Knows no image layout beyond DiskTable.
  */
-import { UnsupportedError } from '../errors/index.js';
+import { isImgError, UnsupportedError } from '../errors/index.js';
 import { classifyVolume, type Classification } from '../fs/detect.js';
 import { probeFat } from '../fs/fat/index.js';
 import { isExtSuperblock, SUPERBLOCK_OFFSET } from '../fs/ext4/layout/index.js';
@@ -17,13 +17,23 @@ import type { RandomSource } from '../io/index.js';
 import { readPartitionTable, type PartitionTable } from './partition-table.js';
 import { WindowSource } from './window-source.js';
 
-/** The source's partition table, unless the source is itself a filesystem ext or FAT recognises. */
-export async function probeDisk(src: RandomSource): Promise<PartitionTable | undefined> {
+/**
+ * The source's partition table, unless the source is itself a filesystem ext or FAT recognises.
+ * A table that fails its checks (bad CRC, overlaps, a protective MBR without a GPT) is logged and
+ * the source is left to classifyVolume: at worst stored block for block, never partly dropped.
+ */
+export async function probeDisk(src: RandomSource, log: (m: string) => void = () => undefined): Promise<PartitionTable | undefined> {
   const probeLen = Math.min(src.sizeBytes, SUPERBLOCK_OFFSET + 1024);
   const probe = await src.readAt(0, probeLen);
   if (probeLen === SUPERBLOCK_OFFSET + 1024 && isExtSuperblock(probe.subarray(SUPERBLOCK_OFFSET))) return undefined;
   if (probeFat(probe, src.sizeBytes)) return undefined;
-  return readPartitionTable(src);
+  try {
+    return await readPartitionTable(src);
+  } catch (e) {
+    if (!isImgError(e)) throw e;
+    log(`partition table not used: ${e.message}`);
+    return undefined;
+  }
 }
 
 const lowPow2 = (n: number): number => n & -n;

@@ -5,7 +5,9 @@
 //   2. imgmount shows p1/ and p2/ (plus name aliases on GPT); the FAT partition's tree equals
 //      mtools' extraction of the volume (diff -r and sizes/contents/mtimes), the ext one a kernel
 //      loop mount of the volume (every field imgmount shows; lost+found left out); a mount reads
-//      nothing beyond the header before a file's data is asked for;
+//      nothing beyond the header, and find + stat of every entry reads nothing more;
+//   2b. imgmount --volume shows the disk file and p1.img, p2.img: sgdisk -v / sfdisk -V accept the
+//      disk file, fsck.vfat -n the FAT one, and the kernel loop-mounts the ext one to the same tree;
 //   3. imgrestore -C DIR p2/... restores one partition's files, equal to the loop mount's;
 //   4. imgrestore --volume to a 32 MiB larger file: sgdisk -v / sfdisk -V clean, the GPT backup at
 //      the new end, fsck.vfat -n and e2fsck -fn clean on the partitions, every partition's bytes
@@ -14,14 +16,28 @@
 // Skips without root or /dev/fuse.
 
 import t, { type Test } from 'tap';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, tool } from '../fixtures/exec.js';
 import { buildDisk, DISK_KINDS, type DiskFixture } from '../fixtures/disk-fixtures.js';
 import { diffManifests, extractWithMcopy, manifestOfDir, type FatManifest } from '../fixtures/fat-manifest.js';
 import { compareManifests, manifestOfTree } from '../fixtures/manifest.js';
 import { runCli } from '../helpers/cli.js';
-import { fuseSuite, makeImage } from '../fuse/helpers.js';
+import { fuseSuite, makeImage, waitFor, type FuseHarness } from '../fuse/helpers.js';
+import { readFileSync } from 'node:fs';
+import { FileSource } from '../../src/io/index.js';
+import { ImageReader } from '../../src/image/image-reader.js';
+
+/** The daemon's image read counters (SIGUSR1 writes them to its log). */
+async function imageStats(h: FuseHarness, mnt: string): Promise<{ reads: number; bytesRead: number }> {
+  const logPath = join(h.cacheDir, 'imgmount.log');
+  const pid = (await h.daemonPid(mnt))!;
+  const before = readFileSync(logPath, 'utf8').length;
+  process.kill(pid, 'SIGUSR1');
+  let line: string | undefined;
+  await waitFor(() => { line = readFileSync(logPath, 'utf8').slice(before).split('\n').find((l) => l.includes(' stats ')); return line !== undefined; });
+  return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
+}
 
 const filesOnly = (m: FatManifest): FatManifest => new Map([...m].map(([p, e]) => [p, e.type === 'dir' ? { ...e, mtimeSec: 0 } : e]));
 
@@ -76,8 +92,17 @@ await fuseSuite('disk', ['sgdisk', 'sfdisk', 'mkfs.vfat', 'mcopy', 'fsck.vfat', 
 
       await t.test('imgmount: one directory per partition, each equal to its reference', async (t) => {
         const mnt = await h.mountPoint(t, `${kind}-mnt`);
-        const r = await h.imgmount([img, mnt]);
+        const r = await h.imgmount(['-v', img, mnt]);
         t.equal(r.status, 0, `imgmount exits 0 ${r.stderr.trim()}`);
+        const src = await FileSource.open(img);
+        const header = (await ImageReader.open(src)).header;
+        await src.close();
+        const m = /read from the image: (\d+) bytes in (\d+) reads/.exec(r.stdout.toString());
+        const mountBytes = Number(m?.[1]);
+        t.equal(mountBytes, 64 + Math.max(header.dataOffset, Math.min(1 << 20, (await stat(img)).size)),
+          'the mount read the footer and the header, nothing else (opening both partition trees read no frame)');
+        await run('sh', ['-c', 'find "$1" -print0 | xargs -0 stat > /dev/null', 'sh', mnt]);
+        t.equal((await imageStats(h, mnt)).bytesRead, mountBytes, 'find + stat of every entry of every partition read nothing from the image');
         const top = (await run('ls', ['-1A', mnt])).stdout.trim().split('\n').sort();
         t.same(top, ['p1', 'p2', ...fx.parts.flatMap((p) => p.alias ? [p.alias] : [])].sort(), 'p1, p2 and the aliases');
         const d = await run(await tool('diff'), ['-r', fatRef, join(mnt, `p${fat.number}`)], { okCodes: [0, 1, 2] });
@@ -90,6 +115,36 @@ await fuseSuite('disk', ['sgdisk', 'sfdisk', 'mkfs.vfat', 'mcopy', 'fsck.vfat', 
           const via = await readFile(join(mnt, fx.parts[1]!.alias, 'etc', 'fstab')).catch(() => undefined);
           const direct = await readFile(join(mnt, 'p2', 'etc', 'fstab')).catch(() => undefined);
           t.same(via, direct, 'the alias leads to the same partition');
+        }
+        const u = await h.unmount(mnt);
+        t.equal(u.status, 0, `imgmount -u exits 0 ${u.stderr.trim()}`);
+      });
+
+      await t.test('imgmount --volume: the disk and each partition as files', async (t) => {
+        const mnt = await h.mountPoint(t, `${kind}-vol`);
+        const r = await h.imgmount(['--volume', img, mnt]);
+        t.equal(r.status, 0, `imgmount --volume exits 0 ${r.stderr.trim()}`);
+        const names = (await run('ls', ['-1A', mnt])).stdout.trim().split('\n').sort();
+        t.same(names, [`${kind}.imgm`.replace(/\.imgm$/, '.img'), 'p1.img', 'p2.img'].sort(), 'the disk file and p1.img, p2.img');
+        const diskFile = join(mnt, names.find((n) => !/^p\d\.img$/.test(n))!);
+        t.equal((await stat(diskFile)).size, fx.sizeBytes, 'the disk file has the disk\'s size');
+        for (const p of fx.parts) t.equal((await stat(join(mnt, `p${p.number}.img`))).size, p.sizeBytes, `p${p.number}.img has the partition's size`);
+        if (kind === 'gpt') {
+          const v = await run(await tool('sgdisk'), ['-v', diskFile], { okCodes: [0, 1, 2, 3, 4, 5, 6, 7, 8] });
+          t.match(v.stdout, /No problems found/, 'sgdisk -v of the mounted disk file');
+        } else {
+          const v = await run(await tool('sfdisk'), ['-V', diskFile], { okCodes: [0, 1] });
+          t.equal(v.code, 0, 'sfdisk -V of the mounted disk file');
+        }
+        const f = await run(await tool('fsck.vfat'), ['-n', join(mnt, `p${fat.number}.img`)], { okCodes: [0, 1, 2] });
+        t.equal(f.code, 0, `fsck.vfat -n of p${fat.number}.img`);
+        const loop = join(h.work, `${kind}-vol-loop`);
+        await mkdir(loop, { recursive: true });
+        await run(await tool('mount'), ['-o', 'ro,loop', join(mnt, `p${ext.number}.img`), loop]);
+        try {
+          t.same(compareManifests(extWant, await manifestOfTree(loop), { ignorePaths: ['/lost+found'], ignore: ['ino'] }), [], 'the kernel mounts p2.img: the same tree as the volume');
+        } finally {
+          await run(await tool('umount'), [loop]);
         }
         const u = await h.unmount(mnt);
         t.equal(u.status, 0, `imgmount -u exits 0 ${u.stderr.trim()}`);
