@@ -42,7 +42,7 @@ if [ ! -f "$FAT" ]; then
   mount -o ro,loop "$VOL" "$SRCMNT"
   STAGE=$WORK/stage
   rm -rf "$STAGE"; mkdir -p "$STAGE"
-  (cd "$SRCMNT" && find . -type f | LC_ALL=C sort | head -n "$FILES" | xargs -d '\n' cp --parents -p -t "$STAGE")
+  (cd "$SRCMNT" && find . -type f | LC_ALL=C sort | awk -v n="$FILES" 'NR <= n' | xargs -d '\n' cp --parents -p -t "$STAGE")
   umount "$SRCMNT"
   KB=$(du -sk "$STAGE" | cut -f1)
   SIZE_KB=$(( KB * 13 / 10 + 65536 ))
