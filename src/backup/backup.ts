@@ -8,13 +8,15 @@
 import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { classifyVolume, type Classification } from '../fs/detect.js';
+import { classifyDisk, probeDisk } from '../disk/classify-disk.js';
+import type { DiskTable } from '../format/index.js';
 import { RunList, type Run } from '../fs/run-list.js';
 import type { MapRun } from '../format/index.js';
 import { ImageWriter } from '../image/image-writer.js';
 import type { ImageReader } from '../image/image-reader.js';
 import { checkBase, detectChanges, type ChangePlan } from './changes.js';
 import { BlockSpool } from './block-spool.js';
-import { UsageError } from '../errors/index.js';
+import { UnsupportedError, UsageError } from '../errors/index.js';
 import { unchangedFileBlocks } from './metadata-changes.js';
 import type { RandomSource, Sink } from '../io/index.js';
 
@@ -67,6 +69,8 @@ export interface BackupResult {
   readRequests: number;
   imageUuid: string;
   warnings: string[];
+  /** A whole disk: its partitions. */
+  disk?: DiskTable;
   /** Incrementals: how changes were found, the data blocks stored (changed) and those left to parents. */
   incremental?: {
     changes: 'hash' | 'metadata'; changedBlocks: number; parentBlocks: number; parents: number; hashSeconds: number; spilled: boolean;
@@ -78,7 +82,10 @@ export interface BackupResult {
 export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions): Promise<BackupResult> {
   const log = opts.log ?? (() => undefined);
   const asked = opts.base ? (opts.base.changes ?? 'auto') : undefined;
-  const cls = await classifyVolume(src, log, { files: asked === 'metadata' || asked === 'auto' });
+  // a whole disk: its partition table, then each partition by its own driver
+  const table = await probeDisk(src, log);
+  if (table && opts.base) throw new UnsupportedError('incremental backups of whole disks are not supported yet: back up each partition');
+  const cls = table ? await classifyDisk(src, table, log) : await classifyVolume(src, log, { files: asked === 'metadata' || asked === 'auto' });
   let mode: 'hash' | 'metadata' | undefined = asked === 'auto' ? 'metadata' : asked;
   const { blockSize, blockCount } = cls;
   const used = opts.allBlocks ? new RunList().add(0, blockCount) : cls.used.clip(blockCount);
@@ -123,6 +130,7 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
     fsUuid: cls.fsUuid ? Buffer.from(cls.fsUuid.replace(/-/g, ''), 'hex') : new Uint8Array(16), fsLabel: cls.label,
     sourceName: basename(src.name), writer: opts.writer, allBlocks: !!opts.allBlocks, runs,
     ...(plan ? { parents: plan.parents, contentHashes: plan.hashes, changes: mode! } : {}),
+    ...(cls.disk ? { disk: cls.disk } : {}),
   });
 
   const controlArea = await gatherControl(src, cls, control, plan ? () => undefined : progress);
@@ -143,7 +151,7 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
     usedBlocks: used.blockCount, controlBlocks: control.blockCount, dataBlocks: data.blockCount,
     unusedBlocks: blockCount - used.blockCount, headerBytes, imageBytes,
     bytesRead: src.stats.bytesRead, readRequests: src.stats.reads,
-    imageUuid: Buffer.from(imageUuid).toString('hex'), warnings: cls.warnings,
+    imageUuid: Buffer.from(imageUuid).toString('hex'), warnings: cls.warnings, ...(cls.disk ? { disk: cls.disk } : {}),
     ...(plan ? { incremental: {
       changes: mode!, changedBlocks: plan.changedBlocks, parentBlocks: plan.parentBlocks, parents: plan.parents.length, hashSeconds,
       spilled: plan.hashes.spilled || spool.spilled, trustedBlocks: plan.trustedBlocks,

@@ -3,6 +3,7 @@
  * IMG appears only when complete (FileSink); SIGINT/SIGTERM remove the partial one (exit 130).
  */
 import { open, stat } from 'node:fs/promises';
+import { diskJson, partitionLines } from '../disk/partition-info.js';
 import { randomBytes } from 'node:crypto';
 import { consolidate, type ConsolidateResult } from '../backup/consolidate.js';
 import { ImageStack } from '../volume/image-stack.js';
@@ -186,12 +187,14 @@ async function main(): Promise<number> {
   if (o.json) {
     const freeze = hold.frozen.length > 0 ? { mountPoints: hold.frozen.map((f) => f.mountPoint), ms: Math.round(frozenMs), ...(lr ? { endMs: Math.round(lr.endFreezeMs) } : {}) } : null;
     const liveJson = lr ? { files: lr.files, scans: lr.scans, exceptionCount: lr.exceptions.length, exceptions: lr.exceptions } : null;
-    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, live: liveJson, ...result }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, live: liveJson, ...result,
+      ...(result.disk ? { disk: diskJson(result.disk) } : {}) }, null, 2) + '\n');
   } else if (!o.quiet) {
     const out = imgPath === '-' ? process.stderr : process.stdout;
     out.write(`${srcPath}: ${result.fsType}, ${formatBytes(result.volumeBytes)}, ${result.blockSize}-byte blocks\n` +
       `stored ${result.controlBlocks} control + ${result.dataBlocks} data blocks (${formatBytes((result.controlBlocks + result.dataBlocks) * result.blockSize)}), ` +
       `skipped ${result.unusedBlocks} unused\n` +
+      (result.disk ? `${result.disk.scheme.toUpperCase()} partition table:\n${partitionLines(result.disk, formatBytes).join('\n')}\n` : '') +
       (result.incremental ? `incremental of ${o.base}: ${result.incremental.changedBlocks} changed data blocks stored, ` +
         `${result.incremental.parentBlocks} unchanged left to ${result.incremental.parents} parent image(s) ` +
         (result.incremental.changes === 'metadata'

@@ -5,6 +5,7 @@
  * parent frame this point uses. --exceptions lists a --live backup's exception log. --chain lists
  * the points from the full image to IMG, following each image's direct parent (each header read).
  */
+import { diskJson, partitionLines } from '../disk/partition-info.js';
 import { fsTypeName, fieldText, reasonNames, type ExceptionEntry } from '../format/index.js';
 import { FormatError, isImgError } from '../errors/index.js';
 import { ImageReader } from '../image/image-reader.js';
@@ -69,6 +70,7 @@ async function main(): Promise<number> {
       headerBytes: h.dataOffset,
       imageBytes: src.sizeBytes,
       complete: img.complete,
+      ...(img.disk ? { disk: diskJson(img.disk) } : {}),
     };
     // the exception log (a --live backup's) is in the trailer: unknown when the image is incomplete
     let exceptions: ExceptionEntry[] | undefined;
@@ -104,6 +106,8 @@ async function main(): Promise<number> {
         `blocks:         ${h.controlBlocks} control, ${h.dataBlocks} data${h.incremental ? ` (changed), ${info.parentBlocks} in parents` : ''}, ${info.unusedBlocks} unused${h.allBlocks ? ' (all blocks stored)' : ''}`,
         ...(h.incremental ? [`incremental:    changes found ${info.changes === 'metadata' ? 'from metadata (unchanged inodes and block lists; the rest by content hash)' : 'by content hash'}; ${parents.length} parent image(s):`] : []),
         ...parents.map((p) => `  parent:       ${p.imageUuid} ${p.path} (${p.direct ? 'direct, ' : ''}created ${p.created}, ${p.blocksUsed} blocks used)`),
+        ...(img.disk ? [`partitions:     ${img.disk.scheme.toUpperCase()}, ${img.disk.partitions.length} partition(s), ${img.disk.sectorSize}-byte sectors`,
+          ...partitionLines(img.disk, formatBytes)] : []),
         `header:         ${formatBytes(info.headerBytes)} (${h.mapRuns} map runs)`,
         `image size:     ${formatBytes(src.sizeBytes)}, ${h.frameCount} frames${img.complete ? '' : ` — INCOMPLETE: ${img.truncatedReason}`}`,
         `image UUID:     ${info.imageUuid}`,

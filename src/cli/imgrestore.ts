@@ -219,13 +219,22 @@ async function volume(img: string, args: string[], o: Opts): Promise<number> {
       zeroUnused: !!o.zeroUnused, onProgress: (d, t) => progress.update(d, t), parents: parentSearch(img, o),
     }));
     progress.done();
-    if (o.grow) await about(target, () => growFilesystem(target, r.fsType));
+    let fit: import('../disk/fit-table.js').FitResult | undefined;
+    if (r.disk && !r.damaged.length) {
+      // a whole disk: the table fitted to the target (GPT backup at the new end; --grow: the last partition)
+      const { fitTableToDisk } = await import('../disk/fit-table.js');
+      const disk = r.disk;
+      fit = await about(target, () => fitTableToDisk(target, !!o.grow, (n) => disk.partitions.find((p) => p.number === n)?.fsType ?? 'raw'));
+    } else if (o.grow) await about(target, () => growFilesystem(target, r.fsType));
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     for (const d of r.damaged) process.stderr.write(`imgrestore: ${readable(img)}: damaged: ${d.what}\n`);
-    if (o.json) process.stdout.write(JSON.stringify({ image: img, target, seconds, ...r }, null, 2) + '\n');
+    const { disk: _disk, ...plain } = r;
+    if (o.json) process.stdout.write(JSON.stringify({ image: img, target, seconds, ...plain, ...(fit ? { table: fit } : {}) }, null, 2) + '\n');
     else if (!o.quiet) {
       process.stdout.write(`restored the ${r.fsType} volume (${formatBytes(r.volumeBytes)}) to ${target}: ${formatBytes(r.bytesWritten)} written, ` +
-        `${formatBytes(r.bytesRead)} read in ${seconds.toFixed(2)} s${o.grow ? ', filesystem grown to fill it' : ''}\n`);
+        `${formatBytes(r.bytesRead)} read in ${seconds.toFixed(2)} s${o.grow && !fit ? ', filesystem grown to fill it' : ''}\n` +
+        (fit?.moved ? 'GPT backup header and entries moved to the end of the target\n' : '') +
+        (fit?.grown ? `partition ${fit.grown.partition} grown from ${formatBytes(fit.grown.fromBytes)} to ${formatBytes(fit.grown.toBytes)}\n` : ''));
     }
     return r.damaged.length ? EXIT.PARTIAL : EXIT.OK;
   } finally {

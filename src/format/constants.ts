@@ -32,6 +32,14 @@ export const REF_ENTRY_SIZE = 16;
 /** 2.0: a trailer section's header (tag, body size). */
 export const SECTION_HEADER_SIZE = 16;
 export const MAGIC_PARENTS = ascii('IMPARENT');
+/** 2.1: the disk table of a whole-disk image (header, then one entry per partition). */
+export const DISK_TABLE_HEADER_SIZE = 32;
+export const PARTITION_ENTRY_SIZE = 128;
+export const MAGIC_DISK = ascii('IMDISKTB');
+/** Most partitions a disk table may list (GPT's usual 128 entries). */
+export const MAX_PARTITIONS = 256;
+/** Partition table schemes (u16 in the disk table header). */
+export const DISK_SCHEME = { MBR: 1, GPT: 2 } as const;
 /** Trailer section tag of the 128-bit content hashes. */
 export const TAG_CONTENT_HASHES = ascii('CHASH128');
 /** Control blocks start on this boundary (zero padding before them). */
@@ -45,12 +53,14 @@ export const HEADER_FLAGS = {
   ALL_BLOCKS: 0x2,
   /** 2.0: an incremental image: a parents table follows the map, parent-kind runs name blocks held by parents. */
   INCREMENTAL: 0x4,
+  /** 2.1: a whole disk: a disk table (partition table description) follows the map; fsType is disk. */
+  DISK: 0x8,
 } as const;
 export const HEADER_FLAGS_KNOWN = HEADER_FLAGS.ALL_BLOCKS;
 /** Flags a 2.x image may carry besides HEADER_FLAGS_KNOWN. */
-export const HEADER_FLAGS_KNOWN_V2 = HEADER_FLAGS.ALL_BLOCKS | HEADER_FLAGS.INCREMENTAL;
+export const HEADER_FLAGS_KNOWN_V2 = HEADER_FLAGS.ALL_BLOCKS | HEADER_FLAGS.INCREMENTAL | HEADER_FLAGS.DISK;
 
-export const FS_TYPE = { raw: 0, ext2: 1, ext3: 2, ext4: 3, vfat: 4 } as const;
+export const FS_TYPE = { raw: 0, ext2: 1, ext3: 2, ext4: 3, vfat: 4, disk: 5 } as const;
 export type FsTypeName = keyof typeof FS_TYPE;
 export function fsTypeName(code: number): FsTypeName | undefined {
   return (Object.keys(FS_TYPE) as FsTypeName[]).find((k) => FS_TYPE[k] === code);

@@ -14,6 +14,8 @@ import {
 } from './constants.js';
 import { Struct } from './struct.js';
 import { maxIncrementalControlOffset } from './parents.js';
+import { maxDiskControlOffset } from './disk-table.js';
+import { DISK_TABLE_HEADER_SIZE } from './constants.js';
 
 export interface FixedHeaderFields {
   magic: Uint8Array;
@@ -47,7 +49,7 @@ export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_
   { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 1 (0 for 2.0 images; 1 for 1.1 images, whose trailer may hold an exception log). Higher minors only add fields a reader of the same major may ignore (2.1 is the exception: see Versions)' },
   { name: 'headerSize', offset: 0x0c, type: 'u32', meaning: 'size of this fixed header in bytes: 256' },
   { name: 'flags', offset: 0x10, type: 'u32', meaning: 'header flags (table below); unknown bits: refuse' },
-  { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4, 4 vfat (FAT12/16/32)' },
+  { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4, 4 vfat (FAT12/16/32), 5 disk (a partitioned whole disk, 2.1)' },
   { name: 'imageUuid', offset: 0x18, type: 'bytes16', meaning: 'random (or --uuid) identity of this image; cache key' },
   { name: 'createdSec', offset: 0x28, type: 'u64', meaning: 'creation time, seconds since 1970 UTC (SOURCE_DATE_EPOCH when set)' },
   { name: 'blockSize', offset: 0x30, type: 'u32', meaning: 'bytes per block: a power of two, 512 to 65536' },
@@ -58,7 +60,7 @@ export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_
   { name: 'dataBlocks', offset: 0x50, type: 'u64', meaning: 'number of data blocks stored in frames' },
   { name: 'mapRuns', offset: 0x58, type: 'u64', meaning: 'number of block map runs' },
   { name: 'mapOffset', offset: 0x60, type: 'u64', meaning: 'byte offset of the block map: 256' },
-  { name: 'controlOffset', offset: 0x68, type: 'u64', meaning: 'byte offset of the first control block: mapOffset + 16 × mapRuns (+ the parents table and run references of an incremental) rounded up to 4096' },
+  { name: 'controlOffset', offset: 0x68, type: 'u64', meaning: 'byte offset of the first control block: mapOffset + 16 × mapRuns (+ the parents table and run references of an incremental, or the disk table of a whole disk) rounded up to 4096' },
   { name: 'headerEndOffset', offset: 0x70, type: 'u64', meaning: 'byte offset of the header-end record: controlOffset + blockSize × controlBlocks' },
   { name: 'fsUuid', offset: 0x78, type: 'bytes16', meaning: 'the filesystem\'s own UUID (zeros if none)' },
   { name: 'fsLabel', offset: 0x88, type: 'bytes16', meaning: 'the filesystem label, UTF-8, NUL-padded' },
@@ -93,6 +95,8 @@ export interface ImageHeader extends FixedHeaderFields {
   allBlocks: boolean;
   /** Format 2.0 incremental: a parents table follows the map. */
   incremental: boolean;
+  /** Format 2.1 whole disk: a disk table follows the map. */
+  disk: boolean;
 }
 
 const isPow2 = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
@@ -144,6 +148,9 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
   if (h.blockCount !== Math.ceil(h.volumeBytes / h.blockSize) || h.blockCount > LIMITS.blockCountMax) bad('block count does not match the volume size');
   if (h.controlBlocks + h.dataBlocks > h.blockCount) bad('more stored blocks than the volume has');
   const incremental = (h.flags & HEADER_FLAGS.INCREMENTAL) !== 0;
+  const disk = (h.flags & HEADER_FLAGS.DISK) !== 0;
+  if (disk !== (fsTypeName(h.fsType) === 'disk')) bad('the DISK flag and the disk filesystem type go together');
+  if (disk && incremental) bad('a whole-disk image cannot be incremental');
   // an incremental's map also lists the blocks its parents hold
   if (h.mapRuns > (incremental ? h.blockCount : h.controlBlocks + h.dataBlocks)) bad('more map runs than stored blocks');
   if (h.mapOffset !== FIXED_HEADER_SIZE) bad(`map offset ${h.mapOffset}`);
@@ -151,6 +158,9 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
     // the exact offset needs the parents table and the map (parseHeader checks it); here: a bound
     if (h.controlOffset % CONTROL_ALIGN !== 0 || h.controlOffset < FIXED_HEADER_SIZE + MAP_RUN_SIZE * h.mapRuns + PARENTS_HEADER_SIZE ||
         h.controlOffset > maxIncrementalControlOffset(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
+  } else if (disk) {
+    if (h.controlOffset % CONTROL_ALIGN !== 0 || h.controlOffset < FIXED_HEADER_SIZE + MAP_RUN_SIZE * h.mapRuns + DISK_TABLE_HEADER_SIZE ||
+        h.controlOffset > maxDiskControlOffset(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
   } else if (h.controlOffset !== controlOffsetFor(h.mapRuns)) bad(`control offset ${h.controlOffset}`);
   if (h.headerEndOffset !== h.controlOffset + h.controlBlocks * h.blockSize) bad(`header end offset ${h.headerEndOffset}`);
   const dataOffset = h.headerEndOffset + HEADER_END_SIZE;
@@ -159,7 +169,7 @@ export function decodeFixedHeader(buf: Uint8Array, imageBytes?: number): ImageHe
       { needBytes: dataOffset, haveBytes: imageBytes });
   }
   const frameBytes = FRAME_HEADER_SIZE + h.frameBlocks * h.blockSize;
-  return { ...h, dataOffset, frameBytes, frameCount: Math.ceil(h.dataBlocks / h.frameBlocks), allBlocks: (h.flags & HEADER_FLAGS.ALL_BLOCKS) !== 0, incremental };
+  return { ...h, dataOffset, frameBytes, frameCount: Math.ceil(h.dataBlocks / h.frameBlocks), allBlocks: (h.flags & HEADER_FLAGS.ALL_BLOCKS) !== 0, incremental, disk };
 }
 
 export function encodeHeaderEnd(headerBytes: number, checksum: bigint): Uint8Array {

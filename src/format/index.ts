@@ -8,3 +8,4 @@ export * from './frame.js';
 export * from './trailer.js';
 export * from './exception-log.js';
 export * from './parents.js';
+export * from './disk-table.js';

@@ -11,6 +11,7 @@ import { classifyFat, probeFat } from './fat/index.js';
 import { isExtSuperblock, SUPERBLOCK_OFFSET } from './ext4/layout/index.js';
 import { RunList } from './run-list.js';
 import type { BlockClassification } from './types.js';
+import type { DiskTable } from '../format/index.js';
 
 export interface Classification extends BlockClassification {
   /** Control-block contents the driver already read (so the backup does not read them again). */
@@ -20,6 +21,8 @@ export interface Classification extends BlockClassification {
   files?: Map<number, import('./ext4/classify.js').FileRecord>;
   /** ext2/3/4: the journal needs recovery. */
   recovering?: boolean;
+  /** A whole disk (fsType disk): its partitions (src/disk/classify-disk.ts). */
+  disk?: DiskTable;
 }
 
 export async function classifyVolume(src: RandomSource, log: (m: string) => void = () => undefined, opts: { files?: boolean } = {}): Promise<Classification> {

@@ -7,7 +7,7 @@
 import type { ByteReader } from '../io/index.js';
 import type { RunList } from './run-list.js';
 
-export type FsType = 'ext2' | 'ext3' | 'ext4' | 'vfat' | 'raw';
+export type FsType = 'ext2' | 'ext3' | 'ext4' | 'vfat' | 'raw' | 'disk';
 
 /** What imgbackup needs from a driver. Block numbers are in units of `blockSize`. */
 export interface BlockClassification {

@@ -185,12 +185,16 @@ export class MountDaemon {
     const uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0;
     let ops: FuseOps;
     let journalNotice: string | undefined;
+    if (cfg.view === 'kernel' && opened.reader.disk) {
+      throw new UnsupportedError(`${image}: a whole-disk image has no single filesystem for the kernel: mount it with --volume and loop-mount a partition file (pN.img)`);
+    }
     if (cfg.view === 'tree') {
       const fsType = fsTypeName(h.fsType);
       if (fsType === undefined || fsType === 'raw') {
         throw new UnsupportedError(`${image}: no filesystem tree in this image (backed up as a raw volume): mount it with --volume`);
       }
-      const tree = await openTree(opened.top, fsType, { log, cacheBytes: TREE_CACHE_BYTES });
+      const disk = opened.reader.disk && { table: opened.reader.disk, blockSize: h.blockSize, createdSec: h.createdSec };
+      const tree = await openTree(opened.top, fsType, { log, cacheBytes: TREE_CACHE_BYTES, ...(disk ? { disk } : {}) });
       timings.treeOpened = since();
       journalNotice = tree.journalReport?.notice;
       // a --live image's exception log marks its files (user.imgmount.exception); none: nothing read
@@ -202,6 +206,8 @@ export class MountDaemon {
         fileName: volumeFileName(image), volume: opened.top, overlay: writable, durable: cfg.keepWrites !== undefined,
         blockSize: h.blockSize, timeNs: BigInt(h.createdSec ?? 0) * 1_000_000_000n, uid: o.uid ?? uid, gid: o.gid ?? gid, timeouts,
         recycle: (b) => opened.frames.recycle(b),
+        // a whole disk: each partition as a file too (pN.img: a file beside the disk's own, never its name)
+        ...(opened.reader.disk ? { parts: opened.reader.disk.partitions.map((p) => ({ name: `p${p.number}.img`, startBytes: p.startBytes, sizeBytes: p.sizeBytes })) } : {}),
       });
     }
     const ready: ReadyInfo = {

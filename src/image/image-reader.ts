@@ -12,7 +12,7 @@ import {
   decodeFooter, decodeTrailerHeader, hash64, Xxh64, type Footer, type ImageHeader, FIXED_HEADER_SIZE, TRAILER_HEADER_SIZE,
   decodeExceptionLog, EXCEPTION_LOG_HEADER_SIZE, type ExceptionEntry,
   LIMITS, MAP_RUN_SIZE, PARENT_ENTRY_SIZE, PARENTS_HEADER_SIZE, REF_ENTRY_SIZE, decodeContentHashesHead, decodeParents, parentsTableChanges, type ChangesMode,
-  incrementalLayout, minTrailerBytes, type ParentEntry, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE,
+  incrementalLayout, minTrailerBytes, decodeDiskTable, diskLayout, type DiskTable, type ParentEntry, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE,
 } from '../format/index.js';
 import { alignedSpan, type RandomSource } from '../io/index.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame, type DataIndex } from './frame-check.js';
@@ -39,6 +39,8 @@ export interface OpenedHeader {
   headerChecksum: bigint;
   /** An incremental: how its changes were found (parents table). */
   changes?: ChangesMode;
+  /** A whole-disk image's disk table (2.1). */
+  disk?: DiskTable;
 }
 
 /** Decodes and verifies a complete header (fixed header through the header-end record). */
@@ -74,10 +76,17 @@ export function parseHeader(bytes: Uint8Array, imageBytes?: number): OpenedHeade
   } else {
     map = decodeBlockMap(bytes.subarray(header.mapOffset, mapEnd), header.mapRuns, header.blockCount);
   }
+  let disk: DiskTable | undefined;
+  if (header.disk) {
+    disk = decodeDiskTable(bytes.subarray(mapEnd, header.controlOffset), header.volumeBytes, header.blockSize);
+    if (diskLayout(header.mapRuns, disk.partitions.length).controlOffset !== header.controlOffset) {
+      throw new FormatError('ECORRUPT', `image header: control offset ${header.controlOffset} does not follow the disk table`);
+    }
+  }
   if (map.controlBlocks !== header.controlBlocks || map.dataBlocks !== header.dataBlocks) {
     throw new FormatError('ECORRUPT', 'block map does not add up to the header\'s block counts');
   }
-  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset), parents, headerChecksum, ...(changes ? { changes } : {}) };
+  return { header, map, controlArea: bytes.subarray(header.controlOffset, header.headerEndOffset), headerBytes: bytes.subarray(0, header.dataOffset), parents, headerChecksum, ...(changes ? { changes } : {}), ...(disk ? { disk } : {}) };
 }
 
 /**
@@ -225,6 +234,7 @@ export class ImageReader {
     const reader = new ImageReader(src, opened.header, opened.map, opened.controlArea, footer, footerError, fromCache);
     reader.parents = opened.parents;
     reader.changes = opened.changes;
+    reader.disk = opened.disk;
     reader.headerChecksum = opened.headerChecksum;
     return reader;
   }
@@ -233,6 +243,8 @@ export class ImageReader {
   parents: ParentEntry[] = [];
   /** An incremental: how its changes were found. */
   changes: ChangesMode | undefined;
+  /** A whole-disk image's disk table (2.1); undefined for a volume image. */
+  disk: DiskTable | undefined;
   /** Which logical block each data block is (the map, or for a parent the child's view of it). */
   frameIndex!: DataIndex;
   /** For a parent opened through a child: its path (for messages). */

@@ -14,7 +14,7 @@ import {
   FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_FLAGS, TRAILER_HEADER_SIZE, FS_TYPE,
   controlOffsetFor, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, encodeHeaderEnd,
   encodeTrailerHeader, hash64, hashBlocks, textField, Xxh64, type FsTypeName, type MapRun, BlockMap,
-  contentHashes, encodeContentHashesHead, encodeParents, encodeRefs, incrementalLayout, runRefs, type ParentEntry, type ChangesMode,
+  contentHashes, encodeContentHashesHead, encodeParents, encodeRefs, incrementalLayout, runRefs, type ParentEntry, type ChangesMode, diskLayout, encodeDiskTable, type DiskTable,
 } from '../format/index.js';
 import type { Sink } from '../io/index.js';
 import { HashStore } from './hash-store.js';
@@ -39,6 +39,8 @@ export interface ImageParams {
   runs: MapRun[];
   /** An incremental's parents table (direct parent first); parent runs index it. */
   parents?: ParentEntry[];
+  /** A whole-disk image (fsType disk): its disk table. */
+  disk?: DiskTable;
   /** An incremental's content hashes (required with parents); a full image computes its own. */
   contentHashes?: HashStore;
   /** An incremental: how its changes were found (recorded in the parents table). */
@@ -97,16 +99,18 @@ export class ImageWriter {
     if (controlArea.byteLength !== map.controlBlocks * p.blockSize) throw new InternalError('control area has the wrong size');
     const incremental = !!p.parents?.length;
     const refs = incremental ? runRefs(p.runs) : [];
-    const controlOffset = incremental ? incrementalLayout(map.runCount, p.parents!.length, refs.length).controlOffset : controlOffsetFor(map.runCount);
+    if (incremental && p.disk) throw new InternalError('a whole-disk image cannot be incremental');
+    const controlOffset = incremental ? incrementalLayout(map.runCount, p.parents!.length, refs.length).controlOffset
+      : p.disk ? diskLayout(map.runCount, p.disk.partitions.length).controlOffset : controlOffsetFor(map.runCount);
     const fixed = encodeFixedHeader({
-      flags: (p.allBlocks ? HEADER_FLAGS.ALL_BLOCKS : 0) | (incremental ? HEADER_FLAGS.INCREMENTAL : 0), fsType: FS_TYPE[p.fsType], imageUuid: p.imageUuid,
+      flags: (p.allBlocks ? HEADER_FLAGS.ALL_BLOCKS : 0) | (incremental ? HEADER_FLAGS.INCREMENTAL : 0) | (p.disk ? HEADER_FLAGS.DISK : 0), fsType: FS_TYPE[p.fsType], imageUuid: p.imageUuid,
       createdSec: p.createdSec, blockSize: p.blockSize, frameBlocks: p.frameBlocks, volumeBytes: p.volumeBytes,
       blockCount: map.blockCount, controlBlocks: map.controlBlocks, dataBlocks: map.dataBlocks, mapRuns: map.runCount,
       mapOffset: FIXED_HEADER_SIZE, controlOffset, headerEndOffset: controlOffset + controlArea.byteLength,
       fsUuid: p.fsUuid, fsLabel: textField(p.fsLabel, 16), writer: textField(p.writer, 32), sourceName: textField(p.sourceName, 64),
     });
     const mapBytes = encodeBlockMap(p.runs);
-    const parentBytes = incremental ? [encodeParents(p.parents!, p.changes ?? 'hash'), encodeRefs(refs)] : [];
+    const parentBytes = incremental ? [encodeParents(p.parents!, p.changes ?? 'hash'), encodeRefs(refs)] : p.disk ? [encodeDiskTable(p.disk)] : [];
     const pad = new Uint8Array(controlOffset - FIXED_HEADER_SIZE - mapBytes.byteLength - parentBytes.reduce((n, b) => n + b.byteLength, 0));
     for (let i = 0; i < map.controlBlocks; i++) {
       this.controlHashes[i] = hash64(controlArea.subarray(i * p.blockSize, (i + 1) * p.blockSize));

@@ -155,7 +155,7 @@ function parentHeader(e: ParentEntry, child: ImageHeader): ImageHeader {
   const frameBytes = FRAME_HEADER_SIZE + e.frameBlocks * child.blockSize;
   return {
     ...child, imageUuid: e.imageUuid, createdSec: e.createdSec, frameBlocks: e.frameBlocks, dataBlocks: e.dataBlocks, controlBlocks: 0,
-    mapRuns: 0, flags: 0, incremental: false, dataOffset: e.dataOffset, headerEndOffset: e.dataOffset - HEADER_END_SIZE,
+    mapRuns: 0, flags: 0, incremental: false, disk: false, dataOffset: e.dataOffset, headerEndOffset: e.dataOffset - HEADER_END_SIZE,
     frameBytes, frameCount: Math.ceil(e.dataBlocks / e.frameBlocks),
   };
 }

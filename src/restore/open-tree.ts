@@ -26,9 +26,10 @@ export async function openHeaderTree(opened: OpenedHeader, log?: (m: string) => 
   const h = opened.header;
   const volume = new HeaderVolume({ map: opened.map, controlArea: opened.controlArea, blockSize: h.blockSize, volumeBytes: h.volumeBytes });
   const type = fsTypeName(h.fsType);
-  if (type === 'ext2' || type === 'ext3' || type === 'ext4' || type === 'vfat') {
+  if (type === 'ext2' || type === 'ext3' || type === 'ext4' || type === 'vfat' || (type === 'disk' && opened.disk)) {
     // unbounded cache: the volume is the header, already in memory, and what is decoded from it stays a small multiple of it
-    const tree = await openTree(volume, type, { log, cacheBytes: Infinity });
+    const disk = opened.disk && { table: opened.disk, blockSize: h.blockSize, createdSec: h.createdSec };
+    const tree = await openTree(volume, type, { log, cacheBytes: Infinity, ...(disk ? { disk } : {}) });
     return { tree, volume, replayed: tree.journalPatches, journal: tree.journalReport };
   }
   throw new UnsupportedError(`the image holds no filesystem imgrestore can read (${type ?? `type ${h.fsType}`}): restore the whole volume with --volume`);

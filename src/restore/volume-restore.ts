@@ -21,7 +21,7 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
 import { FormatError, IoError, UsageError } from '../errors/index.js';
-import { FRAME_HEADER_SIZE, fsTypeName, type ImageHeader, type BlockMap } from '../format/index.js';
+import { FRAME_HEADER_SIZE, fsTypeName, type ImageHeader, type BlockMap, type DiskTable } from '../format/index.js';
 import { frameBlockCount, verifyFrame } from '../image/frame-check.js';
 import type { OpenedHeader } from '../image/image-reader.js';
 import { ioErrorFrom, type RandomSource, type SequentialSource } from '../io/index.js';
@@ -44,6 +44,8 @@ export interface VolumeRestoreResult {
   bytesWritten: number;
   bytesRead: number;
   damaged: { frame?: number; firstBlock?: number; lastBlock?: number; what: string }[];
+  /** A whole-disk image: its disk table (the CLI fits the restored table to the target). */
+  disk?: DiskTable;
 }
 
 /** Bytes of whole frames per read. */
@@ -113,7 +115,7 @@ export async function restoreVolume(input: RandomSource | SequentialSource, targ
   const bs = header.blockSize;
   const result: VolumeRestoreResult = {
     fsType: fsTypeName(header.fsType) ?? 'raw', volumeBytes: header.volumeBytes, targetBytes: target.sizeBytes,
-    blocksWritten: 0, bytesWritten: 0, bytesRead: 0, damaged: [],
+    blocksWritten: 0, bytesWritten: 0, bytesRead: 0, damaged: [], ...(img.opened.disk ? { disk: img.opened.disk } : {}),
   };
   const total = (header.controlBlocks + header.dataBlocks + map.parentBlocks) * bs;
   const writes = new Writer(target.fh, targetPath, header.volumeBytes);

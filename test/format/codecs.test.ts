@@ -5,7 +5,7 @@ import {
   PARENTS_HEADER, PARENT_ENTRY, REF_ENTRY, SECTION_HEADER, CONTENT_HASHES_HEADER, encodeParents, decodeParents, encodeRefs, decodeRefs,
   decodeFooter, decodeFrameHeader, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, controlOffsetFor,
   parentsTableChanges, encodeContentHashesHead, decodeContentHashesHead, minTrailerBytes,
-  type MapRun, type Struct,
+  type MapRun, type Struct, DISK_TABLE_HEADER, PARTITION_ENTRY,
 } from '../../src/format/index.js';
 import { ImgError } from '../../src/errors/index.js';
 
@@ -140,7 +140,7 @@ t.test('docs/FORMAT.md agrees with the field tables', async (t) => {
   const { fieldSize } = await import('../../src/format/struct.js');
   const doc = await readFile(new URL('../../../docs/FORMAT.md', import.meta.url), 'utf8');
   const structs: Struct<object>[] = [FIXED_HEADER, MAP_RUN, HEADER_END, FRAME_HEADER, TRAILER_HEADER, FOOTER, EXCEPTION_LOG_HEADER, EXCEPTION_ENTRY,
-    PARENTS_HEADER, PARENT_ENTRY, REF_ENTRY, SECTION_HEADER, CONTENT_HASHES_HEADER];
+    PARENTS_HEADER, PARENT_ENTRY, REF_ENTRY, SECTION_HEADER, CONTENT_HASHES_HEADER, DISK_TABLE_HEADER, PARTITION_ENTRY];
   for (const s of structs) {
     const section = doc.split(/^### /m).find((x) => x.startsWith(`${s.name}\n`) || x.startsWith(`${s.name} `));
     t.ok(section, `FORMAT.md has a section "### ${s.name}"`);
@@ -238,4 +238,43 @@ t.test('2.1 content-hash section: split pairs (8 bytes per content block + 8 per
   const t20 = minTrailerBytes({ versionMajor: 2, versionMinor: 0 }, stored, stored - control, 0);
   t.ok(t21 / (stored * 4096) < 0.004, `2.1 trailer ${t21} B = ${(100 * t21 / (stored * 4096)).toFixed(3)}% of the data`);
   t.ok(t20 / (stored * 4096) > 0.0058, `2.0 trailer ${t20} B = ${(100 * t20 / (stored * 4096)).toFixed(3)}% of the data`);
+});
+
+t.test('disk table (2.1): round trip, and every hostile field refused', async (t) => {
+  const { encodeDiskTable, decodeDiskTable, diskLayout } = await import('../../src/format/index.js');
+  const z16 = new Uint8Array(16);
+  const part = (number: number, startBytes: number, sizeBytes: number, fsType: 'vfat' | 'ext4' | 'raw', name = '') => ({
+    number, fsType, startBytes, sizeBytes, mbrType: 0, bootable: false, typeGuid: z16.map((_, i) => i), partGuid: z16.map((_, i) => 255 - i),
+    fsUuid: z16, name, fsLabel: 'LABEL',
+  });
+  const table = { scheme: 'gpt' as const, sectorSize: 512, diskGuid: z16.map((_, i) => i * 3), partitions: [
+    part(1, 1 << 20, 40 << 20, 'vfat', 'EFI System'), part(3, 41 << 20, 10 << 20, 'raw', 'Ünïcödé name longer than thirty-six bytes for sure'), part(2, 51 << 20, 12 << 20, 'ext4', 'root'),
+  ] };
+  const bytes = encodeDiskTable(table);
+  t.equal(bytes.byteLength, 32 + 3 * 128, 'header + 3 entries');
+  const back = decodeDiskTable(bytes, 64 << 20, 4096);
+  t.same(back.partitions.map((p) => [p.number, p.fsType, p.startBytes, p.sizeBytes, p.fsLabel]), table.partitions.map((p) => [p.number, p.fsType, p.startBytes, p.sizeBytes, 'LABEL']), 'entries back');
+  t.equal(back.partitions[0]!.name, 'EFI System');
+  t.ok(new TextEncoder().encode(back.partitions[1]!.name).byteLength <= 36 && 'Ünïcödé name longer than thirty-six bytes for sure'.startsWith(back.partitions[1]!.name), 'a long name is cut on a character boundary');
+  t.same([...back.partitions[0]!.typeGuid], [...table.partitions[0]!.typeGuid], 'GUID bytes kept as stored');
+  t.equal(diskLayout(3, 3).controlOffset, 4096, 'control blocks on the next 4 KiB');
+  const bad = (name: string, mutate: (b: Uint8Array) => void, code = 'ECORRUPT', disk = 64 << 20, bs = 4096): void => {
+    const b = bytes.slice(); mutate(b);
+    t.throws(() => decodeDiskTable(b, disk, bs), { code }, name);
+  };
+  const dv = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
+  bad('magic', (b) => { b[0] = 0; }, 'EMAGIC');
+  bad('scheme', (b) => { dv(b).setUint16(8, 3, true); });
+  bad('sector size', (b) => { dv(b).setUint32(12, 1024, true); });
+  bad('count past the bytes', (b) => { dv(b).setUint16(10, 4, true); });
+  bad('fsType 5 (a disk inside a disk)', (b) => { dv(b).setUint32(32 + 4, 5, true); });
+  bad('unknown fsType', (b) => { dv(b).setUint32(32 + 4, 77, true); });
+  bad('number 0', (b) => { dv(b).setUint32(32, 0, true); });
+  bad('off the block grid', (b) => { dv(b).setBigUint64(32 + 8, BigInt((1 << 20) + 512), true); });
+  bad('past the disk', () => undefined, 'ECORRUPT', 60 << 20);
+  bad('overlap', (b) => { dv(b).setBigUint64(32 + 128 + 8, BigInt(40 << 20), true); });
+  bad('same number twice', (b) => { dv(b).setUint32(32 + 256, 1, true); });
+  bad('unknown flags', (b) => { dv(b).setUint16(32 + 0x1a, 2, true); });
+  t.throws(() => decodeDiskTable(bytes.subarray(0, 20), 64 << 20, 4096), { code: 'ECORRUPT' }, 'truncated header');
+  t.throws(() => decodeDiskTable(bytes.subarray(0, 32 + 200), 64 << 20, 4096), { code: 'ECORRUPT' }, 'truncated entries');
 });
