@@ -49,7 +49,7 @@ export function diskJson(t: DiskTable): { scheme: string; sectorSize: number; di
 export function partitionLines(t: DiskTable, formatBytes: (n: number) => string): string[] {
   return partitionRows(t).map((r) => `  ${r.name.padEnd(4)} ${r.fsType.padEnd(5)} ${formatBytes(r.sizeBytes).padStart(10)} at ${r.startBytes}` +
     `${r.label ? ` label "${r.label}"` : ''}${r.gptName ? ` name "${r.gptName}"` : ''}${r.mbrType !== null ? ` type 0x${r.mbrType.toString(16).padStart(2, '0')}` : ''}` +
-    `${r.bootable ? ' boot' : ''}${r.alias ? ` (also ${r.alias}/)` : ''}`);
+    `${r.bootable ? ' boot' : ''}${r.alias ? ` (also ${r.alias}${r.fsType === 'raw' ? '' : '/'})` : ''}`);
 }
 
 /** The names a partition may be reached by besides pN: its GPT name, else its filesystem label. */

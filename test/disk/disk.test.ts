@@ -71,7 +71,7 @@ await fuseSuite('disk', ['sgdisk', 'sfdisk', 'mkfs.vfat', 'mcopy', 'fsck.vfat', 
       const img = join(h.work, `${kind}.imgm`);
       await makeImage(fx.image, img);
       const fat = fx.parts.find((p) => p.fs === 'vfat')!;
-      const ext = fx.parts.find((p) => p.fs !== 'vfat')!;
+      const ext = fx.parts.find((p) => p.fs === 'ext4' || p.fs === 'ext2')!;
       const fatRef = join(h.work, `${kind}-mcopy`);
       await extractWithMcopy(fat.volume, fatRef);
       const extRef = await loopMounted(t, ext.volume, join(h.work, `${kind}-loop`));
@@ -88,7 +88,7 @@ await fuseSuite('disk', ['sgdisk', 'sfdisk', 'mkfs.vfat', 'mcopy', 'fsck.vfat', 
           fx.parts.map((p) => [`p${p.number}`, p.fs, p.startBytes, p.sizeBytes, p.alias ?? null]), 'numbers, types, offsets, sizes, aliases');
         t.ok(info.imageBytes < fx.sizeBytes / 4, `the image (${info.imageBytes}) is much smaller than the disk (${fx.sizeBytes})`);
         const text = await runCli('imginfo', [img]);
-        t.match(text.stdout.toString(), /partitions: +(GPT|MBR), 2 partition\(s\)/, 'the text form says it too');
+        t.match(text.stdout.toString(), new RegExp(`partitions: +${kind.toUpperCase()}, ${fx.parts.length} partition\\(s\\)`), 'the text form says it too');
       });
 
       await t.test('imgmount: one directory per partition, each equal to its reference', async (t) => {
