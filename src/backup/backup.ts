@@ -35,6 +35,8 @@ export interface BackupOptions {
   log?: (msg: string) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   hooks?: BackupHooks;
+  /** The source's classification, already made (--live: from a copy taken in a short freeze; controlData holds every control block). */
+  classification?: Classification;
 }
 
 /** Where a --live backup (live.ts) steps in. */
@@ -67,7 +69,7 @@ export interface BackupResult {
 
 export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions): Promise<BackupResult> {
   const log = opts.log ?? (() => undefined);
-  const cls = await classifyVolume(src, log);
+  const cls = opts.classification ?? await classifyVolume(src, log);
   const { blockSize, blockCount } = cls;
   const used = opts.allBlocks ? new RunList().add(0, blockCount) : cls.used.clip(blockCount);
   const control = cls.control.clip(blockCount);

@@ -195,6 +195,49 @@ t.test('--live with writers: the exception log is exactly the touched files, the
   }
 });
 
+t.test('--live: what changed between the unfrozen first pass and the freeze is in the image as it was at the freeze', async (t) => {
+  const lm = await loopMount({ sizeMiB: 96, fill });
+  t.teardown(() => lm.cleanup());
+  const mp = lm.mountPoint;
+  const beforeFreeze = join(lm.dir, 'before-freeze');
+  const img = join(lm.dir, 'live.imgm');
+  const backup = spawnCli('imgbackup', ['--live', '--json', lm.loop, img], { IMGMOUNT_TEST_BEFORE_FREEZE: beforeFreeze });
+  t.ok(await waitFor(beforeFreeze), 'imgbackup made its unfrozen first pass');
+  // new directories (their blocks, and new inode-table blocks, were not read by the first pass),
+  // new, overwritten, appended, renamed and deleted files, a truncation, a symlink
+  for (let d = 0; d < 3; d++) {
+    await mkdir(join(mp, `late-${d}`));
+    for (let i = 0; i < 150; i++) await writeFile(join(mp, `late-${d}`, `file-with-a-long-name-${i}`.padEnd(120, 'x')), randomBytes(100 + i * 37));
+  }
+  await writeFile(join(mp, 'keep-0'), randomBytes(5000));
+  await writeFile(join(mp, 'app-0'), randomBytes(300_000), { flag: 'a' });
+  await rm(join(mp, 'del-0'));
+  const { rename, symlink, truncate } = await import('node:fs/promises');
+  await rename(join(mp, 'ren-0'), join(mp, 'sub', 'ren-0.moved'));
+  await truncate(join(mp, 'sub/trunc'), 777);
+  await symlink('x'.repeat(300), join(mp, 'late-0', 'slow-symlink'));
+  const atFreeze = await tree(mp);
+  await rm(beforeFreeze);
+  const r = await backup;
+  t.equal(r.status, 0, `imgbackup --live exits 0 (${r.stderr.trim()})`);
+  const j = JSON.parse(r.stdout.toString());
+  t.ok(j.freeze.rounds >= 1, `${j.freeze.rounds} freeze(s), the longest ${j.freeze.ms} ms`);
+  t.same(j.live.exceptions, [], 'nothing changed after the freeze: an empty exception log');
+  const vol = join(lm.dir, 'restored.vol');
+  await materialise(img, vol);
+  const fsck = await run('e2fsck', ['-fn', vol], { okCodes: [0, 1, 4, 8] });
+  t.equal(fsck.code, 0, `e2fsck -fn of the imaged volume: clean\n${fsck.stdout}`);
+  const out = join(lm.dir, 'rdump');
+  await mkdir(out);
+  await run('debugfs', ['-R', `rdump / ${out}`, vol]);
+  const restored = await tree(out);
+  t.same([...restored.keys()].sort(), [...atFreeze.keys()].sort(), 'the image holds the files of the freeze (not of the first pass)');
+  const differ = [...atFreeze].filter(([p, sum]) => restored.get(p) !== sum).map(([p]) => p);
+  t.same(differ, [], `all ${atFreeze.size} files with their content at the freeze`);
+  const link = await run('debugfs', ['-R', 'cat /late-0/slow-symlink', vol]);
+  t.equal(link.stdout, 'x'.repeat(300), 'the slow symlink (a block of its own) is in the image, its target whole');
+});
+
 t.test('never-write: a --live backup with no writers changes no block but the superblock', async (t) => {
   const lm = await loopMount({ sizeMiB: 48, fill: async (mp) => { for (let i = 0; i < 8; i++) await writeFile(join(mp, `f${i}`), randomBytes(100_000)); } });
   t.teardown(() => lm.cleanup());
