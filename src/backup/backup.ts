@@ -43,6 +43,13 @@ export interface BackupOptions {
 export interface BackupHooks {
   /** Every control block is in memory (`controlArea`: exactly the header's bytes); nothing written yet. */
   afterControl?(info: { cls: Classification; runs: MapRun[]; controlArea: Uint8Array; volumeBytes: number }): Promise<void>;
+  /**
+   * An incremental's second pass read block `block` with other bytes than its first pass hashed
+   * (the source changed in between). Absent: the backup fails (sourceChangedError). Present
+   * (--live: the block's file changed after the freeze and is in the exception log): the block is
+   * stored as read now, with its hash.
+   */
+  sourceChanged?(block: number): void;
   /** Every data block is written: the exception log to end the trailer with (undefined: none). */
   beforeFinish?(): Promise<Uint8Array | undefined>;
 }
@@ -116,7 +123,11 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
       for (let i = 0; i < n; i++) {
         if (!(await mine.seek(writer.map.contentIndex(first + i)))) throw sourceChangedError(first + i);
         mine.take(want);
-        if (want[0] !== check[2 * i] || want[1] !== check[2 * i + 1]) throw sourceChangedError(first + i);
+        if (want[0] !== check[2 * i] || want[1] !== check[2 * i + 1]) {
+          if (!opts.hooks?.sourceChanged) throw sourceChangedError(first + i);
+          opts.hooks.sourceChanged(first + i);
+          await plan.hashes.patch(writer.map.contentIndex(first + i), check[2 * i]!, check[2 * i + 1]!);
+        }
       }
       await writer.appendData(blocks);
     });

@@ -54,8 +54,6 @@ async function main(): Promise<number> {
   if (!/^\d+(\.\d+)?$/.test(o.freezeTimeout)) throw new UsageError(`--freeze-timeout ${o.freezeTimeout}: not a number of seconds`);
   const freezeTimeoutSec = Number(o.freezeTimeout);
   if (o.freeze && o.live) throw new UsageError('--freeze and --live exclude each other');
-  // an incremental's second pass refuses a source that changed after its hash pass: a live source does
-  if (o.live && o.base !== undefined) throw new UsageError('--live and --base exclude each other (an incremental needs a quiet or frozen source)');
   if (o.json && imgPath === '-') throw new UsageError('--json needs stdout, which IMG - uses for the image');
   if (imgPath === '-' && process.stdout.isTTY) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
   const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : undefined;
@@ -127,7 +125,7 @@ async function main(): Promise<number> {
   }
   if (o.json) {
     const freeze = hold.frozen.length > 0 ? { mountPoints: hold.frozen.map((f) => f.mountPoint), ms: Math.round(frozenMs), ...(lr ? { endMs: Math.round(lr.endFreezeMs), rounds: lr.freezeRounds, endRounds: lr.endFreezeRounds, cacheKept: lr.cacheKept } : {}) } : null;
-    const liveJson = lr ? { files: lr.files, scans: lr.scans, exceptionCount: lr.exceptions.length, exceptions: lr.exceptions } : null;
+    const liveJson = lr ? { files: lr.files, scans: lr.scans, changedBetweenPasses: lr.changedBetweenPasses, exceptionCount: lr.exceptions.length, exceptions: lr.exceptions } : null;
     process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, live: liveJson, ...result }, null, 2) + '\n');
   } else if (!o.quiet) {
     const out = imgPath === '-' ? process.stderr : process.stdout;

@@ -238,6 +238,79 @@ t.test('--live: what changed between the unfrozen first pass and the freeze is i
   t.equal(link.stdout, 'x'.repeat(300), 'the slow symlink (a block of its own) is in the image, its target whole');
 });
 
+t.test('--live --base: a consistent incremental of a volume in use; the exception-log invariant holds on the incremental point', async (t) => {
+  const lm = await loopMount({ sizeMiB: 96, fill });
+  t.teardown(() => lm.cleanup());
+  const mp = lm.mountPoint;
+  const parent = join(lm.dir, 'parent.imgm');
+  const full = await runCli('imgbackup', ['--live', '-q', lm.loop, parent]);
+  t.equal(full.status, 0, `the parent: a full --live backup (${full.stderr.trim()})`);
+  // a day of changes, then the incremental: its freeze sees this state
+  await writeFile(join(mp, 'keep-5'), randomBytes(750_001));
+  await writeFile(join(mp, 'keep-6'), randomBytes(10_000), { flag: 'a' });
+  await writeFile(join(mp, 'sub/day-new'), randomBytes(123_456));
+  await rm(join(mp, 'keep-7'));
+  const before = await tree(mp);
+
+  const afterThaw = join(lm.dir, 'after-thaw');
+  const between = join(lm.dir, 'between-passes');
+  const beforeEnd = join(lm.dir, 'before-end');
+  const child = join(lm.dir, 'child.imgm');
+  const backup = spawnCli('imgbackup', ['--live', '--base', parent, '--json', lm.loop, child],
+    { IMGMOUNT_TEST_AFTER_THAW: afterThaw, IMGMOUNT_TEST_BETWEEN_PASSES: between, IMGMOUNT_TEST_BEFORE_END: beforeEnd });
+  t.ok(await waitFor(afterThaw), 'imgbackup reports the thaw');
+  // writers run through both passes of the incremental
+  const log = join(lm.dir, 'writer.log');
+  await writeFile(log, '');
+  await writeFile(join(lm.dir, 'writer.mjs'), WRITER);
+  const writer = spawn(process.execPath, [join(lm.dir, 'writer.mjs'), mp, log], { stdio: 'ignore' });
+  const writerGone = new Promise<number | null>((r) => writer.once('close', (c) => r(c)));
+  while (!(await readFile(log, 'utf8')).includes('round 0\n')) await sleep(10);
+  await rm(afterThaw);
+  t.ok(await waitFor(between), 'the hash pass is done');
+  // keep-5 changed since the parent (so the store pass reads it again): rewritten in place between the passes
+  {
+    const { open } = await import('node:fs/promises');
+    const fh = await open(join(mp, 'keep-5'), 'r+');
+    await fh.write(randomBytes(750_001), 0, 750_001, 0);
+    await fh.sync();
+    await fh.close();
+  }
+  await rm(between);
+  t.ok(await waitFor(beforeEnd), 'imgbackup read the data and reaches the end');
+  writer.kill('SIGTERM');
+  t.equal(await writerGone, 0, 'the writers ran without error');
+  await rm(beforeEnd);
+  const r = await backup;
+  t.equal(r.status, 0, `imgbackup --live --base exits 0 (${r.stderr.trim()})`);
+  const j = JSON.parse(r.stdout.toString());
+  t.ok(j.incremental && j.incremental.parentBlocks > 0, `an incremental: ${j.incremental?.changedBlocks} changed blocks stored, ${j.incremental?.parentBlocks} left to the parent`);
+  t.ok(j.live.changedBetweenPasses >= 183, `keep-5's blocks changed between the passes and were stored as read the second time (${j.live.changedBetweenPasses} blocks)`);
+
+  const touched = new Set((await readFile(log, 'utf8')).split('\n').filter((l) => l.startsWith('touch ')).map((l) => l.slice(6)));
+  const expected = new Set([...touched, '/keep-5']);
+  const logged = new Map<string, string[]>(j.live.exceptions.map((e: { path: string; reasons: string[] }) => [e.path, e.reasons]));
+  t.same([...logged.keys()].sort(), [...expected].sort(), 'the exception log is every file written after the freeze, nothing else');
+
+  const v = await runCli('imginfo', ['--verify', child]);
+  t.equal(v.status, 0, `imginfo --verify of the incremental (its content hashes, the patched ones too) ${v.stderr}`);
+  const vol = join(lm.dir, 'restored.vol');
+  const rv = await runCli('imgrestore', ['-q', '--volume', child, vol]);
+  t.equal(rv.status, 0, `imgrestore --volume through the parent ${rv.stderr}`);
+  const fsck = await run('e2fsck', ['-fn', vol], { okCodes: [0, 1, 4, 8] });
+  t.equal(fsck.code, 0, `e2fsck -fn of the restored incremental point: clean\n${fsck.stdout}`);
+  const out = join(lm.dir, 'rdump');
+  await mkdir(out);
+  await run('debugfs', ['-R', `rdump / ${out}`, vol]);
+  const restored = await tree(out);
+  t.same([...restored.keys()].sort(), [...before.keys()].sort(), 'the incremental point holds the files of its freeze');
+  const wrong = [...before].filter(([p, sum]) => !logged.has(p) && restored.get(p) !== sum).map(([p]) => p);
+  const kept = [...before.keys()].filter((p) => !logged.has(p)).length;
+  t.same(wrong, [], `every file not in the log (${kept}) restores exactly as it was at the freeze`);
+  t.ok(kept >= 18, `${kept} such files, the day's changes among them`);
+  t.equal(restored.get('/sub/day-new'), before.get('/sub/day-new'), 'a file of the day, stored in the incremental');
+});
+
 t.test('never-write: a --live backup with no writers changes no block but the superblock', async (t) => {
   const lm = await loopMount({ sizeMiB: 48, fill: async (mp) => { for (let i = 0; i < 8; i++) await writeFile(join(mp, `f${i}`), randomBytes(100_000)); } });
   t.teardown(() => lm.cleanup());

@@ -49,6 +49,13 @@ t.test('copyRanges and SnapshotSource: copied bytes served as they were, the res
   t.same(mixed.subarray(0, 1192), before.subarray(7000, 8192), 'a read across the end of a copy: the copied part served');
   t.ok(mixed.subarray(1192).every((b) => b === 0), 'the rest zeros');
   t.same(ss.misses.list(), [[8192, 11000]], 'and exactly the lacking bytes missed');
+  // a range longer than one read (4 MiB) is copied in pieces: a read across their seam is served whole
+  const big = new MemorySource(new Uint8Array(12 << 20).map((_, i) => (i * 13) & 0xff));
+  const bigSnap = await copyRanges(big, new Ranges().add(1000, 10_001_000)); // not aligned: seams at 1000 + k * 4 MiB
+  const seam = new SnapshotSource(big, bigSnap);
+  const at = 1000 + (4 << 20) - 2048;
+  t.same(await seam.readAt(at, 4096), (await big.readAt(at, 4096)), 'a read across a seam between two copied pieces');
+  t.equal(seam.misses.size, 0, 'is no miss');
 });
 
 /** A toy volume: block 0 holds the number of the block to read next, and so on until 0; the result is the chain. */

@@ -6,7 +6,10 @@
  *     a round whose copy lacks something the classifier asks for is repeated). The header is the
  *     filesystem at the last freeze's instant, exactly these bytes. (`freezeMs`: the longest
  *     freeze.) Then the device's cached pages are dropped (file data is read next; see snapshot.ts).
- *  2. Read the data blocks while writers go on; rescan open files every SCAN_MS.
+ *  2. Read the data blocks while writers go on; rescan open files every SCAN_MS. An incremental
+ *     (--base) reads them twice (hash, then store): a block whose bytes differ between the two
+ *     reads belongs to a file changed after the freeze (so in the log) and is stored as read the
+ *     second time, with that content's hash (`changedBetweenPasses`).
  *  3. Scan once more; the inode-table and map blocks the header's files use, as of one more
  *     freeze the same way (`endFreezeMs`: on-disk inode tables are only current once the journal
  *     is checkpointed).
@@ -16,11 +19,12 @@
  *     between the freeze and their read (writing a file moves its change time), so it restores
  *     exactly as it was at the freeze.
  * Test hooks (test-only): IMGMOUNT_TEST_BEFORE_FREEZE / IMGMOUNT_TEST_AFTER_THAW /
- * IMGMOUNT_TEST_BEFORE_END=path: imgbackup creates `path` after the unfrozen first pass / after
- * the first thaw / before the last scan and waits until it is removed.
+ * IMGMOUNT_TEST_BETWEEN_PASSES / IMGMOUNT_TEST_BEFORE_END=path: imgbackup creates `path` after
+ * the unfrozen first pass / after the thaw / when every control block is in memory (with --base:
+ * between the hash pass and the store pass) / before the last scan, and waits until it is removed.
  */
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SourceBusyError, UnsupportedError } from '../../errors/index.js';
 import { BlockMap, EXCEPTION_REASON, encodeExceptionLog, reasonNames, type ExceptionEntry } from '../../format/index.js';
@@ -32,6 +36,7 @@ import type { FsTree } from '../../fs/types.js';
 import { HeaderVolume } from '../../restore/header-volume.js';
 import type { BackupHooks } from '../backup.js';
 import { dropCachedPages } from '../freeze.js';
+import { devString } from '../mounted-source.js';
 import type { FreezeTarget } from '../source-check.js';
 import { cacheCoherent, frozenRead, RecordingSource, type Ranges } from './snapshot.js';
 import { compareStates, InodeStates, type FileState } from './file-states.js';
@@ -55,6 +60,8 @@ export interface LiveReport {
   endFreezeRounds: number;
   /** Whether the device's page cache was trusted inside the freezes (snapshot.ts cacheCoherent). */
   cacheKept: boolean;
+  /** An incremental: data blocks whose bytes changed between its two passes (stored as read in the second). */
+  changedBetweenPasses: number;
   /** Regular files in the header's tree (the files the log speaks for). */
   files: number;
   /** Scans of open files made. */
@@ -77,7 +84,8 @@ export class LiveBackup {
   private frozenView: Promise<{ paths: Map<number, Uint8Array>; states: Map<number, FileState>; touched: Set<number> }> | undefined;
   private freezeMs = 0;
   private freezeRounds = 0;
-  private readonly coherent: boolean;
+  private changedBetweenPasses = 0;
+  private coherent = false;
   private readonly devices: Set<string>;
   private readonly log: (m: string) => void;
   report: LiveReport | undefined;
@@ -85,7 +93,6 @@ export class LiveBackup {
   constructor(private readonly src: RandomSource, private readonly targets: readonly FreezeTarget[], private readonly opts: LiveOptions) {
     this.devices = new Set(targets.map((t) => t.device));
     this.log = opts.log ?? ((): void => undefined);
-    this.coherent = cacheCoherent(targets.map((t) => t.fsType ?? ''));
   }
 
   private readOpts(cleanJournal: boolean, beforeFreeze?: () => Promise<void>): Parameters<typeof frozenRead>[3] {
@@ -99,11 +106,18 @@ export class LiveBackup {
   async start(): Promise<Classification> {
     this.atStart = await scanOpenWriters(this.devices);
     this.scans++;
+    // the page cache the filesystem keeps current is its own device's: a source that is another
+    // device (a whole disk around a partition) or the file behind a loop device has its own
+    const st = await stat(this.opts.sourcePath);
+    const sameDevice = st.isBlockDevice() && this.targets.every((t) => t.device === devString(st.rdev));
+    this.coherent = sameDevice && cacheCoherent(this.targets.map((t) => t.fsType ?? ''));
     const r = await frozenRead(this.src, this.targets, classifyWhole, this.readOpts(true, () => testHook('IMGMOUNT_TEST_BEFORE_FREEZE')));
     this.freezeMs = Math.max(...r.windowsMs);
     this.freezeRounds = r.windowsMs.length;
     // file data is read next: the device's cached pages may hold older copies of blocks files now use
     await dropCachedPages(this.opts.sourcePath);
+    this.scanTimer = setInterval(() => { this.scanning ??= this.scanDuring().finally(() => { this.scanning = undefined; }); }, SCAN_MS);
+    await testHook('IMGMOUNT_TEST_AFTER_THAW');
     return r.value;
   }
 
@@ -113,12 +127,17 @@ export class LiveBackup {
       if (cls.fsType === 'raw') {
         throw new UnsupportedError(`--live needs a filesystem imgbackup understands (ext2/3/4); this one is not: use --freeze`);
       }
-      await testHook('IMGMOUNT_TEST_AFTER_THAW');
-      this.scanTimer = setInterval(() => { this.scanning ??= this.scanDuring().finally(() => { this.scanning = undefined; }); }, SCAN_MS);
+      await testHook('IMGMOUNT_TEST_BETWEEN_PASSES');
+      // with --base the data was read once already (the hash pass): the store pass must see what
+      // files hold now, not the device's cached copies of their blocks
+      await dropCachedPages(this.opts.sourcePath);
       const view = new HeaderVolume({ map: new BlockMap(runs, Math.ceil(volumeBytes / cls.blockSize)), controlArea, blockSize: cls.blockSize, volumeBytes });
       this.frozenView = frozenFiles(view);
       this.frozenView.catch(() => undefined); // awaited in beforeFinish
     },
+    // an incremental (--base): a data block that changed between its two passes belongs to a file
+    // changed after the freeze, which the log names; it is stored as read in the second pass
+    sourceChanged: () => { this.changedBetweenPasses++; },
     beforeFinish: async () => {
       clearInterval(this.scanTimer);
       await this.scanning;
@@ -140,7 +159,7 @@ export class LiveBackup {
       const text = (p: Uint8Array): string => Buffer.from(p).toString();
       this.report = {
         mountPoints: this.targets.map((t) => t.mountPoint), freezeMs: this.freezeMs, freezeRounds: this.freezeRounds,
-        endFreezeMs, endFreezeRounds: end.windowsMs.length, cacheKept: this.coherent,
+        endFreezeMs, endFreezeRounds: end.windowsMs.length, cacheKept: this.coherent, changedBetweenPasses: this.changedBetweenPasses,
         files: frozen.states.size, scans: this.scans,
         exceptions: entries.map((e) => ({ ino: e.ino, path: text(e.path), reasons: reasonNames(e.reasons) })),
       };
