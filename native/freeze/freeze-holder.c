@@ -6,17 +6,22 @@
  *
  *   imgmount-freeze MOUNTPOINT MAJOR:MINOR TIMEOUT_MS [SOURCE]
  *   imgmount-freeze --thaw MOUNTPOINT MAJOR:MINOR
+ *   imgmount-freeze --drop SOURCE
  *
  * MOUNTPOINT must be the filesystem of device MAJOR:MINOR (checked with fstat after opening it:
  * another filesystem mounted over it would otherwise be frozen instead).
  * Protocol: stdin and stdout are pipes from and to imgbackup.
- *   -> "frozen\n" once frozen, or "error ERRNO-NAME text\n" and exit 1 (nothing frozen)
+ *   -> "frozen MS\n" once frozen (MS: how long the FIFREEZE call took, writers already waiting),
+ *      or "error ERRNO-NAME text\n" and exit 1 (nothing frozen)
  *   <- "thaw\n", or end of file (imgbackup exited or was killed, however)
  *   -> "thawed REASON\n", REASON one of asked, parent-gone, timeout, signal; exit 0
  * TIMEOUT_MS > 0 thaws by itself after that long (imgbackup then fails the backup); 0: no limit.
  * SIGTERM, SIGINT and SIGHUP thaw too. After the freeze, SOURCE (the device or file imgbackup
  * reads) has its clean cached pages dropped (posix_fadvise DONTNEED): the filesystem writes file
  * data around the device's page cache, which could otherwise hold older copies of those blocks.
+ * Before FIFREEZE, syncfs() writes back what is dirty while writers still run (FIFREEZE makes
+ * them wait for its own sync). --drop SOURCE only drops SOURCE's clean cached pages (`imgbackup
+ * --live` does that after its short freeze, before reading file data; see src/backup/live/).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -101,6 +106,15 @@ int main(int argc, char **argv) {
     say(r == 0 ? "thawed asked\n" : "thawed asked not-frozen\n");
     return 0;
   }
+  if (argc == 3 && strcmp(argv[1], "--drop") == 0) {
+    int s = open(argv[2], O_RDONLY | O_CLOEXEC);
+    if (s < 0) { int e = errno; say("error %s %s: %s\n", errname(e), argv[2], strerror(e)); return 1; }
+    int r = posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED);
+    close(s);
+    if (r != 0) { say("error %s fadvise %s: %s\n", errname(r), argv[2], strerror(r)); return 1; }
+    say("dropped\n");
+    return 0;
+  }
   if (argc < 4 || argc > 5) {
     say("error EINVAL usage: imgmount-freeze MOUNTPOINT MAJOR:MINOR TIMEOUT_MS [SOURCE] | --thaw MOUNTPOINT MAJOR:MINOR\n");
     return 2;
@@ -122,6 +136,9 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL); sigaction(SIGINT, &sa, NULL); sigaction(SIGHUP, &sa, NULL);
 
   int fd = open_checked(mp, argv[2]);
+  syncfs(fd); /* best effort: FIFREEZE syncs again, with writers waiting */
+  struct timespec f0, f1;
+  clock_gettime(CLOCK_MONOTONIC, &f0);
   if (ioctl(fd, FIFREEZE, 0) < 0) {
     int e = errno;
     say("error %s freeze %s: %s\n", errname(e), mp, e == EBUSY ? "already frozen (by someone else)" : strerror(e));
@@ -131,8 +148,9 @@ int main(int argc, char **argv) {
     int s = open(argv[4], O_RDONLY | O_CLOEXEC);
     if (s >= 0) { posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED); close(s); }
   }
+  clock_gettime(CLOCK_MONOTONIC, &f1);
   long long start = now_ms();
-  say("frozen\n");
+  say("frozen %.1f\n", (double)(f1.tv_sec - f0.tv_sec) * 1e3 + (double)(f1.tv_nsec - f0.tv_nsec) / 1e6);
 
   const char *reason = NULL;
   while (!reason) {

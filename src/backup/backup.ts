@@ -43,6 +43,8 @@ export interface BackupOptions {
   log?: (msg: string) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   hooks?: BackupHooks;
+  /** The source's classification, already made (--live: from a copy taken in a short freeze; controlData holds every control block). */
+  classification?: Classification;
 }
 
 /** Where a --live backup (live.ts) steps in. */
@@ -83,9 +85,9 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
   const log = opts.log ?? (() => undefined);
   const asked = opts.base ? (opts.base.changes ?? 'auto') : undefined;
   // a whole disk: its partition table, then each partition by its own driver
-  const table = await probeDisk(src, log);
+  const table = opts.classification ? undefined : await probeDisk(src, log);
   if (table && opts.base) throw new UnsupportedError('incremental backups of whole disks are not supported yet: back up each partition');
-  const cls = table ? await classifyDisk(src, table, log) : await classifyVolume(src, log, { files: asked === 'metadata' || asked === 'auto' });
+  const cls = opts.classification ?? (table ? await classifyDisk(src, table, log) : await classifyVolume(src, log, { files: asked === 'metadata' || asked === 'auto' }));
   let mode: 'hash' | 'metadata' | undefined = asked === 'auto' ? 'metadata' : asked;
   const { blockSize, blockCount } = cls;
   const used = opts.allBlocks ? new RunList().add(0, blockCount) : cls.used.clip(blockCount);

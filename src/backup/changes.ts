@@ -11,7 +11,7 @@
  * read window. Only I/O: the reads of the source (streamData) and of the parent's trailer.
  */
 import { basename } from 'node:path';
-import { FormatError, IoError, UnsupportedError, UsageError } from '../errors/index.js';
+import { FormatError, UnsupportedError, UsageError } from '../errors/index.js';
 import {
   PARENT_FLAGS, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE, CONTENT_HASH_ALGO, TRAILER_HEADER_SIZE, Xxh64, contentHashes, decodeContentHashesHead, textField,
   type MapRun, type ParentEntry,
@@ -270,9 +270,4 @@ export async function detectChanges(base: ImageReader, basePath: string, data: R
   // read the rest of the parent's trailer: its checksum is checked at the end of the stream
   await cursor.seek(bm.dataBlocks + bm.parentBlocks);
   return { content, changed: changed.normalise(), changedBlocks, parentBlocks, trustedBlocks, parents, hashes };
-}
-
-/** Pass two's check: the hash of each stored block must still be the one pass one saw (the source did not change in between). */
-export function sourceChangedError(block: number): IoError {
-  return new IoError('EIO', `the source changed during the backup (block ${block} differs between the two passes of the incremental): back up an unmounted or frozen source`, { block });
 }

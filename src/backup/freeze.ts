@@ -41,10 +41,12 @@ export class Freeze {
   private lostError: SourceBusyError | undefined;
   private asked = false;
   private readonly exited: Promise<void>;
-  private readonly started = process.hrtime.bigint();
+  /** When the freeze began: the FIFREEZE call itself blocks writers, so its time is counted. */
+  private readonly started: bigint;
 
   private constructor(readonly target: FreezeTarget, private readonly child: ChildProcess,
-                      private readonly timeoutSec: number, private readonly lines: LineReader) {
+                      private readonly timeoutSec: number, private readonly lines: LineReader, ioctlMs: number) {
+    this.started = process.hrtime.bigint() - BigInt(Math.round(ioctlMs * 1e6));
     this.exited = new Promise((resolve) => child.once('close', () => resolve()));
     lines.listen((l) => this.onLine(l));
     child.once('close', () => {
@@ -70,13 +72,14 @@ export class Freeze {
     child.stdin!.on('error', () => undefined); // EPIPE once it is gone: its exit says the rest
     const lines = new LineReader(child);
     const first = await lines.next();
-    if (first !== 'frozen') {
+    const frozen = /^frozen(?: (\d+(?:\.\d+)?))?$/.exec(first ?? '');
+    if (!frozen) {
       child.stdin!.end();
       const m = /^error (\S+) (.*)$/.exec(first ?? '');
       throw new SourceBusyError('EFREEZE', `cannot freeze ${target.mountPoint}: ${m ? m[2] : first === undefined ? 'the freeze helper exited' : first}`,
         { mountPoint: target.mountPoint, errno: m?.[1] });
     }
-    return new Freeze(target, child, opts.timeoutSec, lines);
+    return new Freeze(target, child, opts.timeoutSec, lines, Number(frozen[1] ?? 0));
   }
 
   private onLine(line: string): void {
@@ -159,7 +162,7 @@ export interface SourceHold {
 
 /** Freezes `targets` (none: a plain pass-through) for the backup of `src`. */
 export async function holdSource(src: RandomSource, targets: readonly FreezeTarget[],
-                                 opts: { timeoutSec: number; sourcePath: string }): Promise<SourceHold> {
+                                 opts: { timeoutSec: number; sourcePath?: string }): Promise<SourceHold> {
   if (targets.length === 0) return { source: src, release: async () => 0, frozen: [] };
   const freezes: Freeze[] = [];
   try {
@@ -181,4 +184,19 @@ export async function holdSource(src: RandomSource, targets: readonly FreezeTarg
       return released;
     },
   };
+}
+
+/**
+ * Drops the clean cached pages of `sourcePath` (the helper's --drop: posix_fadvise DONTNEED), so
+ * that reads after it come from the disk: file data written around the device's page cache may
+ * have left older copies there. Throws SourceBusyError EFREEZE if the helper is missing or fails.
+ */
+export async function dropCachedPages(sourcePath: string): Promise<void> {
+  const helper = freezeHelperPath();
+  if (!helper) throw new SourceBusyError('EFREEZE', `cannot drop ${sourcePath}'s cached pages: the helper ${HELPER_REL} is not built (npm run build needs a C compiler)`);
+  const child = spawn(helper, ['--drop', sourcePath], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  if (code !== 0) throw new SourceBusyError('EFREEZE', `cannot drop ${sourcePath}'s cached pages: ${out.trim() || `helper exit ${code}`}`);
 }

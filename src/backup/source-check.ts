@@ -20,7 +20,7 @@ export interface SourceCheckOptions {
 }
 
 /** A filesystem to freeze: a mount point that leads to it, and its device ("major:minor"). */
-export interface FreezeTarget { mountPoint: string; device: string }
+export interface FreezeTarget { mountPoint: string; device: string; /** mountinfo's filesystem type */ fsType?: string }
 
 export interface SourcePlan {
   mounts: SourceMount[];
@@ -49,7 +49,7 @@ export async function checkSource(srcPath: string, opts: SourceCheckOptions): Pr
   const freeze: FreezeTarget[] = [];
   for (const mount of rw) {
     await refuseWritesInto(mount, opts.imgPath);
-    freeze.push({ mountPoint: await reachableMountPoint(mount), device: mount.device });
+    freeze.push({ mountPoint: await reachableMountPoint(mount), device: mount.device, fsType: mount.fsType });
   }
   return { mounts, freeze, mounted };
 }

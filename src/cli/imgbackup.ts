@@ -13,6 +13,7 @@ import { backup, type BackupResult } from '../backup/backup.js';
 import { checkSource } from '../backup/source-check.js';
 import { holdSource, type SourceHold } from '../backup/freeze.js';
 import { LiveBackup } from '../backup/live/live.js';
+import type { Classification } from '../fs/detect.js';
 import { FileSink, FileSource, StdoutSink, type Sink } from '../io/index.js';
 import { ImageReader } from '../image/image-reader.js';
 import { openParents } from '../image/parent-images.js';
@@ -114,8 +115,6 @@ async function main(): Promise<number> {
   if (!/^\d+(\.\d+)?$/.test(o.freezeTimeout)) throw new UsageError(`--freeze-timeout ${o.freezeTimeout}: not a number of seconds`);
   const freezeTimeoutSec = Number(o.freezeTimeout);
   if (o.freeze && o.live) throw new UsageError('--freeze and --live exclude each other');
-  // an incremental's second pass refuses a source that changed after its hash pass: a live source does
-  if (o.live && o.base !== undefined) throw new UsageError('--live and --base exclude each other (an incremental needs a quiet or frozen source)');
   if (o.json && imgPath === '-') throw new UsageError('--json needs stdout, which IMG - uses for the image');
   if (imgPath === '-' && process.stdout.isTTY) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
   const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : undefined;
@@ -150,16 +149,17 @@ async function main(): Promise<number> {
   let result: BackupResult;
   let frozenMs = 0;
   const started = process.hrtime.bigint();
-  const live = o.live && plan.freeze.length > 0 ? new LiveBackup(src, plan.freeze, { timeoutSec: freezeTimeoutSec, sourcePath: srcPath, log: (m) => log(m) }) : undefined;
+  const live = o.live && plan.freeze.length > 0 ? new LiveBackup(src, plan.freeze, { timeoutSec: freezeTimeoutSec, sourcePath: srcPath, log: (m) => log(m), files: base !== undefined && base.changes !== 'hash' }) : undefined;
+  let classification: Classification | undefined;
   const hold: SourceHold = await (live
-    ? live.start().then((source) => ({ source, frozen: plan.freeze, release: async () => { await live.abort(); return 0; } }))
+    ? live.start().then((cls) => { classification = cls; return { source: src, frozen: plan.freeze, release: async () => { await live.abort(); return 0; } }; })
     : holdSource(src, plan.freeze, { timeoutSec: freezeTimeoutSec, sourcePath: srcPath })).catch(async (e: unknown) => {
     await live?.abort(); await sink.abort(); await src.close(); throw e;
   });
   try {
     result = await backup(hold.source, sink, {
       allBlocks: !!o.allBlocks, imageUuid, createdSec: created, writer: `imgbackup ${VERSION}`, base,
-      log: (m) => log(m), onProgress: (d, t) => progress.update(d, t), hooks: live?.hooks,
+      log: (m) => log(m), onProgress: (d, t) => progress.update(d, t), hooks: live?.hooks, classification,
     });
     frozenMs = await hold.release();
     await sink.close();
@@ -185,7 +185,7 @@ async function main(): Promise<number> {
     process.stderr.write(`imgbackup: ${lr.exceptions.length} file(s) changed or open for write during the backup: in the image's exception log (imginfo --exceptions)\n`);
   }
   if (o.json) {
-    const freeze = hold.frozen.length > 0 ? { mountPoints: hold.frozen.map((f) => f.mountPoint), ms: Math.round(frozenMs), ...(lr ? { endMs: Math.round(lr.endFreezeMs) } : {}) } : null;
+    const freeze = hold.frozen.length > 0 ? { mountPoints: hold.frozen.map((f) => f.mountPoint), ms: Math.round(frozenMs), ...(lr ? { endMs: Math.round(lr.endFreezeMs), rounds: lr.freezeRounds, endRounds: lr.endFreezeRounds, cacheKept: lr.cacheKept } : {}) } : null;
     const liveJson = lr ? { files: lr.files, scans: lr.scans, exceptionCount: lr.exceptions.length, exceptions: lr.exceptions } : null;
     process.stdout.write(JSON.stringify({ source: srcPath, image: imgPath, seconds, mounted: plan.mounted, freeze, live: liveJson, ...result,
       ...(result.disk ? { disk: diskJson(result.disk) } : {}) }, null, 2) + '\n');

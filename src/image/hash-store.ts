@@ -65,6 +65,26 @@ export class HashStore {
     this.fileBytes += b.byteLength;
   }
 
+  /**
+   * Replaces hash `index` (already appended): a block stored with other bytes than the ones it
+   * was first hashed from (a --live incremental: the file changed between the two passes).
+   */
+  async patch(index: number, h0: bigint, h1: bigint): Promise<void> {
+    await this.tail;
+    if (!(index >= 0 && index < this.count)) throw new RangeError(`hash ${index} of ${this.count}`);
+    const pair = new BigUint64Array([h0, h1]);
+    const b = new Uint8Array(pair.buffer);
+    if (this.file) {
+      await this.file.write(b, 0, 16, index * 16);
+      return;
+    }
+    let off = index * 16;
+    for (const m of this.mem) {
+      if (off < m.byteLength) { m.set(b, off); return; }
+      off -= m.byteLength;
+    }
+  }
+
   /** Every hash, in order, as byte chunks (multiples of 16 bytes). */
   async *chunks(): AsyncGenerator<Uint8Array> {
     await this.tail;

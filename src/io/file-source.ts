@@ -3,7 +3,7 @@
  * A block device's size comes from sysfs (fstat says 0 for devices and Node has no ioctl).
  * With enableDirect(), readAligned() reads with O_DIRECT into the caller's aligned buffer.
  */
-import { constants } from 'node:fs';
+import { constants, readSync } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { IoError } from '../errors/index.js';
 import { alignedRange } from './aligned.js';
@@ -44,6 +44,23 @@ export class FileSource extends RandomSource {
     } catch (e) {
       throw ioErrorFrom(e, this.name, `read failed at byte ${pos}`);
     }
+  }
+
+  override readAtIntoSync(buf: Uint8Array, posBytes: number): Uint8Array {
+    this.checkRange(posBytes, buf.byteLength);
+    for (let done = 0; done < buf.byteLength;) {
+      let n: number;
+      try {
+        n = readSync(this.fh.fd, buf, done, buf.byteLength - done, posBytes + done);
+      } catch (e) {
+        throw ioErrorFrom(e, this.name, `read failed at byte ${posBytes + done}`);
+      }
+      this.stats.reads++;
+      this.stats.bytesRead += n;
+      if (n === 0) throw new IoError('ESHORT', `${this.name}: short read at ${posBytes + done} (the file shrank?)`, { posBytes: posBytes + done });
+      done += n;
+    }
+    return buf;
   }
 
   override get direct(): boolean { return this.directFh !== undefined; }

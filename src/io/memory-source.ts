@@ -10,5 +10,12 @@ export class MemorySource extends RandomSource {
     buf.set(this.data.subarray(pos, pos + n), off);
     return n;
   }
+  override readAtIntoSync(buf: Uint8Array, posBytes: number): Uint8Array {
+    this.checkRange(posBytes, buf.byteLength);
+    buf.set(this.data.subarray(posBytes, posBytes + buf.byteLength));
+    this.stats.reads++;
+    this.stats.bytesRead += buf.byteLength;
+    return buf;
+  }
   async close(): Promise<void> { /* nothing to release */ }
 }

@@ -22,6 +22,9 @@ import { ROOT, runCli, type CliResult } from '../helpers/cli.js';
 import { materialise } from '../helpers/materialise.js';
 import { run } from '../fixtures/exec.js';
 import { loopMount } from './loop-mount.js';
+import { FileSource } from '../../src/io/index.js';
+import { ImageReader } from '../../src/image/image-reader.js';
+import { CONTENT_HASHES_HEADER_SIZE, SECTION_HEADER_SIZE, contentHashes } from '../../src/format/index.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -87,6 +90,39 @@ function spawnCli(prog: string, args: string[], env: NodeJS.ProcessEnv): Promise
     c.on('error', rej);
     c.on('close', (status) => res({ status, stdout: Buffer.concat(out), stderr: err }));
   });
+}
+
+/** Every stored data block of an image against its content hash in the trailer: the blocks whose hash is not that of their bytes. */
+async function storedHashesAgree(imgPath: string): Promise<{ checked: number; bad: number[] }> {
+  const src = await FileSource.open(imgPath);
+  try {
+    const img = await ImageReader.open(src);
+    const h = img.header;
+    const bs = h.blockSize;
+    const at = (await img.contentHashesOffset()) + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE;
+    const all = new BigUint64Array((await src.readAt(at, 16 * (img.map.dataBlocks + img.map.parentBlocks))).slice().buffer);
+    const frames = await img.readFrames(0, Math.max(1, h.frameCount));
+    const one = new BigUint64Array(2);
+    const bad: number[] = [];
+    let checked = 0;
+    for (const r of img.map.runs()) {
+      if (r.kind !== 'data') continue;
+      const first = img.map.locate(r.start).index;
+      for (let i = 0; i < r.len; i++) {
+        const k = first + i;
+        const payload = frames[Math.floor(k / h.frameBlocks)];
+        if (!(payload instanceof Uint8Array)) throw new Error(`frame of data block ${k} is damaged`);
+        const off = (k % h.frameBlocks) * bs;
+        contentHashes(payload.subarray(off, off + bs), bs, one, 0);
+        const ci = img.map.contentIndex(r.start + i);
+        if (one[0] !== all[2 * ci] || one[1] !== all[2 * ci + 1]) bad.push(r.start + i);
+        checked++;
+      }
+    }
+    return { checked, bad };
+  } finally {
+    await src.close();
+  }
 }
 
 t.test('--live with writers: the exception log is exactly the touched files, the rest is as at the freeze', async (t) => {
@@ -193,6 +229,123 @@ t.test('--live with writers: the exception log is exactly the touched files, the
   } finally {
     await runCli('imgmount', ['-u', mnt], { env });
   }
+});
+
+t.test('--live: what changed between the unfrozen first pass and the freeze is in the image as it was at the freeze', async (t) => {
+  const lm = await loopMount({ sizeMiB: 96, fill });
+  t.teardown(() => lm.cleanup());
+  const mp = lm.mountPoint;
+  const beforeFreeze = join(lm.dir, 'before-freeze');
+  const img = join(lm.dir, 'live.imgm');
+  const backup = spawnCli('imgbackup', ['--live', '--json', lm.loop, img], { IMGMOUNT_TEST_BEFORE_FREEZE: beforeFreeze });
+  t.ok(await waitFor(beforeFreeze), 'imgbackup made its unfrozen first pass');
+  // new directories (their blocks, and new inode-table blocks, were not read by the first pass),
+  // new, overwritten, appended, renamed and deleted files, a truncation, a symlink
+  for (let d = 0; d < 3; d++) {
+    await mkdir(join(mp, `late-${d}`));
+    for (let i = 0; i < 150; i++) await writeFile(join(mp, `late-${d}`, `file-with-a-long-name-${i}`.padEnd(120, 'x')), randomBytes(100 + i * 37));
+  }
+  await writeFile(join(mp, 'keep-0'), randomBytes(5000));
+  await writeFile(join(mp, 'app-0'), randomBytes(300_000), { flag: 'a' });
+  await rm(join(mp, 'del-0'));
+  const { rename, symlink, truncate } = await import('node:fs/promises');
+  await rename(join(mp, 'ren-0'), join(mp, 'sub', 'ren-0.moved'));
+  await truncate(join(mp, 'sub/trunc'), 777);
+  await symlink('x'.repeat(300), join(mp, 'late-0', 'slow-symlink'));
+  const atFreeze = await tree(mp);
+  await rm(beforeFreeze);
+  const r = await backup;
+  t.equal(r.status, 0, `imgbackup --live exits 0 (${r.stderr.trim()})`);
+  const j = JSON.parse(r.stdout.toString());
+  t.ok(j.freeze.rounds >= 1, `${j.freeze.rounds} freeze(s), the longest ${j.freeze.ms} ms`);
+  t.same(j.live.exceptions, [], 'nothing changed after the freeze: an empty exception log');
+  const vol = join(lm.dir, 'restored.vol');
+  await materialise(img, vol);
+  const fsck = await run('e2fsck', ['-fn', vol], { okCodes: [0, 1, 4, 8] });
+  t.equal(fsck.code, 0, `e2fsck -fn of the imaged volume: clean\n${fsck.stdout}`);
+  const out = join(lm.dir, 'rdump');
+  await mkdir(out);
+  await run('debugfs', ['-R', `rdump / ${out}`, vol]);
+  const restored = await tree(out);
+  t.same([...restored.keys()].sort(), [...atFreeze.keys()].sort(), 'the image holds the files of the freeze (not of the first pass)');
+  const differ = [...atFreeze].filter(([p, sum]) => restored.get(p) !== sum).map(([p]) => p);
+  t.same(differ, [], `all ${atFreeze.size} files with their content at the freeze`);
+  const link = await run('debugfs', ['-R', 'cat /late-0/slow-symlink', vol]);
+  t.equal(link.stdout, 'x'.repeat(300), 'the slow symlink (a block of its own) is in the image, its target whole');
+});
+
+t.test('--live --base: a consistent incremental of a volume in use; the exception-log invariant holds on the incremental point', async (t) => {
+  const lm = await loopMount({ sizeMiB: 96, fill });
+  t.teardown(() => lm.cleanup());
+  const mp = lm.mountPoint;
+  const parent = join(lm.dir, 'parent.imgm');
+  const full = await runCli('imgbackup', ['--live', '-q', lm.loop, parent]);
+  t.equal(full.status, 0, `the parent: a full --live backup (${full.stderr.trim()})`);
+  // a day of changes, then the incremental: its freeze sees this state
+  await writeFile(join(mp, 'keep-5'), randomBytes(750_001));
+  await writeFile(join(mp, 'keep-6'), randomBytes(10_000), { flag: 'a' });
+  await writeFile(join(mp, 'sub/day-new'), randomBytes(123_456));
+  await rm(join(mp, 'keep-7'));
+  const before = await tree(mp);
+
+  const afterThaw = join(lm.dir, 'after-thaw');
+  const between = join(lm.dir, 'between-passes');
+  const beforeEnd = join(lm.dir, 'before-end');
+  const child = join(lm.dir, 'child.imgm');
+  const backup = spawnCli('imgbackup', ['--live', '--base', parent, '--json', lm.loop, child],
+    { IMGMOUNT_TEST_AFTER_THAW: afterThaw, IMGMOUNT_TEST_BETWEEN_PASSES: between, IMGMOUNT_TEST_BEFORE_END: beforeEnd });
+  t.ok(await waitFor(afterThaw), 'imgbackup reports the thaw');
+  // writers run through both passes of the incremental
+  const log = join(lm.dir, 'writer.log');
+  await writeFile(log, '');
+  await writeFile(join(lm.dir, 'writer.mjs'), WRITER);
+  const writer = spawn(process.execPath, [join(lm.dir, 'writer.mjs'), mp, log], { stdio: 'ignore' });
+  const writerGone = new Promise<number | null>((r) => writer.once('close', (c) => r(c)));
+  while (!(await readFile(log, 'utf8')).includes('round 0\n')) await sleep(10);
+  await rm(afterThaw);
+  t.ok(await waitFor(between), 'the hash pass is done');
+  // keep-5 changed since the parent: rewritten in place after its blocks were read and hashed (the stored bytes are those hashed)
+  {
+    const { open } = await import('node:fs/promises');
+    const fh = await open(join(mp, 'keep-5'), 'r+');
+    await fh.write(randomBytes(750_001), 0, 750_001, 0);
+    await fh.sync();
+    await fh.close();
+  }
+  await rm(between);
+  t.ok(await waitFor(beforeEnd), 'imgbackup read the data and reaches the end');
+  writer.kill('SIGTERM');
+  t.equal(await writerGone, 0, 'the writers ran without error');
+  await rm(beforeEnd);
+  const r = await backup;
+  t.equal(r.status, 0, `imgbackup --live --base exits 0 (${r.stderr.trim()})`);
+  const j = JSON.parse(r.stdout.toString());
+  t.ok(j.incremental && j.incremental.parentBlocks > 0, `an incremental: ${j.incremental?.changedBlocks} changed blocks stored, ${j.incremental?.parentBlocks} left to the parent`);
+
+  const touched = new Set((await readFile(log, 'utf8')).split('\n').filter((l) => l.startsWith('touch ')).map((l) => l.slice(6)));
+  const expected = new Set([...touched, '/keep-5']);
+  const logged = new Map<string, string[]>(j.live.exceptions.map((e: { path: string; reasons: string[] }) => [e.path, e.reasons]));
+  t.same([...logged.keys()].sort(), [...expected].sort(), 'the exception log is every file written after the freeze, nothing else');
+
+  const v = await runCli('imginfo', ['--verify', child]);
+  t.equal(v.status, 0, `imginfo --verify of the incremental ${v.stderr}`);
+  const hashes = await storedHashesAgree(child);
+  t.same(hashes.bad, [], `the content hash of each of the ${hashes.checked} stored data blocks is the hash of its stored bytes (the blocks read again in the second pass too)`);
+  const vol = join(lm.dir, 'restored.vol');
+  const rv = await runCli('imgrestore', ['-q', '--volume', child, vol]);
+  t.equal(rv.status, 0, `imgrestore --volume through the parent ${rv.stderr}`);
+  const fsck = await run('e2fsck', ['-fn', vol], { okCodes: [0, 1, 4, 8] });
+  t.equal(fsck.code, 0, `e2fsck -fn of the restored incremental point: clean\n${fsck.stdout}`);
+  const out = join(lm.dir, 'rdump');
+  await mkdir(out);
+  await run('debugfs', ['-R', `rdump / ${out}`, vol]);
+  const restored = await tree(out);
+  t.same([...restored.keys()].sort(), [...before.keys()].sort(), 'the incremental point holds the files of its freeze');
+  const wrong = [...before].filter(([p, sum]) => !logged.has(p) && restored.get(p) !== sum).map(([p]) => p);
+  const kept = [...before.keys()].filter((p) => !logged.has(p)).length;
+  t.same(wrong, [], `every file not in the log (${kept}) restores exactly as it was at the freeze`);
+  t.ok(kept >= 18, `${kept} such files, the day's changes among them`);
+  t.equal(restored.get('/sub/day-new'), before.get('/sub/day-new'), 'a file of the day, stored in the incremental');
 });
 
 t.test('never-write: a --live backup with no writers changes no block but the superblock', async (t) => {

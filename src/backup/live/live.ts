@@ -1,32 +1,46 @@
 /**
  * imgbackup --live: a backup of a mounted read-write ext2/3/4 filesystem that stays in use.
- *  1. Scan for files open for write; freeze the filesystem (FIFREEZE: everything written back,
- *     the journal checkpointed); classify and read every control block — the header is the
- *     filesystem at that instant, exactly these bytes; thaw. (`freezeMs`)
- *  2. Read the data blocks while writers go on; rescan open files every SCAN_MS.
- *  3. Scan once more; freeze again for a moment (`endFreezeMs`: on-disk inode tables are only
- *     current once the journal is checkpointed) and read the inode-table and map blocks the
- *     header's files use; thaw.
+ *  1. Scan for files open for write. Classify the volume and read its control blocks as of one
+ *     freeze (snapshot.ts frozenRead: a first pass unfrozen finds and warms what to read, the
+ *     freeze only copies those bytes, the classification is made from the copy after the thaw;
+ *     a round whose copy lacks something the classifier asks for is repeated). The header is the
+ *     filesystem at the last freeze's instant, exactly these bytes. (`freezeMs`: the longest
+ *     freeze.) Then the device's cached pages are dropped (file data is read next; see snapshot.ts).
+ *  2. Read the data blocks while writers go on; rescan open files every SCAN_MS. An incremental
+ *     (--base) reads each block it must compare once: the bytes it hashed are the bytes it stores
+ *     (backup.ts keeps them in a spool), so a block written after the freeze is stored as first
+ *     read, with its own hash; its file is in the log. With --changes=metadata (the default) the
+ *     classification carries each file's change key, and files unchanged since the parent at
+ *     the freeze are taken from it unread.
+ *  3. Scan once more; the inode-table and map blocks the header's files use, as of one more
+ *     freeze the same way (`endFreezeMs`: on-disk inode tables are only current once the journal
+ *     is checkpointed).
  *  4. The exception log: every regular file of the header's tree whose change time, i_version,
  *     size, generation or block list moved, that was deleted, or that was open for write at the
  *     start or opened for write during the backup. Every other file's blocks were not written
  *     between the freeze and their read (writing a file moves its change time), so it restores
  *     exactly as it was at the freeze.
- * Test hooks (test-only): IMGMOUNT_TEST_AFTER_THAW / IMGMOUNT_TEST_BEFORE_END=path: imgbackup
- * creates `path` after the first thaw / before the last scan and waits until it is removed.
+ * Test hooks (test-only): IMGMOUNT_TEST_BEFORE_FREEZE / IMGMOUNT_TEST_AFTER_THAW /
+ * IMGMOUNT_TEST_BETWEEN_PASSES / IMGMOUNT_TEST_BEFORE_END=path: imgbackup creates `path` after
+ * the unfrozen first pass / after the thaw / when every control block is in memory (with --base:
+ * between the hash pass and the store pass) / before the last scan, and waits until it is removed.
  */
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SourceBusyError, UnsupportedError } from '../../errors/index.js';
 import { BlockMap, EXCEPTION_REASON, encodeExceptionLog, reasonNames, type ExceptionEntry } from '../../format/index.js';
 import type { RandomSource } from '../../io/index.js';
+import { classifyVolume, type Classification } from '../../fs/detect.js';
 import { openExt4 } from '../../fs/ext4/index.js';
+import { RunList } from '../../fs/run-list.js';
 import type { FsTree } from '../../fs/types.js';
 import { HeaderVolume } from '../../restore/header-volume.js';
 import type { BackupHooks } from '../backup.js';
-import { holdSource, type SourceHold } from '../freeze.js';
+import { dropCachedPages } from '../freeze.js';
+import { devString } from '../mounted-source.js';
 import type { FreezeTarget } from '../source-check.js';
+import { cacheCoherent, frozenRead, RecordingSource, type Ranges } from './snapshot.js';
 import { compareStates, InodeStates, type FileState } from './file-states.js';
 import { scanOpenWriters, type OpenWriters } from './open-writers.js';
 
@@ -39,10 +53,15 @@ export interface LiveException { ino: number; path: string; reasons: string[] }
 
 export interface LiveReport {
   mountPoints: string[];
-  /** The freeze while the control blocks were read, ms. */
+  /** The longest freeze while the control blocks were copied, ms (the FIFREEZE call included). */
   freezeMs: number;
-  /** The short freeze at the end while the inode tables were read again, ms. */
+  /** Freezes made for the control blocks (more than one: metadata moved under the first pass). */
+  freezeRounds: number;
+  /** The longest short freeze at the end while the inode tables were copied again, ms. */
   endFreezeMs: number;
+  endFreezeRounds: number;
+  /** Whether the device's page cache was trusted inside the freezes (snapshot.ts cacheCoherent). */
+  cacheKept: boolean;
   /** Regular files in the header's tree (the files the log speaks for). */
   files: number;
   /** Scans of open files made. */
@@ -50,11 +69,15 @@ export interface LiveReport {
   exceptions: LiveException[];
 }
 
-export interface LiveOptions { timeoutSec: number; sourcePath: string; log?: (m: string) => void }
+export interface LiveOptions {
+  timeoutSec: number;
+  sourcePath: string;
+  log?: (m: string) => void;
+  /** Classify with every regular file's change key and runs (an incremental found by --changes=metadata). */
+  files?: boolean;
+}
 
 export class LiveBackup {
-  private hold: SourceHold | undefined;
-  private endHold: SourceHold | undefined;
   private atStart: OpenWriters = new Map();
   private readonly during: OpenWriters = new Map();
   private scanTimer: NodeJS.Timeout | undefined;
@@ -62,7 +85,8 @@ export class LiveBackup {
   private scans = 0;
   private frozenView: Promise<{ paths: Map<number, Uint8Array>; states: Map<number, FileState>; touched: Set<number> }> | undefined;
   private freezeMs = 0;
-  private endFreezeMs = 0;
+  private freezeRounds = 0;
+  private coherent = false;
   private readonly devices: Set<string>;
   private readonly log: (m: string) => void;
   report: LiveReport | undefined;
@@ -72,25 +96,42 @@ export class LiveBackup {
     this.log = opts.log ?? ((): void => undefined);
   }
 
-  /** Scans open files and freezes; the source to classify from (its reads fail if the freeze is lost). */
-  async start(): Promise<RandomSource> {
+  private readOpts(cleanJournal: boolean, beforeFreeze?: () => Promise<void>): Parameters<typeof frozenRead>[3] {
+    return { timeoutSec: this.opts.timeoutSec, sourcePath: this.opts.sourcePath, coherent: this.coherent, cleanJournal, log: this.log, beforeFreeze };
+  }
+
+  /**
+   * Scans open files; classifies the volume and reads its control blocks as of one freeze. The
+   * classification to back up (every control block's bytes in controlData), thawed.
+   */
+  async start(): Promise<Classification> {
     this.atStart = await scanOpenWriters(this.devices);
     this.scans++;
-    // (the freeze helper also drops the source's clean cached pages: file data written through the
-    // filesystem bypasses the device's page cache, which may hold stale copies of those blocks)
-    this.hold = await holdSource(this.src, this.targets, { timeoutSec: this.opts.timeoutSec, sourcePath: this.opts.sourcePath });
-    return this.hold.source;
+    // the page cache the filesystem keeps current is its own device's: a source that is another
+    // device (a whole disk around a partition) or the file behind a loop device has its own
+    const st = await stat(this.opts.sourcePath);
+    const sameDevice = st.isBlockDevice() && this.targets.every((t) => t.device === devString(st.rdev));
+    this.coherent = sameDevice && cacheCoherent(this.targets.map((t) => t.fsType ?? ''));
+    const r = await frozenRead(this.src, this.targets, (vol) => classifyWhole(vol, !!this.opts.files), this.readOpts(true, () => testHook('IMGMOUNT_TEST_BEFORE_FREEZE')));
+    this.freezeMs = Math.max(...r.windowsMs);
+    this.freezeRounds = r.windowsMs.length;
+    // file data is read next: the device's cached pages may hold older copies of blocks files now use
+    await dropCachedPages(this.opts.sourcePath);
+    this.scanTimer = setInterval(() => { this.scanning ??= this.scanDuring().finally(() => { this.scanning = undefined; }); }, SCAN_MS);
+    await testHook('IMGMOUNT_TEST_AFTER_THAW');
+    return r.value;
   }
 
   readonly hooks: BackupHooks = {
     afterControl: async ({ cls, runs, controlArea, volumeBytes }) => {
-      this.freezeMs = await this.hold!.release();
-      this.log(`live: thawed after ${this.freezeMs.toFixed(0)} ms`);
+      this.log(`live: thawed; longest of ${this.freezeRounds} freeze(s) ${this.freezeMs.toFixed(0)} ms`);
       if (cls.fsType === 'raw') {
         throw new UnsupportedError(`--live needs a filesystem imgbackup understands (ext2/3/4); this one is not: use --freeze`);
       }
-      await testHook('IMGMOUNT_TEST_AFTER_THAW');
-      this.scanTimer = setInterval(() => { this.scanning ??= this.scanDuring().finally(() => { this.scanning = undefined; }); }, SCAN_MS);
+      await testHook('IMGMOUNT_TEST_BETWEEN_PASSES');
+      // with --base the data was read once already (the hash pass): the store pass must see what
+      // files hold now, not the device's cached copies of their blocks
+      await dropCachedPages(this.opts.sourcePath);
       const view = new HeaderVolume({ map: new BlockMap(runs, Math.ceil(volumeBytes / cls.blockSize)), controlArea, blockSize: cls.blockSize, volumeBytes });
       this.frozenView = frozenFiles(view);
       this.frozenView.catch(() => undefined); // awaited in beforeFinish
@@ -102,19 +143,21 @@ export class LiveBackup {
       await testHook('IMGMOUNT_TEST_BEFORE_END');
       await this.scanDuring();
       // the end: the inode tables and maps as of one more instant
-      this.endHold = await holdSource(this.src, this.targets, { timeoutSec: this.opts.timeoutSec, sourcePath: this.opts.sourcePath });
-      const endStates = new Map<number, FileState>();
-      {
-        const end = await InodeStates.open(this.endHold.source);
-        await end.prefetch(frozen.touched);
-        for (const ino of frozen.states.keys()) endStates.set(ino, await end.state(ino));
-      }
-      this.endFreezeMs = await this.endHold.release();
-      this.log(`live: end freeze ${this.endFreezeMs.toFixed(0)} ms`);
-      const entries = this.exceptions(frozen, endStates);
+      const inos = [...frozen.states.keys()];
+      const end = await frozenRead(this.src, this.targets, async (vol) => {
+        const states = await InodeStates.open(vol);
+        await states.prefetch(frozen.touched);
+        const out = new Map<number, FileState>();
+        for (const ino of inos) out.set(ino, await states.state(ino));
+        return out;
+      }, { ...this.readOpts(false), expected: await endRanges(this.src, frozen.touched) });
+      const endFreezeMs = Math.max(...end.windowsMs);
+      this.log(`live: end freeze ${endFreezeMs.toFixed(0)} ms (${end.windowsMs.length} round(s))`);
+      const entries = this.exceptions(frozen, end.value);
       const text = (p: Uint8Array): string => Buffer.from(p).toString();
       this.report = {
-        mountPoints: this.targets.map((t) => t.mountPoint), freezeMs: this.freezeMs, endFreezeMs: this.endFreezeMs,
+        mountPoints: this.targets.map((t) => t.mountPoint), freezeMs: this.freezeMs, freezeRounds: this.freezeRounds,
+        endFreezeMs, endFreezeRounds: end.windowsMs.length, cacheKept: this.coherent,
         files: frozen.states.size, scans: this.scans,
         exceptions: entries.map((e) => ({ ino: e.ino, path: text(e.path), reasons: reasonNames(e.reasons) })),
       };
@@ -145,11 +188,33 @@ export class LiveBackup {
     }
   }
 
-  /** Thaws whatever is still frozen (error paths; idempotent). */
+  /** Stops the scans (error paths; idempotent). Every freeze is thawed by frozenRead itself. */
   async abort(): Promise<void> {
     clearInterval(this.scanTimer);
-    await Promise.allSettled([this.hold?.release(), this.endHold?.release()]);
+    await this.scanning?.catch(() => undefined);
   }
+}
+
+/** The bytes InodeStates reads for the end pass: the superblock, the descriptor table, the touched blocks. */
+async function endRanges(src: RandomSource, touched: ReadonlySet<number>): Promise<Ranges> {
+  const rec = new RecordingSource(src);
+  const states = await InodeStates.open(rec);
+  const bs = states.sb.blockSize;
+  for (const b of touched) rec.read.add(b * bs, (b + 1) * bs);
+  return rec.read;
+}
+
+/** classifyVolume, plus the bytes of every control block it did not read itself (its prefetch budget). */
+async function classifyWhole(vol: RandomSource, files: boolean): Promise<Classification> {
+  const cls = await classifyVolume(vol, undefined, { files });
+  const bs = cls.blockSize;
+  const missing = new RunList();
+  for (const r of cls.control.list()) for (let b = r.start; b < r.start + r.len; b++) if (!cls.controlData.has(b)) missing.add(b, 1);
+  for (const r of missing.list()) {
+    const bytes = await vol.readAt(r.start * bs, r.len * bs);
+    for (let i = 0; i < r.len; i++) cls.controlData.set(r.start + i, bytes.subarray(i * bs, (i + 1) * bs));
+  }
+  return cls;
 }
 
 /** Every regular file of the frozen tree (first path found for hard links) and its state. */
