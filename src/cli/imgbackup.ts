@@ -3,6 +3,7 @@
  * IMG appears only when complete (FileSink); SIGINT/SIGTERM remove the partial one (exit 130).
  */
 import { stat } from 'node:fs/promises';
+import { isatty } from 'node:tty';
 import { InterruptedError, UsageError } from '../errors/index.js';
 import { backup, type BackupResult } from '../backup/backup.js';
 import { checkSource } from '../backup/source-check.js';
@@ -56,7 +57,7 @@ async function main(): Promise<number> {
   // an incremental's second pass refuses a source that changed after its hash pass: a live source does
   if (o.live && o.base !== undefined) throw new UsageError('--live and --base exclude each other (an incremental needs a quiet or frozen source)');
   if (o.json && imgPath === '-') throw new UsageError('--json needs stdout, which IMG - uses for the image');
-  if (imgPath === '-' && process.stdout.isTTY) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
+  if (imgPath === '-' && isatty(1)) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
   const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : undefined;
   const created = createdSec();
 

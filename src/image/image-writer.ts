@@ -23,6 +23,8 @@ import { HashStore } from './hash-store.js';
 const BATCH_BYTES = 4 << 20;
 /** ...with up to this many batches being written at once. */
 const WRITES_IN_FLIGHT = 2;
+/** The trailer's content hashes are written in pieces of about this size. */
+const CONTENT_WRITE_BYTES = 1 << 20;
 
 export interface ImageParams {
   blockSize: number;
@@ -215,10 +217,17 @@ export class ImageWriter {
     h.update(trailerHeader).update(hashBytes).update(log).update(contentHead);
     const trailerOffset = this.sink.bytesWritten;
     await this.sink.writev(log.byteLength > 0 ? [trailerHeader, hashBytes, log, contentHead] : [trailerHeader, hashBytes, contentHead]);
+    // the store yields small chunks (one frame's hashes: 512 bytes from memory): join them into
+    // writes of about CONTENT_WRITE_BYTES, not thousands of tiny ones (syscalls, requests)
+    let group: Uint8Array[] = [];
+    let groupBytes = 0;
     for await (const chunk of this.content.chunks()) {
       h.update(chunk);
-      await this.sink.write(chunk.slice()); // the store may reuse its read buffer
+      group.push(chunk.slice()); // the store may reuse its read buffer
+      groupBytes += chunk.byteLength;
+      if (groupBytes >= CONTENT_WRITE_BYTES) { await this.sink.write(Buffer.concat(group)); group = []; groupBytes = 0; }
     }
+    if (groupBytes > 0) await this.sink.write(Buffer.concat(group));
     await this.content.close();
     const trailerBytes = this.sink.bytesWritten - trailerOffset;
     this.trailerChecksum = h.digest();
