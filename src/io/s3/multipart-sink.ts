@@ -107,10 +107,22 @@ export class MultipartSink implements Sink {
 
   write(buf: Uint8Array): Promise<void> { return this.writev([buf]); }
 
-  async writev(bufs: Uint8Array[]): Promise<void> {
+  /**
+   * Overlapping writes are queued: one copies at a time, in call order (a write waiting for an
+   * upload slot must not let a later one fill the part after it).
+   */
+  writev(bufs: Uint8Array[]): Promise<void> {
+    for (const b of bufs) this.bytesWritten += b.byteLength;
+    const w = this.tail.then(() => this.copyIn(bufs));
+    this.tail = w.catch(() => undefined);
+    return w;
+  }
+
+  private tail: Promise<void> = Promise.resolve();
+
+  private async copyIn(bufs: Uint8Array[]): Promise<void> {
     this.check();
     for (const b of bufs) {
-      this.bytesWritten += b.byteLength;
       let off = 0;
       while (off < b.byteLength) {
         const n = Math.min(b.byteLength - off, this.partBytes - this.used);
@@ -155,6 +167,7 @@ export class MultipartSink implements Sink {
    * not replaced; the upload is aborted instead.
    */
   async close(): Promise<void> {
+    await this.tail;
     this.check();
     try {
       if (this.uploadId === undefined) {
