@@ -9,13 +9,12 @@ import { backup, type BackupResult } from '../backup/backup.js';
 import { checkSource } from '../backup/source-check.js';
 import { holdSource, type SourceHold } from '../backup/freeze.js';
 import { LiveBackup } from '../backup/live/live.js';
-import { FileSink, FileSource, StdoutSink, type Sink } from '../io/index.js';
+import { FileSink, FileSource, StdoutSink, isRemote, openSource, type Sink } from '../io/index.js';
 import { ImageReader } from '../image/image-reader.js';
 import { openParents } from '../image/parent-images.js';
 import { onInterrupt } from './interrupt.js';
 import { Progress, formatBytes } from './progress.js';
 import { about, program, run, VERSION, debugFor } from './run.js';
-import { isRemote } from '../io/s3/config.js';
 
 function parseUuid(s: string): Uint8Array {
   const hex = s.replace(/-/g, '');
@@ -70,7 +69,7 @@ async function main(): Promise<number> {
   let base: { reader: ImageReader; path: string } | undefined;
   if (o.base !== undefined) {
     const basePath = o.base;
-    const baseSrc = await about(basePath, () => FileSource.open(basePath));
+    const baseSrc = await about(basePath, () => openSource(basePath, { readahead: true, log: debugFor('imgbackup') }));
     try {
       const reader = await about(basePath, () => ImageReader.open(baseSrc));
       if (reader.parents.length) {

@@ -185,3 +185,23 @@ t.test('injected faults on upload', async (t) => {
     t.ok(proxy.count((q) => q.method === 'DELETE' && q.query.has('uploadId')) >= 1, 'the upload was aborted (DELETE ?uploadId)');
   });
 });
+
+t.test('incremental: --base s3://... and NEW=s3://... give the bytes of the same incremental between files', async (t) => {
+  const b = bucket('inc');
+  const changed = join(work, 'changed.raw');
+  const bytes = await readFile(vol);
+  randomBytes(3 << 20).copy(bytes, 9 << 20); // 3 MiB changed
+  await writeFile(changed, bytes);
+  const U2 = '--uuid=99999999999999999999999999999999';
+  t.equal((await runCli('imgbackup', ['-q', UUID, vol, `s3://${b}/p/vol.imgm`], { env: ENV })).status, 0, 'the full image to the bucket');
+  const fileInc = join(work, 'inc.imgm');
+  const f = await runCli('imgbackup', ['-q', U2, '--base', fileImg, changed, fileInc], { env: ENV });
+  t.equal(f.status, 0, `file incremental ${f.stderr}`);
+  const r = await runCli('imgbackup', ['-q', U2, '--base', `s3://${b}/p/vol.imgm`, changed, `s3://${b}/p/inc.imgm`], { env: ENV });
+  t.equal(r.status, 0, `incremental from and to the bucket ${r.stderr}`);
+  t.equal(sha(await objectBytes(client, b, 'p/inc.imgm')), sha(await readFile(fileInc)), 'same bytes as the file incremental');
+  const restored = join(work, 'restored.raw');
+  const v = await runCli('imgrestore', ['-q', '--volume', `s3://${b}/p/inc.imgm`, restored], { env: ENV });
+  t.equal(v.status, 0, `imgrestore --volume of the incremental in the bucket (its parent found there) ${v.stderr}`);
+  t.equal(sha(await readFile(restored)), sha(bytes), 'restores the changed volume');
+});
