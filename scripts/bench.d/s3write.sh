@@ -39,14 +39,17 @@ cleanup() {
 }
 trap cleanup EXIT
 # one delaying proxy per delay, on a free port chosen by the proxy
+# (not in $(...): the proxy's pid must reach PROXIES, and its output must not hold our pipe)
 proxy() {
-  local fifo=$WORK/proxy-$1.out
-  node "$ROOT/dist/test/helpers/delay-proxy.js" 0 "${AWS_ENDPOINT_URL#http://}" "$1" >"$fifo" &
+  local out=$WORK/proxy-$1.out
+  rm -f "$out"
+  node "$ROOT/dist/test/helpers/delay-proxy.js" 0 "${AWS_ENDPOINT_URL#http://}" "$1" >"$out" 2>&1 </dev/null &
   PROXIES+=($!)
-  for _ in $(seq 100); do grep -q listening "$fifo" 2>/dev/null && break; sleep 0.05; done
-  echo "http://127.0.0.1:$(awk '/listening/ {print $2}' "$fifo")"
+  for _ in $(seq 200); do grep -q listening "$out" 2>/dev/null && break; sleep 0.05; done
+  PROXY_URL="http://127.0.0.1:$(awk '/listening/ {print $2}' "$out")"
 }
-P0=$(proxy 0); P20=$(proxy 20)
+proxy 0; P0=$PROXY_URL
+proxy 20; P20=$PROXY_URL
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 now() { date +%s%N; }
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
