@@ -8,13 +8,14 @@ import { randomBytes } from 'node:crypto';
 import { consolidate, type ConsolidateResult } from '../backup/consolidate.js';
 import { ImageStack } from '../volume/image-stack.js';
 import { MAGIC_HEADER } from '../format/index.js';
+import { isatty } from 'node:tty';
 import { InterruptedError, UsageError } from '../errors/index.js';
 import { backup, type BackupResult } from '../backup/backup.js';
 import { checkSource } from '../backup/source-check.js';
 import { holdSource, type SourceHold } from '../backup/freeze.js';
 import { LiveBackup } from '../backup/live/live.js';
 import type { Classification } from '../fs/detect.js';
-import { FileSink, FileSource, StdoutSink, type Sink } from '../io/index.js';
+import { FileSink, FileSource, StdoutSink, isRemote, openSource, type Sink } from '../io/index.js';
 import { ImageReader } from '../image/image-reader.js';
 import { openParents } from '../image/parent-images.js';
 import { onInterrupt } from './interrupt.js';
@@ -93,13 +94,14 @@ async function consolidateCli(srcPath: string, imgPath: string, o: { allBlocks?:
 async function main(): Promise<number> {
   const cmd = program('imgbackup', 'Write a logical image of a volume: control blocks first, then the used data blocks in block order.')
     .argument('<SRC>', 'volume to back up: a block device or a raw image file (only read)')
-    .argument('<IMG>', "image to write, or '-' for standard output")
+    .argument('<IMG>', "image to write: a file, s3://BUCKET/KEY (a multipart upload; BUCKET is created if missing), or '-' for standard output")
     .option('--all-blocks', 'store every block, free ones included')
     .option('--base <PARENT>', 'write an incremental image: only the blocks that differ from PARENT (a full or incremental image of the same volume) are stored')
     .option('--changes <how>', "with --base, how changed blocks are found: 'metadata' (ext2/3/4: the data of files whose inode and block list are unchanged is not read; the rest is compared by hash) or 'hash' (read every used block, compare its 128-bit hash with PARENT's); default: metadata where it applies, else hash")
     .option('--parents <dir>', "also look for PARENT's own parents in DIR (repeatable)", (v: string, a: string[]) => [...a, v], [] as string[])
     .option('--uuid <uuid>', 'image UUID (default: random); with SOURCE_DATE_EPOCH gives reproducible images')
     .option('-f, --force', 'replace IMG if it exists')
+    .option('--s3-endpoint <url>', 'S3 endpoint for s3:// locations (default: AWS_ENDPOINT_URL, the AWS profile, else AWS)')
     .option('--freeze', 'if SRC is mounted read-write: freeze its filesystem for the whole backup (a consistent image; writers wait)')
     .option('--live', 'if SRC is mounted read-write: freeze it only while its metadata is read, then back up while it is in use; files that changed meanwhile go in the image\'s exception log')
     .option('--freeze-timeout <seconds>', 'give up (thaw, fail, no image) after this long frozen; 0: no limit', '600')
@@ -109,14 +111,15 @@ async function main(): Promise<number> {
   const [srcPath, imgPath] = cmd.args as [string, string];
   if (await isImage(srcPath)) return consolidateCli(srcPath, imgPath, cmd.opts());
   const o = cmd.opts<{ allBlocks?: boolean; uuid?: string; force?: boolean; freeze?: boolean; live?: boolean; freezeTimeout: string; json?: boolean; quiet?: boolean;
-    base?: string; changes?: string; parents: string[] }>();
+    base?: string; changes?: string; parents: string[]; s3Endpoint?: string }>();
+  if (o.s3Endpoint !== undefined) process.env.IMGMOUNT_S3_ENDPOINT = o.s3Endpoint;
   if (o.changes !== undefined && o.changes !== 'hash' && o.changes !== 'metadata') throw new UsageError(`--changes ${o.changes}: say 'metadata' or 'hash'`);
   if (o.changes !== undefined && o.base === undefined) throw new UsageError('--changes needs --base');
   if (!/^\d+(\.\d+)?$/.test(o.freezeTimeout)) throw new UsageError(`--freeze-timeout ${o.freezeTimeout}: not a number of seconds`);
   const freezeTimeoutSec = Number(o.freezeTimeout);
   if (o.freeze && o.live) throw new UsageError('--freeze and --live exclude each other');
   if (o.json && imgPath === '-') throw new UsageError('--json needs stdout, which IMG - uses for the image');
-  if (imgPath === '-' && process.stdout.isTTY) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
+  if (imgPath === '-' && isatty(1)) throw new UsageError('refusing to write an image to a terminal (redirect stdout or give a file)');
   const imageUuid = o.uuid !== undefined ? parseUuid(o.uuid) : undefined;
   const created = createdSec();
 
@@ -126,7 +129,7 @@ async function main(): Promise<number> {
   let base: { reader: ImageReader; path: string; changes: 'hash' | 'metadata' | 'auto' } | undefined;
   if (o.base !== undefined) {
     const basePath = o.base;
-    const baseSrc = await about(basePath, () => FileSource.open(basePath));
+    const baseSrc = await about(basePath, () => openSource(basePath, { readahead: true, log: debugFor('imgbackup') }));
     try {
       const reader = await about(basePath, () => ImageReader.open(baseSrc));
       if (reader.parents.length) {
@@ -140,10 +143,22 @@ async function main(): Promise<number> {
     }
   }
   const src = await FileSource.open(srcPath);
-  if (imgPath !== '-') await refuseSameFile(srcPath, imgPath);
-  const sink: Sink = imgPath === '-' ? new StdoutSink() : await FileSink.create(imgPath, !!o.force);
-  // a signal removes the temporary file at once and fails the next write; stdout needs nothing
-  const stopHandling = sink instanceof FileSink ? onInterrupt('imgbackup', () => sink.interrupt(new InterruptedError())) : () => undefined;
+  const remote = isRemote(imgPath);
+  if (imgPath !== '-' && !remote) await refuseSameFile(srcPath, imgPath);
+  let sink: Sink;
+  let client: { destroy(): void } | undefined;
+  try {
+    if (remote) ({ sink, client } = await s3Sink(imgPath, !!o.force, src.sizeBytes, debugFor('imgbackup')));
+    else sink = imgPath === '-' ? new StdoutSink() : await FileSink.create(imgPath, !!o.force);
+  } catch (e) {
+    await src.close();
+    throw e;
+  }
+  // a signal removes the temporary file at once (an upload: fails the next write, and the error
+  // path aborts the upload) and fails the next write; stdout needs nothing
+  const stopHandling = 'interrupt' in sink
+    ? onInterrupt('imgbackup', () => (sink as Sink & { interrupt(e: InterruptedError): void }).interrupt(new InterruptedError()), remote ? 10_000 : undefined)
+    : () => undefined;
   const progress = new Progress('imgbackup');
   const log = debugFor('imgbackup');
   let result: BackupResult;
@@ -171,6 +186,7 @@ async function main(): Promise<number> {
   } finally {
     await src.close();
     await base?.reader.src.close();
+    client?.destroy();
     stopHandling();
   }
   progress.done();
@@ -205,6 +221,25 @@ async function main(): Promise<number> {
         (lr ? ` (and ${(lr.endFreezeMs / 1000).toFixed(2)} s at the end); exception log: ${lr.exceptions.length} of ${lr.files} files` : '') + '\n' : ''));
   }
   return 0;
+}
+
+/**
+ * The sink for IMG = s3://BUCKET/KEY. The S3 modules are imported here, not at start-up: a
+ * backup to a file or a pipe does not load them.
+ */
+async function s3Sink(imgPath: string, force: boolean, volumeBytes: number, log: (m: string) => void): Promise<{ sink: Sink; client: { destroy(): void } }> {
+  const { parseLocation, S3Client, MultipartSink } = await import('../io/s3/index.js');
+  const loc = parseLocation(imgPath);
+  if (loc.kind !== 's3') throw new UsageError(`${imgPath}: an image is written to s3://BUCKET/KEY, not to an http(s) URL`);
+  const client = new S3Client(undefined, { log });
+  try {
+    // the image is at most the volume plus its hashes (24 bytes per 4 KiB block) and header
+    const sink = await about(imgPath, () => MultipartSink.create(client, loc, { overwrite: force, sizeHintBytes: Math.ceil(volumeBytes * 1.01) + (64 << 20), log }));
+    return { sink, client };
+  } catch (e) {
+    client.destroy();
+    throw e;
+  }
 }
 
 /** The image must never overwrite its own source. */

@@ -11,7 +11,7 @@ import { FormatError, isImgError } from '../errors/index.js';
 import { ImageReader } from '../image/image-reader.js';
 import { openParents, uuidText, type ParentImage } from '../image/parent-images.js';
 import { verifyImage, verifyParents, type VerifyResult } from '../image/verify.js';
-import { FileSource } from '../io/index.js';
+import { openSource } from '../io/index.js';
 import { EXIT } from './exit.js';
 import { Progress, formatBytes } from './progress.js';
 import { about, program, run } from './run.js';
@@ -23,18 +23,20 @@ function uuid(b: Uint8Array): string {
 
 async function main(): Promise<number> {
   const cmd = program('imginfo', 'Describe an imgmount image; with --verify, check every checksum.')
-    .argument('<IMG>', 'image file')
+    .argument('<IMG>', 'image file, s3://BUCKET/KEY or an http(s) URL')
     .option('--verify', 'read the whole image and check every frame, block hash and the trailer')
     .option('--exceptions', 'list the files in the exception log of a --live backup (their data may not match the header)')
     .option('--parents <DIR>', "an incremental IMG: also look for its parent images in DIR (repeatable; IMG's own directory is searched first)",
       (v: string, a: string[]) => [...a, v], [] as string[])
     .option('--chain', 'list the points in time from the full image to IMG (time, source, changed blocks, bytes stored, how changes were found)')
     .option('--json', 'print JSON')
+    .option('--s3-endpoint <URL>', 'S3 endpoint for s3:// images (default: $AWS_ENDPOINT_URL, the AWS profile, else AWS)')
     .parse();
   const [path] = cmd.args as [string];
-  const o = cmd.opts<{ verify?: boolean; exceptions?: boolean; json?: boolean; chain?: boolean; parents: string[] }>();
+  const o = cmd.opts<{ verify?: boolean; exceptions?: boolean; json?: boolean; chain?: boolean; parents: string[]; s3Endpoint?: string }>();
+  if (o.s3Endpoint) process.env.IMGMOUNT_S3_ENDPOINT = o.s3Endpoint;
   if (o.chain) return chain(path, o);
-  const src = await about(path, () => FileSource.open(path));
+  const src = await about(path, () => openSource(path, { readahead: true }));
   let opened: ParentImage[] = [];
   try {
     const img = await about(path, () => ImageReader.open(src));

@@ -15,7 +15,7 @@ import { about, debugFor, program, run } from './run.js';
 
 interface Opts {
   foreground?: boolean; debug?: boolean; options: string[]; volume?: boolean; kernel?: boolean; cacheDir?: string;
-  keepWrites?: string; writes?: string; unmount?: boolean; verbose?: boolean; readyFd?: string; parents: string[];
+  keepWrites?: string; writes?: string; unmount?: boolean; verbose?: boolean; readyFd?: string; parents: string[]; s3Endpoint?: string;
 }
 
 /** The daemon's report pipe, when the user's command started us (--ready-fd N). */
@@ -58,10 +58,12 @@ async function mainInner(): Promise<number> {
     .option('--parents <dir>', 'also look for the parents of an incremental image in DIR (repeatable; the image\'s own directory is searched first)', (v: string, a: string[]) => [...a, v], [] as string[])
     .option('-u, --unmount', 'unmount MNT (also a dead mount left by a killed daemon)')
     .option('-v, --verbose', 'say what was mounted and what was read from the image')
+    .option('--s3-endpoint <URL>', 'S3 endpoint for s3:// images (default: $AWS_ENDPOINT_URL, the AWS profile, else AWS)')
     .addOption(new Option('--ready-fd <fd>').hideHelp())
     .parse();
   const o = cmd.opts<Opts>();
   const args = cmd.args;
+  if (o.s3Endpoint) process.env.IMGMOUNT_S3_ENDPOINT = o.s3Endpoint;
   const { defaultCacheDir, ensurePrivateDir } = await import('../volume/cache-dir.js');
   const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
   if (o.debug) createDebug.enable(['imgmount:*', process.env.DEBUG].filter(Boolean).join(','));

@@ -33,6 +33,7 @@ interface Opts {
   json?: boolean;
   quiet?: boolean;
   parents: string[];
+  s3Endpoint?: string;
 }
 
 const MAX_PROBLEM_LINES = 200;
@@ -61,9 +62,11 @@ async function main(): Promise<number> {
       (v: string, a: string[]) => [...a, v], [] as string[])
     .option('--json', 'print a JSON summary (or listing) on stdout')
     .option('-q, --quiet', 'no summary')
+    .option('--s3-endpoint <URL>', 'S3 endpoint for s3:// images (default: $AWS_ENDPOINT_URL, the AWS profile, else AWS)')
     .parse();
   const [img, ...paths] = cmd.args as [string, ...string[]];
   const o = cmd.opts<Opts>();
+  if (o.s3Endpoint) process.env.IMGMOUNT_S3_ENDPOINT = o.s3Endpoint;
   if ([o.list, o.volume, o.directory !== undefined].filter(Boolean).length > 1) {
     throw new UsageError('choose one of -C DIR (restore files), --list and --volume');
   }
@@ -210,8 +213,9 @@ async function volume(img: string, args: string[], o: Opts): Promise<number> {
   if (args.length !== 1) throw new UsageError('--volume needs IMG and TARGET: imgrestore --volume IMG TARGET');
   const [target] = args as [string];
   const { restoreVolume, growFilesystem } = await import('../restore/volume-restore.js');
-  const { FileSource, StreamSource } = await import('../io/index.js');
-  const src = img === '-' ? StreamSource.stdin() : await about(img, () => FileSource.open(img));
+  const { openSource, StreamSource } = await import('../io/index.js');
+  // an object is read in large ranged GETs, several in flight (the frame pass plans them)
+  const src = img === '-' ? StreamSource.stdin() : await about(img, () => openSource(img, { readahead: false }));
   const progress = new Progress('imgrestore');
   const started = process.hrtime.bigint();
   try {

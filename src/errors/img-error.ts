@@ -18,6 +18,8 @@ export const ERROR_CODES = [
   'EMOUNTED', 'EFREEZE', 'EFREEZETIMEOUT',
   // ParentError: an incremental image's parent is missing, or is not the image it was made from
   'ENOPARENT', 'EBADPARENT',
+  // S3Error / NetworkError: object storage refused a request or could not be reached
+  'ENOSUCHKEY', 'EACCESS', 'EEXISTS', 'ECHANGED', 'ES3', 'ENETWORK',
 ] as const;
 
 /** Every code an ImgError may carry: the list above is the one source (tests iterate over it). */

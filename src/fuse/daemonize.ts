@@ -93,7 +93,7 @@ function cacheDirOf(env: NodeJS.ProcessEnv): string {
   return join(env.HOME && env.HOME.startsWith('/') ? env.HOME : homedir(), '.cache', 'imgmount');
 }
 
-const VALUE_OPTS = new Set(['-o', '--options', '--cache-dir', '--keep-writes', '--writes', '--parents']);
+const VALUE_OPTS = new Set(['-o', '--options', '--cache-dir', '--keep-writes', '--writes', '--parents', '--s3-endpoint']);
 const FLAG_OPTS = new Set(['--volume', '--kernel', '-v', '--verbose']);
 
 /**

@@ -11,6 +11,7 @@
  * private mount + loop device + the kernel's driver).
  */
 import { mkdir, stat } from 'node:fs/promises';
+import { isRemote } from '../io/index.js';
 import { basename, extname, join, resolve } from 'node:path';
 import { FsError, MountError, UnsupportedError, UsageError } from '../errors/index.js';
 import { fsTypeName, reasonNames } from '../format/index.js';
@@ -137,7 +138,7 @@ export class MountDaemon {
   private static async setUp(cfg: MountConfig, undo: UndoStack): Promise<MountDaemon> {
     const log = cfg.log;
     const mnt = resolve(cfg.mountPoint);
-    const image = resolve(cfg.image);
+    const image = isRemote(cfg.image) ? cfg.image : resolve(cfg.image);
     const o = cfg.options;
     const wantWrites = cfg.view === 'kernel' || (cfg.view === 'volume' && o.readOnly === false);
 

@@ -5,6 +5,7 @@
  * daemon instead of following it.
  */
 import { resolve } from 'node:path';
+import { isRemote } from '../io/index.js';
 import { ImageStack } from '../volume/image-stack.js';
 
 /**
@@ -17,7 +18,7 @@ const CONTROL_CACHE_BYTES = 16 << 20;
 const FRAME_CACHE_BYTES = 16 << 20;
 
 export function openMountImage(image: string, cacheDir: string, log: (m: string) => void, parentDirs: readonly string[] = []): Promise<ImageStack> {
-  return ImageStack.open(resolve(image), {
-    cacheDir, log, parentDirs: parentDirs.map((d) => resolve(d)), controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES, deferHeaderWrite: true, directFrames: true,
+  return ImageStack.open(isRemote(image) ? image : resolve(image), {
+    cacheDir, log, parentDirs: parentDirs.map((d) => (isRemote(d) ? d : resolve(d))), controlCacheBytes: CONTROL_CACHE_BYTES, frameCacheBytes: FRAME_CACHE_BYTES, deferHeaderWrite: true, directFrames: true,
   });
 }

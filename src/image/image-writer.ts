@@ -23,6 +23,8 @@ import { HashStore } from './hash-store.js';
 const BATCH_BYTES = 4 << 20;
 /** ...with up to this many batches being written at once. */
 const WRITES_IN_FLIGHT = 2;
+/** The trailer's content hashes are written in pieces of about this size. */
+const CONTENT_WRITE_BYTES = 1 << 20;
 
 export interface ImageParams {
   blockSize: number;
@@ -222,8 +224,17 @@ export class ImageWriter {
     const trailerOffset = this.sink.bytesWritten;
     await this.sink.writev(log.byteLength > 0 ? [trailerHeader, hashBytes, log, contentHead] : [trailerHeader, hashBytes, contentHead]);
     // 2.1 (algo 2): the second halves of every content hash, then the first halves of the parent
-    // blocks' (a data block's first half is its block hash above: not repeated)
-    const put = async (b: Uint8Array): Promise<void> => { h.update(b); await this.sink.write(b); };
+    // blocks' (a data block's first half is its block hash above: not repeated). The store yields
+    // small chunks (one frame's hashes): they are joined into writes of about CONTENT_WRITE_BYTES,
+    // not thousands of tiny ones (syscalls, requests)
+    let group: Uint8Array[] = [];
+    let groupBytes = 0;
+    const put = async (b: Uint8Array): Promise<void> => {
+      h.update(b);
+      group.push(b);
+      groupBytes += b.byteLength;
+      if (groupBytes >= CONTENT_WRITE_BYTES) { await this.sink.write(Buffer.concat(group)); group = []; groupBytes = 0; }
+    };
     for await (const chunk of this.content.chunks()) await put(halves(chunk, 1));
     if (this.map.parentBlocks > 0) {
       const parentRuns: { ci: number; len: number }[] = [];
@@ -231,18 +242,17 @@ export class ImageWriter {
       let ci = 0, k = 0;
       for await (const chunk of this.content.chunks()) {
         const n = chunk.byteLength / 16;
-        const all = halves(chunk, 0);
-        const keep: Uint8Array[] = [];
+        const all = halves(chunk, 0); // a copy: its pieces stay valid
         while (k < parentRuns.length && parentRuns[k]!.ci < ci + n) {
           const r = parentRuns[k]!;
           const from = Math.max(r.ci, ci), to = Math.min(r.ci + r.len, ci + n);
-          keep.push(all.subarray((from - ci) * 8, (to - ci) * 8));
+          await put(all.subarray((from - ci) * 8, (to - ci) * 8));
           if (r.ci + r.len <= ci + n) k++; else break;
         }
-        for (const b of keep) await put(b.slice());
         ci += n;
       }
     }
+    if (groupBytes > 0) await this.sink.write(Buffer.concat(group));
     await this.content.close();
     const trailerBytes = this.sink.bytesWritten - trailerOffset;
     this.trailerChecksum = h.digest();

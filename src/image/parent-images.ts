@@ -9,6 +9,8 @@
  * never read. A missing parent is ParentError ENOPARENT naming the UUID, the old file name and
  * the directories searched; a wrong one EBADPARENT naming the file and what differs. Nothing is
  * kept open after a failure.
+ * An image in object storage (s3://BUCKET/PREFIX/KEY) has its parents looked for the same way under
+ * s3://BUCKET/PREFIX/ (the listing of that prefix, one level), and in --parents locations.
  * RefIndex is the child's view of one parent's data blocks (its parent runs), for naming the
  * logical blocks a damaged parent frame costs the child.
  */
@@ -19,7 +21,7 @@ import {
   FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_END, HEADER_END_SIZE, MAGIC_HEADER_END, decodeFooter, fieldText, sameBytes,
   type BlockMap, type ImageHeader, type ParentEntry,
 } from '../format/index.js';
-import { FileSource, type RandomSource } from '../io/index.js';
+import { isRemote, openSource, type RandomSource } from '../io/index.js';
 import type { DataIndex } from './frame-check.js';
 
 export interface ParentSearch {
@@ -47,16 +49,23 @@ export function uuidText(b: Uint8Array): string {
 /** The directories searched, in order, without repeats. */
 export function searchDirs(s: ParentSearch): string[] {
   const out: string[] = [];
-  if (s.imagePath !== undefined && s.imagePath !== '-') out.push(dirname(resolve(s.imagePath)));
-  for (const d of s.dirs) if (!out.includes(resolve(d))) out.push(resolve(d));
+  const dirOf = (p: string): string => (isRemote(p) ? p.slice(0, p.lastIndexOf('/') + 1) : dirname(resolve(p)));
+  const norm = (d: string): string => (isRemote(d) ? (d.endsWith('/') ? d : `${d}/`) : resolve(d));
+  if (s.imagePath !== undefined && s.imagePath !== '-') out.push(dirOf(s.imagePath));
+  for (const d of s.dirs) if (!out.includes(norm(d))) out.push(norm(d));
   return out;
+}
+
+/** A name in a searched directory (a local directory or an object prefix ending in '/'). */
+function inDir(dir: string, name: string): string {
+  return isRemote(dir) ? `${dir}${name}` : join(dir, name);
 }
 
 type Open = (path: string) => Promise<RandomSource>;
 
 /** Opens every parent of an image (in table order), checked; throws ParentError for the first that is missing or wrong. */
 export async function openParents(child: { header: ImageHeader; map: BlockMap; parents: readonly ParentEntry[] }, search: ParentSearch,
-  openFile: Open = (p) => FileSource.open(p)): Promise<ParentImage[]> {
+  openFile: Open = (p) => openSource(p)): Promise<ParentImage[]> {
   const dirs = searchDirs(search);
   const out: ParentImage[] = [];
   const scanned = new Map<string, string[]>();
@@ -93,13 +102,13 @@ async function findOne(entry: ParentEntry, dirs: string[], scanned: Map<string, 
   };
   for (const dir of dirs) {
     if (name && !name.includes('/')) {
-      const src = await tryFile(join(dir, name), true);
-      if (src) return { path: join(dir, name), src };
+      const src = await tryFile(inDir(dir, name), true);
+      if (src) return { path: inDir(dir, name), src };
     }
   }
   for (const dir of dirs) {
     for (const path of await candidates(dir, scanned)) {
-      if (name && path === join(dir, name)) continue;
+      if (name && path === inDir(dir, name)) continue;
       const src = await tryFile(path, false);
       if (src) return { path, src };
     }
@@ -117,6 +126,10 @@ async function candidates(dir: string, scanned: Map<string, string[]>): Promise<
   let list = scanned.get(dir);
   if (list) return list;
   list = [];
+  if (isRemote(dir)) {
+    scanned.set(dir, list = await listRemote(dir));
+    return list;
+  }
   try {
     for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const p = join(dir, e.name);
@@ -125,6 +138,22 @@ async function candidates(dir: string, scanned: Map<string, string[]>): Promise<
   } catch { /* a missing or unreadable directory holds nothing */ }
   scanned.set(dir, list);
   return list;
+}
+
+/** The objects directly under an s3:// prefix (sorted); an http(s) "directory" cannot be listed. */
+async function listRemote(dir: string): Promise<string[]> {
+  const { S3Client, parseLocation } = await import('../io/s3/index.js');
+  const loc = parseLocation(dir);
+  if (loc.kind !== 's3') return [];
+  const client = new S3Client();
+  try {
+    const objs = await client.list(loc.bucket, loc.key, { delimiter: '/' });
+    return objs.map((o) => `s3://${loc.bucket}/${o.key}`).sort();
+  } catch {
+    return []; // an unreadable prefix holds nothing, as an unreadable directory
+  } finally {
+    client.destroy();
+  }
 }
 
 /**

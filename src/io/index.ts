@@ -4,3 +4,4 @@ export { alignedBuffer, alignedSpan, DIRECT_ALIGN } from './aligned.js';
 export { MemorySource } from './memory-source.js';
 export { StreamSource } from './stream-source.js';
 export { FileSink, StdoutSink, type Sink } from './sink.js';
+export { openSource, isRemote } from './open-source.js';

@@ -24,7 +24,7 @@ import { dataEndOffset, decodeTrailer, decodeTrailerPrefix, parseHeader, type Op
 import { readHeaderStream } from '../image/image-stream.js';
 import { frameBlockCount, frameBlocksDetail, verifyFrame, type FrameContext } from '../image/frame-check.js';
 import { openParents, type ParentImage, type ParentSearch } from '../image/parent-images.js';
-import { FileSource, StreamSource, type ReadStats, type RandomSource, type SequentialSource } from '../io/index.js';
+import { openSource, StreamSource, type ReadStats, type RandomSource, type SequentialSource } from '../io/index.js';
 
 export interface FrameResult { frame: number; payload: Uint8Array | FormatError }
 
@@ -45,6 +45,16 @@ export interface FramePassOptions {
 }
 
 export const DEFAULT_GAP_BYTES = 1 << 20;
+
+/**
+ * The skip rule priced for the source: a disk's seek costs about 1 MiB of streaming; an object
+ * store's request (tens of ms) costs what a source says it does (S3Source.seekCostBytes), so gaps
+ * up to that are read through and one GET serves both sides.
+ */
+function gapFor(src: RandomSource): number {
+  const cost = (src as { seekCostBytes?: number }).seekCostBytes;
+  return typeof cost === 'number' && cost > 0 ? cost : DEFAULT_GAP_BYTES;
+}
 const DEFAULT_MAX_READ_BYTES = 8 << 20;
 const DEFAULT_READS_AHEAD = 3;
 /**
@@ -108,7 +118,8 @@ export class ImageInput {
         throw e;
       }
     }
-    const src = await FileSource.open(path);
+    // an object: the frames are planned, so no readahead past what is asked
+    const src = await openSource(path, { readahead: false });
     return ImageInput.fromRandom(src);
   }
 
@@ -262,7 +273,7 @@ export class ImageInput {
       if (!(wanted[i]! > wanted[i - 1]!)) throw new InternalError('readFramesOnce: wanted frames must be sorted and distinct');
     }
     const maxRead = Math.max(opts.maxReadBytes ?? DEFAULT_MAX_READ_BYTES, this.opened.header.frameBytes);
-    if (this.random) await this.passRandom(this.random, wanted, onBatch, opts.gapBytes ?? DEFAULT_GAP_BYTES, maxRead, opts.readsAhead ?? DEFAULT_READS_AHEAD);
+    if (this.random) await this.passRandom(this.random, wanted, onBatch, opts.gapBytes ?? gapFor(this.random), maxRead, opts.readsAhead ?? DEFAULT_READS_AHEAD);
     else await this.passStream(this.seq!, wanted, onBatch, maxRead);
   }
 

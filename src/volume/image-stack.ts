@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 import { ImageReader, type HeaderCache } from '../image/image-reader.js';
 import { openParents, type ParentSearch } from '../image/parent-images.js';
-import type { ByteReader } from '../io/index.js';
+import { isRemote, openSource, type ByteReader, type RandomSource } from '../io/index.js';
 import { ControlCache, type ControlStore } from './control-cache.js';
 import { DiskHeaderCache } from './header-cache.js';
 import { ImageVolume } from './image-volume.js';
@@ -43,7 +43,7 @@ export class ImageStack {
   /** The parents' image files (an incremental). */
   private parentSources: { close(): Promise<void> }[] = [];
 
-  private constructor(readonly path: string, readonly src: SplitSource, readonly reader: ImageReader,
+  private constructor(readonly path: string, readonly src: RandomSource, readonly reader: ImageReader,
                       readonly frames: ImageVolume, readonly control: ControlCache,
                       readonly headerCache: DiskHeaderCache | undefined,
                       /** A header read from the image, not yet in the cache (deferHeaderWrite). */
@@ -52,7 +52,8 @@ export class ImageStack {
 
   static async open(path: string, o: ImageStackOptions = {}): Promise<ImageStack> {
     const log = o.log ?? ((): void => {});
-    const src = await SplitSource.open(path);
+    // an object (s3://, https://) is read by ranged GETs; a file in parallel pieces
+    const src: RandomSource & { enableDirect?(): Promise<boolean> } = isRemote(path) ? await openSource(path, { readahead: true, log }) : await SplitSource.open(path);
     const parentSources: { close(): Promise<void> }[] = [];
     try {
       const disk = o.cacheDir !== undefined ? new DiskHeaderCache(join(o.cacheDir, 'headers'), log) : undefined;
@@ -65,7 +66,7 @@ export class ImageStack {
       // an incremental's parents: found and checked (two small reads each) before anything is served
       const parents = reader.parents.length ? await openParents(reader, { imagePath: path, dirs: o.parentDirs ?? [] }) : [];
       parentSources.push(...parents.map((p) => p.src));
-      if (o.directFrames) await src.enableDirect();
+      if (o.directFrames) await src.enableDirect?.();
       const frames = new ImageVolume(reader, {
         cacheBytes: o.frameCacheBytes, readaheadFrames: o.readaheadFrames, parents: parents.map((p) => ImageReader.forParent(p, reader)),
       });
