@@ -48,8 +48,8 @@ cleanup() {
   umount "$VM" 2>/dev/null
 }
 trap cleanup EXIT
-BIG=$(cd "$VM" && find . -type f -size +99M -size -101M | head -1); BIG=${BIG#./}
-SMALL=$(cd "$VM" && find . -type f -size -8k | sort | head -1); SMALL=${SMALL#./}
+BIG=$(cd "$VM" && find . -type f -size +99M -size -101M | head -1 || true); BIG=${BIG#./}
+SMALL=$(cd "$VM" && find . -type f -size -8k | sort | head -1 || true); SMALL=${SMALL#./}
 log "big file: $BIG; small file: $SMALL"
 
 upload() { # FILE KEY: unless the object is there with that size
