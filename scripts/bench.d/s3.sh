@@ -8,7 +8,7 @@
 # file (requests). Requests are counted by the proxy. Page cache dropped before each timed step;
 # our mounts start with an empty cache dir (cold header). One run (BENCH_RUNS is not used).
 # Environment: BENCH_DIR (default <project>/.bench; work in BENCH_DIR/s3), BENCH_S3_DELAYS
-# (default "0 20"), BENCH_SHARED (make-volume.sh). Needs root, FUSE, loop devices.
+# (default "0 20"), BENCH_SHARED (make-volume.sh), BENCH_S3_PEERS=0 (our rows only). Needs root, FUSE, loop devices.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WORK=${BENCH_DIR:-$ROOT/.bench}/s3
@@ -99,6 +99,7 @@ for D in $DELAYS; do
   row "$D" ours "restore 1 small" "$(ms "$t0" "$t1")" $(( $(reqs) - r0 ))
   cmp -s "$WORK/restore/$SMALL" "$VM/$SMALL" || log "ours: the restored file differs!"
 
+  if [ "${BENCH_S3_PEERS:-1}" = 1 ]; then
   # rclone mount + loop
   RM=$WORK/m-rclone LM=$WORK/m-loop; mkdir -p "$RM" "$LM"; MOUNTS+=("$LM" "$RM")
   export RCLONE_CONFIG_RGW_TYPE=s3 RCLONE_CONFIG_RGW_PROVIDER=Ceph RCLONE_CONFIG_RGW_ENDPOINT=$EP RCLONE_CONFIG_RGW_FORCE_PATH_STYLE=true \
@@ -130,6 +131,7 @@ for D in $DELAYS; do
   cmp -s "$WORK/out.bin" "$VM/$BIG" || log "restic: the copied file differs!"
   kill -INT "$RESTIC_PID"; wait "$RESTIC_PID" 2>/dev/null || true; RESTIC_PID=
   mountpoint -q "$SM" && fusermount -u "$SM"
+  fi
   kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
 done
 rm -f "$WORK/out.bin"
