@@ -128,7 +128,7 @@ export class S3Source extends RandomSource {
       i++;
     }
     if (want < end) buf.set(this.tail.subarray(0, end - tailStart), want - posBytes);
-    // a sequential reader past half of a readahead range: fetch the next window now
+    // a sequential reader: the window after the one it reads from is fetched now
     if (extra > 0 && cur >= want) this.prefetchAfter(want, extra, tailStart);
     await Promise.all(parts);
     return buf;
@@ -140,7 +140,9 @@ export class S3Source extends RandomSource {
     const i = this.firstEndingAfter(pos);
     const r = this.ranges[i];
     if (!r || r.start > pos) return;
-    if (pos - r.start < (r.end - r.start) / 2 || r.end >= tailStart) return;
+    // as soon as a reader is in the last window: the next one is fetched while this one arrives
+    // and is consumed (measured: waiting for half of it left one GET in flight, 100 MiB in 9.9 s)
+    if (r.end >= tailStart) return;
     const j = this.firstEndingAfter(r.end);
     const next = this.ranges[j];
     if (next && next.start <= r.end) return; // already there

@@ -135,8 +135,10 @@ export class ImageInput {
       const footerRead = footerAt >= fixed.dataOffset ? src.readAt(footerAt, FOOTER_SIZE) : undefined;
       // the rest of the header, backwards, a few pieces at a time
       const pieces: [number, number][] = [];
-      for (let end = fixed.dataOffset; end > first.byteLength; end -= HEADER_PIECE_BYTES) {
-        pieces.push([Math.max(first.byteLength, end - HEADER_PIECE_BYTES), end]);
+      // an object store: the rest of the header in one request (each request costs a round trip)
+      const piece = gapFor(src) > DEFAULT_GAP_BYTES ? fixed.dataOffset : HEADER_PIECE_BYTES;
+      for (let end = fixed.dataOffset; end > first.byteLength; end -= piece) {
+        pieces.push([Math.max(first.byteLength, end - piece), end]);
       }
       let next = 0;
       await Promise.all(Array.from({ length: Math.min(HEADER_PIECES_IN_FLIGHT, pieces.length) }, async () => {

@@ -4,14 +4,19 @@
  * answer reaches the client `delayMs` late (a round trip costs 2 x delayMs more; bandwidth is
  * not limited). Counts connections. Used by the tests and, as a program, by the bench:
  *   node dist/test/helpers/delay-proxy.js LISTEN_PORT TARGET_HOST:PORT DELAY_MS
- * (prints "listening PORT" once ready; SIGTERM stops it).
+ * (prints "listening PORT" once ready; SIGTERM stops it). With COUNT_FILE set, the number of HTTP
+ * requests seen so far (request lines client -> server) is written there after each one.
  */
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 export class DelayProxy {
   connections = 0;
+  /** HTTP requests seen (request lines at the start of a chunk from a client). */
+  requests = 0;
+  countFile: string | undefined;
   private server!: net.Server;
   private sockets = new Set<net.Socket>();
   port = 0;
@@ -34,6 +39,10 @@ export class DelayProxy {
     const server = net.connect(this.targetPort, this.targetHost);
     client.setNoDelay(true); server.setNoDelay(true);
     this.sockets.add(client); this.sockets.add(server);
+    client.on('data', (d: Buffer) => {
+      const n = d.toString('latin1').match(/(^|\r\n)(GET|HEAD|PUT|POST|DELETE) \S+ HTTP\/1\.[01]\r\n/g)?.length ?? 0;
+      if (n) { this.requests += n; if (this.countFile) writeFileSync(this.countFile, `${this.requests}\n`); }
+    });
     this.pipe(client, server);
     this.pipe(server, client);
     const end = (): void => { client.destroy(); server.destroy(); this.sockets.delete(client); this.sockets.delete(server); };
@@ -72,6 +81,7 @@ export class DelayProxy {
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const [port, target, delay] = process.argv.slice(2);
   const p = await DelayProxy.start(target!, Number(delay ?? 0), Number(port ?? 0));
+  p.countFile = process.env.COUNT_FILE;
   process.stdout.write(`listening ${p.port}\n`);
   process.on('SIGTERM', () => { void p.stop().then(() => process.exit(0)); });
 }

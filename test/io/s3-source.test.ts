@@ -66,3 +66,17 @@ t.test('transient faults are retried; a bad range fails only its reads; a replac
   s.put('b', 'img', other);
   await t.rejects(src.readAt(20 << 20, 100), { code: 'EIO', message: /changed/ }, 'a replaced object fails reads (If-Match)');
 });
+
+t.test('an http(s) URL is read unsigned, as is; its query (a presigned signature) never shows in names', async (t) => {
+  const { s } = await setup(t);
+  const src = await S3Source.open(`${s.endpoint}/b/img?X-Amz-Signature=deadbeefsecret&X-Amz-Credential=AKIDSECRET`, { readahead: false });
+  t.teardown(() => src.close());
+  t.equal(src.sizeBytes, SIZE);
+  t.ok(Buffer.from(await src.readAt(12345, 1000)).equals(data.subarray(12345, 13345)));
+  t.equal(s.log[s.log.length - 1]!.query, '?X-Amz-Signature=deadbeefsecret&X-Amz-Credential=AKIDSECRET', 'the query is sent');
+  t.notMatch(src.name, 'deadbeefsecret');
+  s.fault = () => ({ status: 403 });
+  const e = await src.readAt(0, 10).catch((x: unknown) => x) as Error;
+  t.notMatch(e.message, 'deadbeefsecret');
+  t.notMatch(e.message, 'AKIDSECRET');
+});
