@@ -48,7 +48,7 @@ export function checkBase(base: ImageReader, basePath: string, blockSize: number
 }
 
 /** The parent's content hashes, in order, from its trailer; the trailer checksum is checked when the stream ends. */
-async function* parentHashChunks(base: ImageReader): AsyncGenerator<Uint8Array> {
+export async function* parentHashChunks(base: ImageReader): AsyncGenerator<Uint8Array> {
   const f = base.footer!;
   const src = base.src;
   const start = await base.contentHashesOffset();

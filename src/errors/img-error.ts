@@ -18,6 +18,8 @@ export const ERROR_CODES = [
   'EMOUNTED', 'EFREEZE', 'EFREEZETIMEOUT',
   // ParentError: an incremental image's parent is missing, or is not the image it was made from
   'ENOPARENT', 'EBADPARENT',
+  // LiveError: a live-volume command (--point, --commit, --revert, --points) cannot be done
+  'ENOTLIVE', 'ENOPOINT', 'ELIVEBUSY',
 ] as const;
 
 /** Every code an ImgError may carry: the list above is the one source (tests iterate over it). */

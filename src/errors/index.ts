@@ -7,3 +7,4 @@ export { SourceBusyError, type SourceBusyErrorCode } from './source-busy-error.j
 export { EntryError } from './entry-error.js';
 export { Errno } from './errno.js';
 export { ParentError, type ParentErrorCode } from './parent-error.js';
+export { LiveError, type LiveErrorCode } from './live-error.js';

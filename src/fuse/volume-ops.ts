@@ -1,16 +1,15 @@
 /**
  * VolumeOps: the raw-volume view, a FuseOps whose root directory holds one file, the logical
  * volume (for `mount -o loop`, a VM, dd). Reads go to the top of the volume stack (unused blocks
- * read as zeros); writes, when the view is writable, go to the transient overlay and never
- * below. The file's size is fixed: truncation to another size is EPERM, as is creating files.
+ * read as zeros); writes, when the view is writable, go to the write log (src/volume/write-log/)
+ * and never below; fsync returns once the log says they are durable (kept writes). The file's size is fixed: truncation to another size is EPERM, as is creating files.
  * Time changes are accepted and kept in memory (cp -p, touch); owner and mode changes are EPERM.
- * Calls may interleave; the overlay serialises writes.
+ * Calls may interleave; the log orders writes.
  */
 import { constants } from 'node:fs';
 import { FsError } from '../errors/index.js';
 import type { Stat, StatFs } from '../fs/types.js';
 import type { ByteReader } from '../io/index.js';
-import type { Overlay } from '../volume/overlay.js';
 import { ERRNO, Errno } from './errno.js';
 import type { Entry, FuseOps, ListEntry, OpenResult, SetattrRequest, Timeouts } from './ops.js';
 
@@ -23,8 +22,8 @@ export interface VolumeOpsOptions {
   /** Where reads come from: the top of the stack. */
   volume: ByteReader;
   /** Where writes go; undefined: read-only view. */
-  overlay?: Overlay;
-  /** Sync the overlay on fsync (kept writes); transient writes need no durability. */
+  writes?: WritableLayer;
+  /** Make writes durable on fsync (kept writes); transient writes need no durability. */
   durable: boolean;
   blockSize: number;
   timeNs: bigint;
@@ -33,6 +32,13 @@ export interface VolumeOpsOptions {
   timeouts: Timeouts;
   /** Takes back buffers read() returned (the volume's buffer pool). */
   recycle?: (buf: Uint8Array) => void;
+}
+
+/** The writable layer (the write log). */
+export interface WritableLayer {
+  write(posBytes: number, data: Uint8Array): Promise<void>;
+  /** Resolves once every write acknowledged before the call is durable. */
+  flush(): Promise<void>;
 }
 
 export class VolumeOps implements FuseOps {
@@ -45,7 +51,7 @@ export class VolumeOps implements FuseOps {
   private fileStat: Stat;
 
   constructor(private readonly o: VolumeOpsOptions) {
-    this.readOnly = !o.overlay;
+    this.readOnly = !o.writes;
     this.timeouts = o.timeouts;
     this.name = Buffer.from(o.fileName, 'utf8');
     const t = o.timeNs;
@@ -105,19 +111,19 @@ export class VolumeOps implements FuseOps {
 
   async write(nodeid: number, _fh: number, posBytes: number, data: Uint8Array): Promise<number> {
     if (nodeid !== FILE) throw new Errno(ERRNO.EISDIR);
-    const ov = this.o.overlay;
+    const ov = this.o.writes;
     if (!ov) throw new FsError('EROFS', 'the volume is mounted read-only');
     const size = this.fileStat.size;
     if (posBytes >= size) throw new Errno(ERRNO.ENOSPC, 'write past the end of the volume');
     const n = Math.min(data.byteLength, size - posBytes);
-    await ov.writeAt(posBytes, data.subarray(0, n));
+    await ov.write(posBytes, data.subarray(0, n));
     return n;
   }
 
   async release(): Promise<void> { /* nothing per open file */ }
 
   async fsync(): Promise<void> {
-    if (this.o.overlay && this.o.durable) await this.o.overlay.flush();
+    if (this.o.writes && this.o.durable) await this.o.writes.flush();
   }
 
   async opendir(nodeid: number): Promise<OpenResult> {
