@@ -435,7 +435,7 @@ export class WriteLog implements ByteReader {
     const salt = randomBytes(8).readBigUInt64LE();
     let fh: FileHandle | undefined;
     try {
-      fh = await open(path, 'wx', 0o600);
+      fh = await open(path, 'wx+', 0o600);
       const hdr = encodeSegmentHeader({ segId: id, blockSize: this.blockSize, volumeBytes: this.sizeBytes, salt, createdMs: Date.now(), imageUuid: uuidBytes(this.uuid) });
       await fh.write(hdr, 0, hdr.byteLength, 0);
     } catch (e) {
