@@ -31,8 +31,8 @@ import type { ControlContext, ControlRequest } from './control-channel.js';
 
 export interface KernelHooks {
   mountPoint: string;
-  /** The loop device under the filesystem on top. */
-  device(): string;
+  /** The filesystem on top's device number (MAJOR:MINOR, as the mount table shows it). */
+  device(): Promise<string>;
   /** Unmounts the filesystem on top (refused if busy), runs `during`, mounts it again. */
   remount(during: () => Promise<void>): Promise<void>;
 }
@@ -130,7 +130,7 @@ export class LiveVolume {
       const point = await this.o.log.point(label);
       return { point, heldMs: Number(process.hrtime.bigint() - t0) / 1e6 };
     }
-    const freeze = await Freeze.start({ mountPoint: k.mountPoint, device: k.device() }, { timeoutSec: 30 });
+    const freeze = await Freeze.start({ mountPoint: k.mountPoint, device: await k.device() }, { timeoutSec: 30 });
     let point: PointInfo;
     try {
       point = await this.o.log.point(label);
@@ -216,6 +216,9 @@ export class LiveVolume {
   private revert(to: string | undefined): Promise<PointInfo> {
     return this.exclusive('revert', async () => {
       const p = this.find(to);
+      if (this.last && p.seq < this.last.seq) {
+        throw new UsageError(`point ${p.seq}${p.label ? ` "${p.label}"` : ''} is older than the last commit (point ${this.last.seq}, ${this.last.out}): a revert cannot go back past a commit; mount that commit's parent instead`, { seq: p.seq });
+      }
       const k = this.o.kernel;
       const doRevert = async (): Promise<void> => {
         await this.o.log.revert(p.seq);

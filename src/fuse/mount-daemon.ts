@@ -94,6 +94,8 @@ export class MountDaemon {
   private readonly stopped = new Promise<void>((r) => { this.stopSignal = r; });
   private writable: WriteLog | undefined;
   private live: LiveVolume | undefined;
+  /** Kept writes (--writes DIR, a write log) under the mount's own. */
+  private belowLog: WriteLog | undefined;
   private control: ControlServer | undefined;
   /** Set while a revert has the kernel-mode filesystem unmounted on purpose (the watcher must not end the mount). */
   private remounting = false;
@@ -168,9 +170,18 @@ export class MountDaemon {
       view: cfg.view, stateDir, keepWrites: cfg.keepWrites !== undefined,
     };
     const h = opened.reader.header;
+    let belowLog: WriteLog | undefined;
     if (cfg.writes !== undefined && resolve(cfg.writes) !== (cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : undefined)) {
-      await opened.pushOverlay(resolve(cfg.writes), false); // closed with the stack
+      const kept = resolve(cfg.writes);
+      if (await Overlay.exists(kept)) await opened.pushOverlay(kept, false); // an older imgmount's overlay: closed with the stack
+      else {
+        // a write log kept by --keep-writes: read through (its recovery may drop a torn tail), never written here
+        const below = await WriteLog.open({ dir: kept, lower: opened.top, blockSize: opened.blockSize, imageUuid: opened.imageUuid });
+        belowLog = below;
+        await undo.push('kept writes', () => below.close());
+      }
     }
+    const lowerTop = belowLog ?? opened.top;
     let writable: WriteLog | undefined;
     if (wantWrites) {
       const dir = cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : join(stateDir, 'writes');
@@ -187,7 +198,7 @@ export class MountDaemon {
         if (!state.keepWrites) await removeTransientWrites(dir);
       });
       // kept writes: recovered from the log (every write acknowledged by an fsync before a crash)
-      writable = await WriteLog.open({ dir, lower: opened.top, blockSize: opened.blockSize, imageUuid: opened.imageUuid });
+      writable = await WriteLog.open({ dir, lower: lowerTop, blockSize: opened.blockSize, imageUuid: opened.imageUuid });
     }
     await writeState(state);
     const timeouts: Timeouts = {
@@ -210,7 +221,7 @@ export class MountDaemon {
       ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask, recycle: (b) => opened.frames.recycle(b), exceptions });
     } else {
       ops = new VolumeOps({
-        fileName: volumeFileName(image), volume: writable ?? opened.top, writes: writable, durable: cfg.keepWrites !== undefined,
+        fileName: volumeFileName(image), volume: writable ?? lowerTop, writes: writable, durable: cfg.keepWrites !== undefined,
         blockSize: h.blockSize, timeNs: BigInt(h.createdSec ?? 0) * 1_000_000_000n, uid: o.uid ?? uid, gid: o.gid ?? gid, timeouts,
         recycle: (b) => opened.frames.recycle(b),
       });
@@ -227,6 +238,7 @@ export class MountDaemon {
     }
     const daemon = new MountDaemon(cfg, opened, state, ready, ops);
     daemon.writable = writable;
+    daemon.belowLog = belowLog;
     await daemon.mount(undo);
     if (writable) await daemon.startControl(undo, writable);
     timings.mounted = since();
@@ -319,7 +331,7 @@ export class MountDaemon {
       writesBelow: cfg.writes !== undefined, writer: `imgmount ${process.env.npm_package_version ?? ''}`.trim(), logf: cfg.log,
       invalidate: fuse instanceof DevFuseMount ? () => fuse.invalidateInode(VOLUME_FILE_INODE) : undefined,
       kernel: cfg.view === 'kernel' ? {
-        mountPoint: s.mountPoint, device: () => s.loopDevice!, remount: (during) => this.remountKernel(during),
+        mountPoint: s.mountPoint, device: async () => (await mountAt(s.mountPoint))?.dev ?? '0:0', remount: (during) => this.remountKernel(during),
       } : undefined,
     });
     this.live = live;
@@ -387,6 +399,7 @@ export class MountDaemon {
     await this.control?.close().catch(() => undefined);
     await this.live?.close();
     if (this.writable) await this.writable.close().catch((e: unknown) => log(`writes: ${(e as Error).message}`));
+    await this.belowLog?.close().catch(() => undefined);
     await this.stack.close();
     if (s.writesDir && !s.keepWrites) await removeTransientWrites(s.writesDir).catch((e: unknown) => log(`cannot remove ${s.writesDir}: ${(e as Error).message}`));
     await removeStateDir(s.stateDir);
