@@ -131,6 +131,9 @@ export class WriteLog implements ByteReader {
   private readonly nBlocks: number;
   private readonly segmentBytes: number;
   private readonly autoRecycleRatio: number;
+  private readonly controlReserve: number;
+  /** A write is split into records of at most this many bytes (so a record always fits a fresh segment). */
+  private readonly maxPayload: number;
   private readonly segments = new Map<number, Segment>();
   private active!: Segment;
   private nextSegId = 1;
@@ -162,6 +165,9 @@ export class WriteLog implements ByteReader {
     this.nBlocks = Math.ceil(lower.sizeBytes / blockSize);
     this.segmentBytes = segmentBytes;
     this.autoRecycleRatio = autoRecycleRatio;
+    this.controlReserve = Math.min(CONTROL_RESERVE, segmentBytes / 8);
+    const room = segmentBytes - this.controlReserve - SEGMENT_HEADER_SIZE - RECORD_HEADER_SIZE;
+    this.maxPayload = Math.max(blockSize, Math.floor(Math.min(MAX_RECORD_PAYLOAD, room / 2) / blockSize) * blockSize);
     this.uuid = uuid;
     this.index = new ExtentMap(blockSize);
   }
@@ -170,8 +176,7 @@ export class WriteLog implements ByteReader {
   static async open(o: WriteLogOptions): Promise<WriteLog> {
     const bs = o.blockSize;
     if (!(bs >= 512 && bs <= 65536 && (bs & (bs - 1)) === 0)) throw new UsageError(`write log: block size ${bs} is not a power of two from 512 to 65536`);
-    if (o.lower.sizeBytes % bs !== 0) throw new UsageError(`write log: volume size ${o.lower.sizeBytes} is not a multiple of the block size ${bs}`);
-    const segmentBytes = Math.max(o.segmentBytes ?? DEFAULT_SEGMENT_BYTES, 4 * CONTROL_RESERVE);
+    const segmentBytes = Math.max(o.segmentBytes ?? DEFAULT_SEGMENT_BYTES, 16 * 1024);
     const log = new WriteLog(o.dir, o.lower, bs, o.imageUuid.replace(/-/g, '').toLowerCase(), segmentBytes, o.autoRecycleRatio ?? 2);
     await mkdir(o.dir, { recursive: true, mode: 0o700 }).catch((e: unknown) => { throw ioErrorFrom(e, o.dir, 'cannot create the writes directory'); });
     await log.recover();
@@ -435,7 +440,7 @@ export class WriteLog implements ByteReader {
     const salt = randomBytes(8).readBigUInt64LE();
     let fh: FileHandle | undefined;
     try {
-      fh = await open(path, 'wx', 0o600);
+      fh = await open(path, 'wx+', 0o600);
       const hdr = encodeSegmentHeader({ segId: id, blockSize: this.blockSize, volumeBytes: this.sizeBytes, salt, createdMs: Date.now(), imageUuid: uuidBytes(this.uuid) });
       await fh.write(hdr, 0, hdr.byteLength, 0);
     } catch (e) {
@@ -468,7 +473,7 @@ export class WriteLog implements ByteReader {
         const batch: Pending[] = [];
         let bytes = 0;
         let seg = this.active;
-        const limit = (r: Pending): number => isControl(r) ? this.segmentBytes : this.segmentBytes - CONTROL_RESERVE;
+        const limit = (r: Pending): number => isControl(r) ? this.segmentBytes : this.segmentBytes - this.controlReserve;
         const first = this.pending[0]!;
         const firstSize = RECORD_HEADER_SIZE + first.payload.byteLength;
         if (seg.tail + firstSize > limit(first) && seg.tail > SEGMENT_HEADER_SIZE) {
@@ -597,15 +602,16 @@ export class WriteLog implements ByteReader {
       if (!aligned) {
         await this.lastQueued; // the blocks' newest bytes are in the index once queued records are written
         const first = block, end = Math.ceil((posBytes + data.byteLength) / bs);
-        buf = await this.readAt(first * bs, (end - first) * bs);
+        buf = new Uint8Array((end - first) * bs); // a partial last block of the volume is padded with zeros
+        buf.set(await this.readAt(first * bs, Math.min(end * bs, this.sizeBytes) - first * bs));
         buf.set(data, posBytes - first * bs);
         block = first;
       } else {
         buf = data.slice(); // the caller may reuse its buffer
       }
       const parts: Promise<void>[] = [];
-      for (let at = 0; at < buf.byteLength; at += MAX_RECORD_PAYLOAD) {
-        const payload = buf.subarray(at, Math.min(at + MAX_RECORD_PAYLOAD, buf.byteLength));
+      for (let at = 0; at < buf.byteLength; at += this.maxPayload) {
+        const payload = buf.subarray(at, Math.min(at + this.maxPayload, buf.byteLength));
         parts.push(this.enqueue({ type: REC.WRITE, seq: this.nextSeq++, arg: block + at / bs, count: payload.byteLength / bs, payload }));
       }
       return parts;
