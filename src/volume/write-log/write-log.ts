@@ -607,7 +607,11 @@ export class WriteLog implements ByteReader {
 
   // ---------------------------------------------------------------- public API
 
-  /** Appends to the log (a partial block is read-modify-written). Not durable until flush(). ENOSPC: IoError('ENOSPC'). */
+  /**
+   * Appends to the log (a partial block is read-modify-written). Not durable until flush().
+   * ENOSPC: IoError('ENOSPC'). `data` is written from where it is (no copy): it must not change
+   * until the call resolves (as with fs.write; a FUSE write buffer lives until its reply).
+   */
   async write(posBytes: number, data: Uint8Array): Promise<void> {
     if (!Number.isSafeInteger(posBytes) || posBytes < 0 || posBytes + data.byteLength > this.sizeBytes) {
       throw new IoError('ESHORT', `write log: write of ${data.byteLength} bytes at ${posBytes} is past the end (${this.sizeBytes} bytes)`, { posBytes });
@@ -617,7 +621,7 @@ export class WriteLog implements ByteReader {
     const bs = this.blockSize;
     const aligned = posBytes % bs === 0 && data.byteLength % bs === 0;
     if (aligned && this.submitting === 0) { // the common case: no chain, no extra promise
-      const parts = this.enqueueWrite(posBytes / bs, data.slice());
+      const parts = this.enqueueWrite(posBytes / bs, data);
       await (parts.length === 1 ? parts[0] : Promise.all(parts));
       this.maybeRecycle();
       return;
@@ -632,8 +636,6 @@ export class WriteLog implements ByteReader {
         buf.set(await this.readAt(first * bs, Math.min(end * bs, this.sizeBytes) - first * bs));
         buf.set(data, posBytes - first * bs);
         block = first;
-      } else {
-        buf = data.slice(); // the caller may reuse its buffer
       }
       return this.enqueueWrite(block, buf);
     });
