@@ -35,6 +35,10 @@ export interface PointInfo {
   blocksChanged: number;
   /** Whether markCommitted() named this point. */
   committed: boolean;
+  /** point() only: ms from the call until its record was written (not yet synced): the longest a write could wait behind it. */
+  appendMs?: number;
+  /** point() only: ms of the fdatasync that made it durable. */
+  syncMs?: number;
 }
 
 export interface WriteLogOptions {
@@ -131,6 +135,9 @@ export class WriteLog implements ByteReader {
   private readonly nBlocks: number;
   private readonly segmentBytes: number;
   private readonly autoRecycleRatio: number;
+  private readonly controlReserve: number;
+  /** A write is split into records of at most this many bytes (so a record always fits a fresh segment). */
+  private readonly maxPayload: number;
   private readonly segments = new Map<number, Segment>();
   private active!: Segment;
   private nextSegId = 1;
@@ -146,6 +153,8 @@ export class WriteLog implements ByteReader {
   private pumping = false;
   private lastQueued: Promise<void> = Promise.resolve();
   private submitChain: Promise<unknown> = Promise.resolve();
+  /** Submissions waiting in submitChain (when none, an aligned write is queued at once). */
+  private submitting = 0;
   private writtenGen = 0;
   private syncedGen = 0;
   private syncing: Promise<void> | undefined;
@@ -162,6 +171,9 @@ export class WriteLog implements ByteReader {
     this.nBlocks = Math.ceil(lower.sizeBytes / blockSize);
     this.segmentBytes = segmentBytes;
     this.autoRecycleRatio = autoRecycleRatio;
+    this.controlReserve = Math.min(CONTROL_RESERVE, segmentBytes / 8);
+    const room = segmentBytes - this.controlReserve - SEGMENT_HEADER_SIZE - RECORD_HEADER_SIZE;
+    this.maxPayload = Math.max(blockSize, Math.floor(Math.min(MAX_RECORD_PAYLOAD, room / 2) / blockSize) * blockSize);
     this.uuid = uuid;
     this.index = new ExtentMap(blockSize);
   }
@@ -170,8 +182,7 @@ export class WriteLog implements ByteReader {
   static async open(o: WriteLogOptions): Promise<WriteLog> {
     const bs = o.blockSize;
     if (!(bs >= 512 && bs <= 65536 && (bs & (bs - 1)) === 0)) throw new UsageError(`write log: block size ${bs} is not a power of two from 512 to 65536`);
-    if (o.lower.sizeBytes % bs !== 0) throw new UsageError(`write log: volume size ${o.lower.sizeBytes} is not a multiple of the block size ${bs}`);
-    const segmentBytes = Math.max(o.segmentBytes ?? DEFAULT_SEGMENT_BYTES, 4 * CONTROL_RESERVE);
+    const segmentBytes = Math.max(o.segmentBytes ?? DEFAULT_SEGMENT_BYTES, 16 * 1024);
     const log = new WriteLog(o.dir, o.lower, bs, o.imageUuid.replace(/-/g, '').toLowerCase(), segmentBytes, o.autoRecycleRatio ?? 2);
     await mkdir(o.dir, { recursive: true, mode: 0o700 }).catch((e: unknown) => { throw ioErrorFrom(e, o.dir, 'cannot create the writes directory'); });
     await log.recover();
@@ -453,8 +464,10 @@ export class WriteLog implements ByteReader {
   /** Queues a record; resolves once it is written (not yet durable) and applied. */
   private enqueue(p: Omit<Pending, 'resolve' | 'reject'>): Promise<void> {
     if (this.closed) return Promise.reject(new UsageError('write log: closed'));
-    const pr = new Promise<void>((resolve, reject) => { this.pending.push({ ...p, resolve, reject }); });
-    this.lastQueued = pr.catch(() => undefined);
+    const rec = p as Pending;
+    const pr = new Promise<void>((resolve, reject) => { rec.resolve = resolve; rec.reject = reject; });
+    this.pending.push(rec);
+    this.lastQueued = pr; // awaited with a catch: its own caller handles the failure
     if (!this.pumping) void this.pump();
     return pr;
   }
@@ -468,7 +481,7 @@ export class WriteLog implements ByteReader {
         const batch: Pending[] = [];
         let bytes = 0;
         let seg = this.active;
-        const limit = (r: Pending): number => isControl(r) ? this.segmentBytes : this.segmentBytes - CONTROL_RESERVE;
+        const limit = (r: Pending): number => isControl(r) ? this.segmentBytes : this.segmentBytes - this.controlReserve;
         const first = this.pending[0]!;
         const firstSize = RECORD_HEADER_SIZE + first.payload.byteLength;
         if (seg.tail + firstSize > limit(first) && seg.tail > SEGMENT_HEADER_SIZE) {
@@ -575,14 +588,30 @@ export class WriteLog implements ByteReader {
 
   /** Runs fn after every earlier write and control call was submitted (partial-block writes read first). */
   private submit<T>(fn: () => Promise<T> | T): Promise<T> {
-    const p = this.submitChain.then(fn);
+    this.submitting++;
+    const p = this.submitChain.then(fn).finally(() => { this.submitting--; });
     this.submitChain = p.catch(() => undefined);
     return p;
   }
 
+  /** Appends an aligned write's records now (nothing else is being submitted). */
+  private enqueueWrite(block: number, buf: Uint8Array): Promise<void>[] {
+    const bs = this.blockSize;
+    const parts: Promise<void>[] = [];
+    for (let at = 0; at < buf.byteLength; at += this.maxPayload) {
+      const payload = buf.subarray(at, Math.min(at + this.maxPayload, buf.byteLength));
+      parts.push(this.enqueue({ type: REC.WRITE, seq: this.nextSeq++, arg: block + at / bs, count: payload.byteLength / bs, payload }));
+    }
+    return parts;
+  }
+
   // ---------------------------------------------------------------- public API
 
-  /** Appends to the log (a partial block is read-modify-written). Not durable until flush(). ENOSPC: IoError('ENOSPC'). */
+  /**
+   * Appends to the log (a partial block is read-modify-written). Not durable until flush().
+   * ENOSPC: IoError('ENOSPC'). `data` is written from where it is (no copy): it must not change
+   * until the call resolves (as with fs.write; a FUSE write buffer lives until its reply).
+   */
   async write(posBytes: number, data: Uint8Array): Promise<void> {
     if (!Number.isSafeInteger(posBytes) || posBytes < 0 || posBytes + data.byteLength > this.sizeBytes) {
       throw new IoError('ESHORT', `write log: write of ${data.byteLength} bytes at ${posBytes} is past the end (${this.sizeBytes} bytes)`, { posBytes });
@@ -591,24 +620,24 @@ export class WriteLog implements ByteReader {
     this.st.writes++;
     const bs = this.blockSize;
     const aligned = posBytes % bs === 0 && data.byteLength % bs === 0;
+    if (aligned && this.submitting === 0) { // the common case: no chain, no extra promise
+      const parts = this.enqueueWrite(posBytes / bs, data);
+      await (parts.length === 1 ? parts[0] : Promise.all(parts));
+      this.maybeRecycle();
+      return;
+    }
     const done = this.submit(async () => {
       let block = Math.floor(posBytes / bs);
       let buf = data;
       if (!aligned) {
-        await this.lastQueued; // the blocks' newest bytes are in the index once queued records are written
+        await this.lastQueued.catch(() => undefined); // the blocks' newest bytes are in the index once queued records are written
         const first = block, end = Math.ceil((posBytes + data.byteLength) / bs);
-        buf = await this.readAt(first * bs, (end - first) * bs);
+        buf = new Uint8Array((end - first) * bs); // a partial last block of the volume is padded with zeros
+        buf.set(await this.readAt(first * bs, Math.min(end * bs, this.sizeBytes) - first * bs));
         buf.set(data, posBytes - first * bs);
         block = first;
-      } else {
-        buf = data.slice(); // the caller may reuse its buffer
       }
-      const parts: Promise<void>[] = [];
-      for (let at = 0; at < buf.byteLength; at += MAX_RECORD_PAYLOAD) {
-        const payload = buf.subarray(at, Math.min(at + MAX_RECORD_PAYLOAD, buf.byteLength));
-        parts.push(this.enqueue({ type: REC.WRITE, seq: this.nextSeq++, arg: block + at / bs, count: payload.byteLength / bs, payload }));
-      }
-      return parts;
+      return this.enqueueWrite(block, buf);
     });
     await Promise.all(await done);
     this.maybeRecycle();
@@ -711,7 +740,7 @@ export class WriteLog implements ByteReader {
   /** Every write acknowledged before the call is durable when it resolves (group commit: one fdatasync serves many). */
   async flush(): Promise<void> {
     await this.submitChain;
-    await this.lastQueued;
+    await this.lastQueued.catch(() => undefined);
     const gen = this.writtenGen;
     while (this.syncedGen < gen || this.dirNeedsSync) {
       if (this.syncing) { await this.syncing; continue; }
@@ -741,12 +770,16 @@ export class WriteLog implements ByteReader {
   async point(label?: string): Promise<PointInfo> {
     const labelBytes = new TextEncoder().encode(label ?? '');
     if (labelBytes.byteLength > 4096) throw new UsageError('point label: at most 4096 bytes');
+    const t0 = performance.now();
     const seq = await this.submit(() => {
       const s = this.nextSeq++;
       return this.enqueue({ type: REC.POINT, seq: s, arg: Date.now(), count: 0, payload: labelBytes }).then(() => s);
     });
+    const t1 = performance.now();
     await this.flush();
-    return { ...this.pointList.find((p) => p.seq === seq)! };
+    const info = this.pointList.find((p) => p.seq === seq);
+    if (!info) throw new UsageError(`point ${seq}: reverted while it was being made`);
+    return { ...info, appendMs: t1 - t0, syncMs: performance.now() - t1 };
   }
 
   /** Points since the last rebase, oldest first. */
