@@ -111,7 +111,7 @@ async function* hashesFromFrames(base: ImageReader): AsyncGenerator<Uint8Array> 
  * blocks after them, and a data block's first half is its block hash (the trailer's block hashes):
  * the three lists are merged walking the parent's map. The trailer checksum is checked first.
  */
-async function* parentHashChunks(base: ImageReader): AsyncGenerator<Uint8Array> {
+export async function* parentHashChunks(base: ImageReader): AsyncGenerator<Uint8Array> {
   const f = base.footer!;
   const src = base.src;
   const bm = base.map;

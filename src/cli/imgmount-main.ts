@@ -16,6 +16,7 @@ import { about, debugFor, program, run } from './run.js';
 interface Opts {
   foreground?: boolean; debug?: boolean; options: string[]; volume?: boolean; kernel?: boolean; cacheDir?: string;
   keepWrites?: string; writes?: string; unmount?: boolean; verbose?: boolean; readyFd?: string; parents: string[]; s3Endpoint?: string;
+  point?: boolean; commit?: boolean; revert?: boolean; points?: boolean; label?: string; at?: string; to?: string; json?: boolean; force?: boolean;
 }
 
 /** The daemon's report pipe, when the user's command started us (--ready-fd N). */
@@ -44,7 +45,7 @@ let reported = false;
 
 async function mainInner(): Promise<number> {
   const cmd = program('imgmount', 'Mount an image: its file tree (default), its raw volume (--volume), or through the kernel\'s driver (--kernel).')
-    .usage('[options] IMG MNT\n       imgmount -u MNT')
+    .usage('[options] IMG MNT\n       imgmount -u MNT\n       imgmount --point MNT [--label TEXT] | --commit MNT OUT [--at LABEL] | --revert MNT [--to LABEL] | --points MNT')
     .argument('[IMG]', 'image to mount (only read)')
     .argument('[MNT]', 'mount point (an existing directory)')
     .option('-f, --foreground', 'stay in the foreground until unmounted')
@@ -57,6 +58,15 @@ async function mainInner(): Promise<number> {
     .option('--writes <dir>', 'start from the writes an earlier mount kept in DIR')
     .option('--parents <dir>', 'also look for the parents of an incremental image in DIR (repeatable; the image\'s own directory is searched first)', (v: string, a: string[]) => [...a, v], [] as string[])
     .option('-u, --unmount', 'unmount MNT (also a dead mount left by a killed daemon)')
+    .option('--point', 'live volume: record a point in time of the writable mount at MNT')
+    .option('--label <text>', 'with --point or --commit: the point\'s label')
+    .option('--commit', 'live volume: write the blocks changed since the last commit as an incremental image OUT (- for standard output)')
+    .option('--at <label>', 'with --commit: commit that point instead of taking a new one')
+    .option('--force', 'with --commit: replace OUT if it exists')
+    .option('--revert', 'live volume: drop every write made after a point (the last one, or --to LABEL)')
+    .option('--to <label>', 'with --revert: the point to go back to')
+    .option('--points', 'live volume: list the points of the mount at MNT')
+    .option('--json', 'with --point, --commit, --revert, --points: one JSON object on standard output')
     .option('-v, --verbose', 'say what was mounted and what was read from the image')
     .option('--s3-endpoint <URL>', 'S3 endpoint for s3:// images (default: $AWS_ENDPOINT_URL, the AWS profile, else AWS)')
     .addOption(new Option('--ready-fd <fd>').hideHelp())
@@ -67,6 +77,13 @@ async function mainInner(): Promise<number> {
   const { defaultCacheDir, ensurePrivateDir } = await import('../volume/cache-dir.js');
   const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
   if (o.debug) createDebug.enable(['imgmount:*', process.env.DEBUG].filter(Boolean).join(','));
+
+  const liveOps = (['point', 'commit', 'revert', 'points'] as const).filter((k) => o[k]);
+  if (liveOps.length > 1) throw new UsageError(`--${liveOps[0]} and --${liveOps[1]} exclude each other`);
+  if (liveOps.length === 1) return liveMain(liveOps[0]!, o, args, cacheDir);
+  if (o.label !== undefined || o.at !== undefined || o.to !== undefined || o.json || o.force) {
+    throw new UsageError('--label, --at, --to, --json and --force go with --point, --commit, --revert or --points');
+  }
 
   if (o.unmount) {
     if (args.length !== 1) throw new UsageError('-u takes the mount point only: imgmount -u MNT');
@@ -140,6 +157,49 @@ async function mainInner(): Promise<number> {
   isDaemon = true;
   await daemon.run();
   if (debugFor('imgmount').enabled) log(`stats ${daemon.statsLine()}`);
+  return EXIT.OK;
+}
+
+/** --point, --commit, --revert, --points: one request to the mount's daemon, and its answer. */
+async function liveMain(op: 'point' | 'commit' | 'revert' | 'points', o: Opts, args: string[], cacheDir: string): Promise<number> {
+  const want = op === 'commit' ? 2 : 1;
+  if (args.length !== want) throw new UsageError(op === 'commit' ? '--commit takes the mount point and the output: imgmount --commit MNT OUT' : `--${op} takes the mount point only: imgmount --${op} MNT`);
+  if (o.label !== undefined && op !== 'point' && op !== 'commit') throw new UsageError('--label goes with --point or --commit');
+  if (o.at !== undefined && op !== 'commit') throw new UsageError('--at goes with --commit');
+  if (o.at !== undefined && o.label !== undefined) throw new UsageError('--at commits an existing point: --label names a new one');
+  if (o.to !== undefined && op !== 'revert') throw new UsageError('--to goes with --revert');
+  if (o.force && op !== 'commit') throw new UsageError('--force goes with --commit');
+  const out = op === 'commit' ? args[1]! : undefined;
+  if (out === '-' && process.stdout.isTTY) throw new UsageError('will not write an image to a terminal: redirect standard output, or give a file');
+  const { liveCommand } = await import('../fuse/live-command.js');
+  const r = await liveCommand(args[0]!, cacheDir, {
+    op, label: o.label, at: o.at, to: o.to, force: !!o.force, out: out === undefined || out === '-' ? out : resolve(out),
+  });
+  delete r.ok;
+  const say = (line: string): void => { (out === '-' ? process.stderr : process.stdout).write(`${line}\n`); };
+  if (o.json) {
+    if (out === '-') process.stderr.write(`${JSON.stringify(r)}\n`);
+    else process.stdout.write(`${JSON.stringify(r)}\n`);
+    return EXIT.OK;
+  }
+  const name = (p: { seq: number; label?: string }): string => `point ${p.seq}${p.label ? ` "${p.label}"` : ''}`;
+  const time = (ms: number): string => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+  if (op === 'point') {
+    const p = r.point as { seq: number; label?: string; timeMs: number };
+    say(`${name(p)} at ${time(p.timeMs)} (writes held ${Number(r.heldMs).toFixed(1)} ms)`);
+  } else if (op === 'commit') {
+    const p = r.point as { seq: number; label?: string };
+    say(`committed ${name(p)} to ${String(r.out)}: ${String(r.storedBlocks)} changed blocks, ${String(r.imageBytes)} bytes, ${Number(r.seconds).toFixed(2)} s`);
+  } else if (op === 'revert') {
+    say(`reverted to ${name(r.point as { seq: number; label?: string })}`);
+  } else {
+    const points = r.points as { seq: number; label?: string; timeMs: number; blocksChanged: number; committed: boolean }[];
+    if (points.length === 0) say('no points');
+    else {
+      say('SEQ  TIME                  BLOCKS  COMMITTED  LABEL');
+      for (const p of points) say(`${String(p.seq).padEnd(4)} ${time(p.timeMs).padEnd(21)} ${String(p.blocksChanged).padStart(6)}  ${(p.committed ? 'yes' : 'no').padEnd(9)}  ${p.label ?? ''}`);
+    }
+  }
   return EXIT.OK;
 }
 

@@ -20,6 +20,8 @@ export const ERROR_CODES = [
   'ENOPARENT', 'EBADPARENT',
   // S3Error / NetworkError: object storage refused a request or could not be reached
   'ENOSUCHKEY', 'EACCESS', 'EEXISTS', 'ECHANGED', 'ES3', 'ENETWORK',
+  // LiveError: a live-volume command (--point, --commit, --revert, --points) cannot be done
+  'ENOTLIVE', 'ENOPOINT', 'ELIVEBUSY',
 ] as const;
 
 /** Every code an ImgError may carry: the list above is the one source (tests iterate over it). */

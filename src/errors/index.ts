@@ -8,3 +8,4 @@ export { EntryError } from './entry-error.js';
 export { Errno } from './errno.js';
 export { ParentError, type ParentErrorCode } from './parent-error.js';
 export { S3Error, NetworkError, type S3ErrorCode } from './s3-error.js';
+export { LiveError, type LiveErrorCode } from './live-error.js';

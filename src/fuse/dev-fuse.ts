@@ -7,7 +7,7 @@
  * FUSE can only lower it from the bdi default at INIT.
  * `ended` resolves when the kernel drops the connection (unmount, abort).
  */
-import { close as closeCb, open as openCb } from 'node:fs';
+import { close as closeCb, open as openCb, writev as writevCb } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { MountError } from '../errors/index.js';
@@ -18,6 +18,8 @@ import type { FuseOps } from './ops.js';
 import { FuseSession } from './session.js';
 
 const closeFd = promisify(closeCb);
+/** fuse_notify_code FUSE_NOTIFY_INVAL_INODE. */
+const NOTIFY_INVAL_INODE = 2;
 const openFd = promisify(openCb);
 
 /** What a mount needs, whichever binding serves it (binding.ts re-exports it). */
@@ -81,6 +83,22 @@ export class DevFuseMount {
     const e = await mountAt(this.mountPoint);
     if (!e) return;
     await writeFile(`/sys/class/bdi/${e.dev}/read_ahead_kb`, `${kib}\n`);
+  }
+
+  /**
+   * Drops the kernel's cached pages (and attributes) of inode `ino` (FUSE_NOTIFY_INVAL_INODE),
+   * after its bytes changed under it (a revert). Written from the thread pool, never from the
+   * event loop: the kernel may wait for a read in flight, which this loop must stay free to answer.
+   */
+  async invalidateInode(ino: number): Promise<void> {
+    if (this.closed) return;
+    const msg = Buffer.alloc(16 + 24);
+    msg.writeUInt32LE(msg.byteLength, 0);
+    msg.writeInt32LE(NOTIFY_INVAL_INODE, 4); // unique 0: a notification
+    msg.writeBigUInt64LE(BigInt(ino), 16);
+    msg.writeBigInt64LE(0n, 24); // from offset 0...
+    msg.writeBigInt64LE(0n, 32); // ...to the end
+    await new Promise<void>((res) => writevCb(this.fd, [msg], () => res())); // ENOENT: nothing cached
   }
 
   /** umount(8) of the mount point (lazy: detach now, finish when the last user is gone). */

@@ -7,10 +7,9 @@
  * Also the teardown `imgmount -u` runs when the daemon is gone (killed): every step tolerates
  * finding its part already undone.
  */
-import { rmdir } from 'node:fs/promises';
+import { rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MountError } from '../errors/index.js';
-import { Overlay } from '../volume/overlay.js';
 import { lastLine, runCommand } from './command.js';
 import { mountAt } from './mount-table.js';
 import { removeState, type MountState } from './mount-state.js';
@@ -68,7 +67,7 @@ export async function cleanupAfterDaemon(s: MountState, log: (m: string) => void
     if (s.loopDevice) await detachLoop(s.loopDevice);
     if (s.privateMount) await umountPatiently(s.privateMount, 3000);
   }
-  if (s.writesDir && !s.keepWrites) await Overlay.remove(s.writesDir).catch((e: unknown) => log(`cannot remove ${s.writesDir}: ${(e as Error).message}`));
+  if (s.writesDir && !s.keepWrites) await removeTransientWrites(s.writesDir).catch((e: unknown) => log(`cannot remove ${s.writesDir}: ${(e as Error).message}`));
   await removeStateDir(s.stateDir);
 }
 
@@ -78,6 +77,12 @@ export async function cleanupAfterDaemon(s: MountState, log: (m: string) => void
  */
 export async function removeStateDir(stateDir: string): Promise<void> {
   await removeState(stateDir);
+  await rm(join(stateDir, 'control.sock'), { force: true });
   await rmdir(join(stateDir, 'raw')).catch(() => undefined);
   await rmdir(stateDir).catch(() => undefined);
+}
+
+/** Removes a mount's transient writes directory (`<state>/writes`: ours, never a user's --keep-writes DIR). */
+export async function removeTransientWrites(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
 }

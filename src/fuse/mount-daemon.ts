@@ -10,20 +10,23 @@
  * Views: 'tree' (FsTree through TreeOps), 'volume' (VolumeOps), 'kernel' (VolumeOps on a
  * private mount + loop device + the kernel's driver).
  */
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isRemote } from '../io/index.js';
 import { basename, extname, join, resolve } from 'node:path';
-import { FsError, MountError, UnsupportedError, UsageError } from '../errors/index.js';
+import { FsError, LiveError, MountError, UnsupportedError, UsageError } from '../errors/index.js';
 import { fsTypeName, reasonNames } from '../format/index.js';
 import { openTree } from '../fs/open-tree.js';
 import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
 import type { ImageStack } from '../volume/image-stack.js';
 import { Overlay } from '../volume/overlay.js';
+import { WriteLog } from '../volume/write-log/index.js';
+import { ControlServer, controlPath } from './control-channel.js';
+import { LiveVolume } from './live-volume.js';
 import { chooseBinding, mountFuse, type BindingKind, type FuseMount } from './binding.js';
 import { prewarmReader } from './session.js';
 import { DevFuseMount } from './dev-fuse.js';
 import {
-  attachLoop, cleanupAfterDaemon, detachLoop, mountKernelFs, removeStateDir, umountPath, umountPatiently,
+  attachLoop, cleanupAfterDaemon, detachLoop, mountKernelFs, removeStateDir, removeTransientWrites, umountPath, umountPatiently,
 } from './kernel-mode.js';
 import type { MountOptions } from './mount-options.js';
 import { daemonAlive, processStart, readState, writeState, type MountState } from './mount-state.js';
@@ -90,7 +93,13 @@ export class MountDaemon {
   private stopRequests = 0;
   private stopSignal!: () => void;
   private readonly stopped = new Promise<void>((r) => { this.stopSignal = r; });
-  private writable: Overlay | undefined;
+  private writable: WriteLog | undefined;
+  private live: LiveVolume | undefined;
+  /** Kept writes (--writes DIR, a write log) under the mount's own. */
+  private belowLog: WriteLog | undefined;
+  private control: ControlServer | undefined;
+  /** Set while a revert has the kernel-mode filesystem unmounted on purpose (the watcher must not end the mount). */
+  private remounting = false;
 
   private constructor(readonly cfg: MountConfig, readonly stack: ImageStack, readonly state: MountState,
                       readonly ready: ReadyInfo, private ops: FuseOps) {}
@@ -162,22 +171,35 @@ export class MountDaemon {
       view: cfg.view, stateDir, keepWrites: cfg.keepWrites !== undefined,
     };
     const h = opened.reader.header;
+    let belowLog: WriteLog | undefined;
     if (cfg.writes !== undefined && resolve(cfg.writes) !== (cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : undefined)) {
-      await opened.pushOverlay(resolve(cfg.writes), false); // closed with the stack
+      const kept = resolve(cfg.writes);
+      if (await Overlay.exists(kept)) await opened.pushOverlay(kept, false); // an older imgmount's overlay: closed with the stack
+      else {
+        // a write log kept by --keep-writes: read through (its recovery may drop a torn tail), never written here
+        const below = await WriteLog.open({ dir: kept, lower: opened.top, blockSize: opened.blockSize, imageUuid: opened.imageUuid });
+        belowLog = below;
+        await undo.push('kept writes', () => below.close());
+      }
     }
-    let writable: Overlay | undefined;
+    const lowerTop = belowLog ?? opened.top;
+    let writable: WriteLog | undefined;
     if (wantWrites) {
       const dir = cfg.keepWrites !== undefined ? resolve(cfg.keepWrites) : join(stateDir, 'writes');
       if (cfg.keepWrites === undefined && cfg.writes !== undefined && resolve(cfg.writes) === dir) throw new UsageError('--writes cannot name the transient directory');
-      if (cfg.keepWrites === undefined) await Overlay.remove(dir);
+      if (cfg.keepWrites !== undefined && await Overlay.exists(dir)) {
+        throw new UsageError(`${dir}: holds writes kept by an older imgmount (an overlay, not a write log): mount them with --writes ${dir}, and keep new writes in another directory`);
+      }
+      if (cfg.keepWrites === undefined) await removeTransientWrites(dir);
       state.writesDir = dir;
       await writeState(state);
       await undo.push('writes layer', async () => {
-        if (state.keepWrites) await writable?.flush();
-        await closeStack(); // the layer's files are open until then
-        if (!state.keepWrites) await Overlay.remove(dir);
+        await writable?.close();
+        await closeStack();
+        if (!state.keepWrites) await removeTransientWrites(dir);
       });
-      writable = await opened.pushOverlay(dir, true);
+      // kept writes: recovered from the log (every write acknowledged by an fsync before a crash)
+      writable = await WriteLog.open({ dir, lower: lowerTop, blockSize: opened.blockSize, imageUuid: opened.imageUuid });
     }
     await writeState(state);
     const timeouts: Timeouts = {
@@ -204,7 +226,7 @@ export class MountDaemon {
       ops = new TreeOps(tree, { timeouts, uid: o.uid, gid: o.gid, umask: o.umask, recycle: (b) => opened.frames.recycle(b), exceptions });
     } else {
       ops = new VolumeOps({
-        fileName: volumeFileName(image), volume: opened.top, overlay: writable, durable: cfg.keepWrites !== undefined,
+        fileName: volumeFileName(image), volume: writable ?? lowerTop, writes: writable, durable: cfg.keepWrites !== undefined,
         blockSize: h.blockSize, timeNs: BigInt(h.createdSec ?? 0) * 1_000_000_000n, uid: o.uid ?? uid, gid: o.gid ?? gid, timeouts,
         recycle: (b) => opened.frames.recycle(b),
         // a whole disk: each partition as a file too (pN.img: a file beside the disk's own, never its name)
@@ -223,7 +245,9 @@ export class MountDaemon {
     }
     const daemon = new MountDaemon(cfg, opened, state, ready, ops);
     daemon.writable = writable;
+    daemon.belowLog = belowLog;
     await daemon.mount(undo);
+    if (writable) await daemon.startControl(undo, writable);
     timings.mounted = since();
     ready.imageReads = opened.src.stats.reads;
     ready.imageBytesRead = opened.src.stats.bytesRead;
@@ -298,10 +322,60 @@ export class MountDaemon {
   private watchUnmounted(path: string): Promise<void> {
     return new Promise((res) => {
       const t = setInterval(() => {
-        mountAt(path).then((e) => { if (!e) { clearInterval(t); res(); } }, () => undefined);
+        mountAt(path).then((e) => { if (!e && !this.remounting) { clearInterval(t); res(); } }, () => undefined);
       }, 200);
       this.stopped.then(() => clearInterval(t), () => undefined);
     });
+  }
+
+  /** The live-volume commands of a writable mount: the control socket in the state directory. */
+  private async startControl(undo: UndoStack, log: WriteLog): Promise<void> {
+    const s = this.state;
+    const cfg = this.cfg;
+    const fuse = this.fuse;
+    const live = await LiveVolume.open({
+      log, image: this.stack.reader, imagePath: s.image, writesDir: s.writesDir!,
+      writesBelow: cfg.writes !== undefined, writer: `imgmount ${process.env.npm_package_version ?? ''}`.trim(), logf: cfg.log,
+      invalidate: fuse instanceof DevFuseMount ? () => fuse.invalidateInode(VOLUME_FILE_INODE) : undefined,
+      kernel: cfg.view === 'kernel' ? {
+        mountPoint: s.mountPoint, device: async () => (await mountAt(s.mountPoint))?.dev ?? '0:0', remount: (during) => this.remountKernel(during),
+      } : undefined,
+    });
+    this.live = live;
+    await undo.push('live volume', () => live.close());
+    const server = await ControlServer.listen(controlPath(s.stateDir), (req, ctx) => live.handle(req, ctx), cfg.log);
+    this.control = server;
+    await undo.push('control socket', () => server.close());
+  }
+
+  /**
+   * Kernel mode: unmounts the filesystem on top (refused while it is in use), runs `during` (the
+   * loop device is gone then: autoclear), attaches a new loop device and mounts it again.
+   */
+  private async remountKernel(during: () => Promise<void>): Promise<void> {
+    const s = this.state;
+    const o = this.cfg.options;
+    this.remounting = true;
+    try {
+      const r = await umountPath(s.mountPoint);
+      if (r === 'busy') {
+        throw new LiveError('ELIVEBUSY', `${s.mountPoint}: the filesystem is in use: close the files and leave the directories on it, then revert again (it must be unmounted and mounted again around a revert)`);
+      }
+      // autoclear: the loop device goes with the filesystem; wait until it let go of the file
+      if (s.loopDevice) await waitLoopGone(s.loopDevice);
+      let failure: unknown;
+      try { await during(); } catch (e) { failure = e; }
+      const dev = await attachLoop(join(s.privateMount!, volumeFileName(s.image)), false);
+      s.loopDevice = dev;
+      this.ready.loopDevice = dev;
+      await writeState(s);
+      const fsType = fsTypeName(this.stack.reader.header.fsType);
+      await mountKernelFs(dev, s.mountPoint, fsType === 'raw' ? undefined : fsType, [o.readOnly === false ? 'rw' : 'ro', ...o.flags]);
+      await detachLoop(dev);
+      if (failure !== undefined) throw failure;
+    } finally {
+      this.remounting = false;
+    }
   }
 
   /** Undoes a served mount (run() calls it once the mount ends or is asked to). */
@@ -329,9 +403,12 @@ export class MountDaemon {
       await this.untilStopForced(fuse.ended);
       await fuse.close();
     }
-    if (this.writable && s.keepWrites) await this.writable.flush().catch((e: unknown) => log(`kept writes: ${(e as Error).message}`));
+    await this.control?.close().catch(() => undefined);
+    await this.live?.close();
+    if (this.writable) await this.writable.close().catch((e: unknown) => log(`writes: ${(e as Error).message}`));
+    await this.belowLog?.close().catch(() => undefined);
     await this.stack.close();
-    if (s.writesDir && !s.keepWrites) await Overlay.remove(s.writesDir).catch((e: unknown) => log(`cannot remove ${s.writesDir}: ${(e as Error).message}`));
+    if (s.writesDir && !s.keepWrites) await removeTransientWrites(s.writesDir).catch((e: unknown) => log(`cannot remove ${s.writesDir}: ${(e as Error).message}`));
     await removeStateDir(s.stateDir);
   }
 
@@ -351,7 +428,7 @@ export class MountDaemon {
   statsLine(): string {
     return JSON.stringify({
       image: this.stack.src.stats, control: this.stack.control.stats, frames: this.stack.frames.stats,
-      header: this.stack.headerCache?.stats, overlay: this.writable?.stats,
+      header: this.stack.headerCache?.stats, writes: this.writable?.stats(),
       fuse: this.fuse instanceof DevFuseMount ? { ...this.fuse.session.stats, ops: this.fuse.session.opStats() } : undefined,
     });
   }
@@ -377,4 +454,18 @@ export function volumeFileName(image: string): string {
   const ext = extname(b);
   const stem = ext && ext !== b ? b.slice(0, -ext.length) : b;
   return `${stem || 'volume'}.img`;
+}
+
+/** The raw view's file (VolumeOps' node id). */
+const VOLUME_FILE_INODE = 2;
+
+/** Waits (up to 5 s) until a loop device with autoclear set has detached. */
+async function waitLoopGone(dev: string): Promise<void> {
+  const name = dev.replace(/^\/dev\//, '');
+  const until = Date.now() + 5000;
+  while (Date.now() < until) {
+    const backing = await readFile(`/sys/block/${name}/loop/backing_file`, 'utf8').catch(() => '');
+    if (backing === '') return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -1,18 +1,17 @@
 /**
  * VolumeOps: the raw-volume view, a FuseOps whose root directory holds one file, the logical
  * volume (for `mount -o loop`, a VM, dd). Reads go to the top of the volume stack (unused blocks
- * read as zeros); writes, when the view is writable, go to the transient overlay and never
- * below. The file's size is fixed: truncation to another size is EPERM, as is creating files.
+ * read as zeros); writes, when the view is writable, go to the write log (src/volume/write-log/)
+ * and never below; fsync returns once the log says they are durable (kept writes). The file's size is fixed: truncation to another size is EPERM, as is creating files.
  * Time changes are accepted and kept in memory (cp -p, touch); owner and mode changes are EPERM.
  * A whole-disk image also shows one file per partition (`parts`): windows of the same volume, so
- * a write through either lands in the one overlay at the same disk offset.
- * Calls may interleave; the overlay serialises writes.
+ * a write through either lands in the one log at the same disk offset.
+ * Calls may interleave; the log orders writes.
  */
 import { constants } from 'node:fs';
 import { FsError } from '../errors/index.js';
 import type { Stat, StatFs } from '../fs/types.js';
 import type { ByteReader } from '../io/index.js';
-import type { Overlay } from '../volume/overlay.js';
 import { ERRNO, Errno } from './errno.js';
 import type { Entry, FuseOps, ListEntry, OpenResult, SetattrRequest, Timeouts } from './ops.js';
 
@@ -25,8 +24,8 @@ export interface VolumeOpsOptions {
   /** Where reads come from: the top of the stack. */
   volume: ByteReader;
   /** Where writes go; undefined: read-only view. */
-  overlay?: Overlay;
-  /** Sync the overlay on fsync (kept writes); transient writes need no durability. */
+  writes?: WritableLayer;
+  /** Make writes durable on fsync (kept writes); transient writes need no durability. */
   durable: boolean;
   blockSize: number;
   timeNs: bigint;
@@ -41,6 +40,13 @@ export interface VolumeOpsOptions {
 
 interface VolFile { nodeid: number; name: Buffer; startBytes: number; stat: Stat }
 
+/** The writable layer (the write log). */
+export interface WritableLayer {
+  write(posBytes: number, data: Uint8Array): Promise<void>;
+  /** Resolves once every write acknowledged before the call is durable. */
+  flush(): Promise<void>;
+}
+
 export class VolumeOps implements FuseOps {
   readonly statelessOpen = true;
   readonly readOnly: boolean;
@@ -50,7 +56,7 @@ export class VolumeOps implements FuseOps {
   private readonly files: VolFile[];
 
   constructor(private readonly o: VolumeOpsOptions) {
-    this.readOnly = !o.overlay;
+    this.readOnly = !o.writes;
     this.timeouts = o.timeouts;
     const t = o.timeNs;
     this.rootStat = {
@@ -120,19 +126,19 @@ export class VolumeOps implements FuseOps {
 
   async write(nodeid: number, _fh: number, posBytes: number, data: Uint8Array): Promise<number> {
     const f = this.fileOf(nodeid);
-    const ov = this.o.overlay;
+    const ov = this.o.writes;
     if (!ov) throw new FsError('EROFS', 'the volume is mounted read-only');
     const size = f.stat.size;
     if (posBytes >= size) throw new Errno(ERRNO.ENOSPC, 'write past the end of the volume');
     const n = Math.min(data.byteLength, size - posBytes);
-    await ov.writeAt(f.startBytes + posBytes, data.subarray(0, n));
+    await ov.write(f.startBytes + posBytes, data.subarray(0, n));
     return n;
   }
 
   async release(): Promise<void> { /* nothing per open file */ }
 
   async fsync(): Promise<void> {
-    if (this.o.overlay && this.o.durable) await this.o.overlay.flush();
+    if (this.o.writes && this.o.durable) await this.o.writes.flush();
   }
 
   async opendir(nodeid: number): Promise<OpenResult> {
