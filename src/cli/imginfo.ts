@@ -154,7 +154,7 @@ async function chain(path: string, o: { json?: boolean; parents: string[] }): Pr
   const seen = new Set<string>();
   let cur = path;
   for (;;) {
-    const src = await about(cur, () => FileSource.open(cur));
+    const src = await about(cur, () => openSource(cur, { readahead: true }));
     try {
       const img = await about(cur, () => ImageReader.open(src));
       const h = img.header;

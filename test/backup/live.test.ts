@@ -194,7 +194,7 @@ t.test('--live with writers: the exception log is exactly the touched files, the
 
   const info = await runCli('imginfo', ['--json', '--exceptions', img]);
   const ij = JSON.parse(info.stdout.toString());
-  t.equal(ij.formatVersion, '2.0', 'written as 2.0: the exception log sits between the block hashes and the sections');
+  t.equal(ij.formatVersion, '2.1', 'written as 2.1: the exception log sits between the block hashes and the sections');
   t.same(ij.exceptionLog.entries, j.live.exceptions, 'imginfo --exceptions reads the same log from the trailer');
   const verify = await runCli('imginfo', ['--verify', img]);
   t.equal(verify.status, 0, 'imginfo --verify: the trailer with its log checks');
