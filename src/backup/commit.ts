@@ -150,7 +150,7 @@ export async function commitImage(view: CommitSource, sink: Sink, o: CommitOptio
   const writer = new ImageWriter(sink, {
     blockSize: bs, frameBlocks, volumeBytes: view.sizeBytes, fsType, imageUuid, createdSec,
     fsUuid: h.fsUuid.slice(), fsLabel: fieldText(h.fsLabel), sourceName: fieldText(h.sourceName), writer: o.writer,
-    allBlocks: false, runs, parents, contentHashes: hashes,
+    allBlocks: false, runs, parents, contentHashes: hashes, changes: 'dirty',
   });
   const map = writer.map;
 

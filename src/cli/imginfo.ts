@@ -106,7 +106,7 @@ async function main(): Promise<number> {
         `created:        ${info.created}`,
         `volume:         ${formatBytes(h.volumeBytes)}, ${h.blockCount} blocks of ${h.blockSize} bytes`,
         `blocks:         ${h.controlBlocks} control, ${h.dataBlocks} data${h.incremental ? ` (changed), ${info.parentBlocks} in parents` : ''}, ${info.unusedBlocks} unused${h.allBlocks ? ' (all blocks stored)' : ''}`,
-        ...(h.incremental ? [`incremental:    changes found ${info.changes === 'metadata' ? 'from metadata (unchanged inodes and block lists; the rest by content hash)' : 'by content hash'}; ${parents.length} parent image(s):`] : []),
+        ...(h.incremental ? [`incremental:    changes found ${info.changes === 'metadata' ? 'from metadata (unchanged inodes and block lists; the rest by content hash)' : info.changes === 'dirty' ? 'from a live volume\'s dirty bits (imgmount --commit)' : 'by content hash'}; ${parents.length} parent image(s):`] : []),
         ...parents.map((p) => `  parent:       ${p.imageUuid} ${p.path} (${p.direct ? 'direct, ' : ''}created ${p.created}, ${p.blocksUsed} blocks used)`),
         ...(img.disk ? [`partitions:     ${img.disk.scheme.toUpperCase()}, ${img.disk.partitions.length} partition(s), ${img.disk.sectorSize}-byte sectors`,
           ...partitionLines(img.disk, formatBytes)] : []),
@@ -143,7 +143,7 @@ async function main(): Promise<number> {
 interface ChainPoint {
   image: string; imageUuid: string; created: string; source: string; formatVersion: string;
   /** 'full', or how an incremental's changes were found */
-  changes: 'full' | 'hash' | 'metadata';
+  changes: 'full' | 'hash' | 'metadata' | 'dirty';
   /** data blocks stored in this image (an incremental: the changed ones) */
   changedBlocks: number; parentBlocks: number; controlBlocks: number; bytesStored: number;
 }

@@ -21,11 +21,11 @@ export interface ParentsHeaderFields { magic: Uint8Array; count: number; changes
 export const PARENTS_HEADER = new Struct<ParentsHeaderFields>('parents table header', PARENTS_HEADER_SIZE, [
   { name: 'magic', offset: 0x00, type: 'bytes8', meaning: 'ASCII "IMPARENT"' },
   { name: 'count', offset: 0x08, type: 'u32', meaning: 'parent entries that follow: 1 to 4096' },
-  { name: 'changes', offset: 0x0c, type: 'u32', meaning: 'how the changes since the direct parent were found: 0 by content hash (--changes=hash), 1 from metadata (--changes=metadata, format 2.1); other values: refuse' },
+  { name: 'changes', offset: 0x0c, type: 'u32', meaning: 'how the changes since the direct parent were found: 0 by content hash (--changes=hash), 1 from metadata (--changes=metadata, format 2.1), 2 from a live volume\'s dirty bits (imgmount --commit, format 2.1); other values: refuse' },
 ]);
 
 /** The parents table header's `changes`. */
-export const CHANGES_MODE = { hash: 0, metadata: 1 } as const;
+export const CHANGES_MODE = { hash: 0, metadata: 1, dirty: 2 } as const;
 export type ChangesMode = keyof typeof CHANGES_MODE;
 
 export interface ParentEntry {
@@ -93,7 +93,7 @@ export function decodeParents(buf: Uint8Array, blockSizeOk: (frameBlocks: number
   const h = PARENTS_HEADER.decode(buf);
   if (!h.magic.every((b, i) => b === MAGIC_PARENTS[i])) throw new FormatError('EMAGIC', 'parents table: bad magic');
   if (h.count < 1 || h.count > MAX_PARENTS) throw new FormatError('ECORRUPT', `parents table: ${h.count} parents`);
-  if (h.changes !== CHANGES_MODE.hash && h.changes !== CHANGES_MODE.metadata) throw new FormatError('ECORRUPT', `parents table: unknown change detection ${h.changes}`);
+  if (!Object.values(CHANGES_MODE).includes(h.changes as 0)) throw new FormatError('ECORRUPT', `parents table: unknown change detection ${h.changes}`);
   if (buf.byteLength < PARENTS_HEADER_SIZE + h.count * PARENT_ENTRY_SIZE) throw new FormatError('ETRUNC', 'parents table truncated');
   const out: ParentEntry[] = [];
   for (let i = 0; i < h.count; i++) {
@@ -137,5 +137,6 @@ export function decodeRefs(buf: Uint8Array, count: number, parents: number): Run
 
 /** How the changes were found, from the parents table at the start of `buf` (decodeParents checked it). */
 export function parentsTableChanges(buf: Uint8Array): ChangesMode {
-  return PARENTS_HEADER.decode(buf).changes === CHANGES_MODE.metadata ? 'metadata' : 'hash';
+  const v = PARENTS_HEADER.decode(buf).changes;
+  return (Object.keys(CHANGES_MODE) as ChangesMode[]).find((k) => CHANGES_MODE[k] === v) ?? 'hash';
 }

@@ -102,6 +102,7 @@ t.test('commits of random histories equal the model at their points', async (t) 
           const src = await FileSource.open(out);
           await parent.src.close();
           parent = { reader: await ImageReader.open(src), name: `c${commits - 1}.imgx`, src };
+          if (parent.reader.changes !== 'dirty') throw new Error(`a commit says its changes were found by ${parent.reader.changes}, not from dirty bits`);
         }
         // the log itself agrees with the model
         const now = Buffer.from(await log.readAt(0, VOLUME));

@@ -24,7 +24,8 @@ import { run } from '../fixtures/exec.js';
 import { loopMount } from './loop-mount.js';
 import { FileSource } from '../../src/io/index.js';
 import { ImageReader } from '../../src/image/image-reader.js';
-import { CONTENT_HASHES_HEADER_SIZE, SECTION_HEADER_SIZE, contentHashes } from '../../src/format/index.js';
+import { contentHashes } from '../../src/format/index.js';
+import { parentHashChunks } from '../../src/backup/changes.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -99,8 +100,10 @@ async function storedHashesAgree(imgPath: string): Promise<{ checked: number; ba
     const img = await ImageReader.open(src);
     const h = img.header;
     const bs = h.blockSize;
-    const at = (await img.contentHashesOffset()) + SECTION_HEADER_SIZE + CONTENT_HASHES_HEADER_SIZE;
-    const all = new BigUint64Array((await src.readAt(at, 16 * (img.map.dataBlocks + img.map.parentBlocks))).slice().buffer);
+    // every content hash in content order, however the format stores them (2.1 splits each in two)
+    const parts: Buffer[] = [];
+    for await (const c of parentHashChunks(img)) parts.push(Buffer.from(c));
+    const all = new BigUint64Array(new Uint8Array(Buffer.concat(parts)).buffer);
     const frames = await img.readFrames(0, Math.max(1, h.frameCount));
     const one = new BigUint64Array(2);
     const bad: number[] = [];

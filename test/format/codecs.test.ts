@@ -198,12 +198,14 @@ t.test('2.0 parents table and parent-run references round-trip and refuse bad in
   const magic = buf.slice(); magic[0] = 0;
   t.throws(() => decodeParents(magic, ok), { code: 'EMAGIC' });
   t.throws(() => decodeParents(buf.subarray(0, 100), ok), { code: 'ETRUNC' });
-  // 2.1: how the changes were found (the 2.0 reserved field): 0 hash, 1 metadata, others refused
+  // 2.1: how the changes were found (the 2.0 reserved field): 0 hash, 1 metadata, 2 dirty bits, others refused
   t.equal(parentsTableChanges(buf), 'hash', 'encodeParents defaults to hash');
   const meta = encodeParents([entry], 'metadata');
   t.equal(decodeParents(meta, ok).length, 1);
   t.equal(parentsTableChanges(meta), 'metadata', 'metadata round-trips');
-  const odd = meta.slice(); odd[0x0c] = 2;
+  const dirty = encodeParents([entry], 'dirty');
+  t.equal(parentsTableChanges(dirty), 'dirty', 'a live volume\'s commit (dirty bits) round-trips');
+  const odd = meta.slice(); odd[0x0c] = 3;
   t.throws(() => decodeParents(odd, ok), { code: 'ECORRUPT' }, 'unknown change detection value');
   const refs = encodeRefs([{ parent: 1, srcIndex: 5 }, { parent: 0, srcIndex: 2 ** 40 }]);
   t.same(decodeRefs(refs, 2, 2), [{ parent: 1, srcIndex: 5 }, { parent: 0, srcIndex: 2 ** 40 }]);
