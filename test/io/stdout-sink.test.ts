@@ -58,10 +58,12 @@ t.test('a reader that goes away: the write fails with an IoError, no hang', asyn
   const fifo = join(work, 'fifo-gone');
   spawnSync('mkfifo', [fifo]);
   const reader = spawn('sh', ['-c', 'exec head -c 1000 < "$0" > /dev/null', fifo], { stdio: 'ignore' });
+  // listened for at once: the reader may be gone (and its 'close' emitted) before the write fails
+  const readerGone = new Promise((r) => reader.on('close', r));
   const fd = openSync(fifo, constants.O_WRONLY); // waits for the reader to open
   const sink = new StdoutSink(fd, 'fifo');
   const err = await sink.write(randomBytes(8 << 20)).then(() => undefined, (e: unknown) => e);
-  await new Promise((r) => reader.on('close', r));
+  await readerGone;
   closeSync(fd);
   t.ok(isImgError(err) && (err as { code: string }).code === 'EIO', `an IoError (${String(err)})`);
   t.match(String((err as Error).message), /stdout|fifo/, 'names the output');
