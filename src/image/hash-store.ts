@@ -3,12 +3,9 @@
  * held in memory up to a budget and spilled to an unlinked temporary file beyond it, so a
  * backup's memory stays bounded whatever the volume's size (16 bytes per 4 KiB block: 4 GiB
  * per TiB). The budget is IMGMOUNT_HASH_BUDGET bytes (default 64 MiB: 4 Mi blocks, 16 GiB of
- * 4 KiB blocks, in memory). Appends must not overlap; reads start after the last append.
+ * 4 KiB blocks, in memory; a SpillBuffer). Reads start after the last append.
  */
-import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { ioErrorFrom } from '../io/index.js';
+import { SpillBuffer } from '../io/index.js';
 
 const DEFAULT_BUDGET = 64 << 20;
 const READ_WINDOW = 1 << 20;
@@ -16,94 +13,25 @@ const READ_WINDOW = 1 << 20;
 export class HashStore {
   /** Hashes appended. */
   count = 0;
-  private mem: Uint8Array[] = [];
-  private memBytes = 0;
-  private file: FileHandle | undefined;
-  private fileBytes = 0;
-  readonly budget: number;
+  private readonly buf: SpillBuffer;
 
   constructor(budget?: number) {
-    this.budget = budget ?? (Number(process.env.IMGMOUNT_HASH_BUDGET) || DEFAULT_BUDGET);
+    this.buf = new SpillBuffer(budget ?? (Number(process.env.IMGMOUNT_HASH_BUDGET) || DEFAULT_BUDGET), 'hashes');
   }
 
-  get spilled(): boolean { return this.file !== undefined; }
+  get budget(): number { return this.buf.budget; }
+  get spilled(): boolean { return this.buf.spilled; }
 
   /** Appends `n` hashes from `hashes` (u64 pairs): copied at once, stored in call order. */
   append(hashes: BigUint64Array<ArrayBufferLike>, n: number): Promise<void> {
-    const bytes = new Uint8Array(hashes.buffer, hashes.byteOffset, n * 16).slice();
     this.count += n;
-    this.tail = this.tail.then(() => this.store(bytes));
-    return this.tail;
-  }
-
-  private tail: Promise<void> = Promise.resolve();
-
-  private async store(bytes: Uint8Array): Promise<void> {
-    if (!this.file && this.memBytes + bytes.byteLength <= this.budget) {
-      this.mem.push(bytes);
-      this.memBytes += bytes.byteLength;
-      return;
-    }
-    if (!this.file) {
-      const path = join(tmpdir(), `imgbackup-hashes-${process.pid}-${Date.now()}`);
-      try {
-        this.file = await open(path, 'wx+', 0o600);
-        await unlink(path); // the space goes when the descriptor closes, however we exit
-      } catch (e) {
-        throw ioErrorFrom(e, path, 'cannot create the temporary hash file');
-      }
-      for (const m of this.mem) await this.write(m);
-      this.mem = [];
-      this.memBytes = 0;
-    }
-    await this.write(bytes);
-  }
-
-  private async write(b: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < b.byteLength) done += (await this.file!.write(b, done, b.byteLength - done, this.fileBytes + done)).bytesWritten;
-    this.fileBytes += b.byteLength;
-  }
-
-  /**
-   * Replaces hash `index` (already appended): a block stored with other bytes than the ones it
-   * was first hashed from (a --live incremental: the file changed between the two passes).
-   */
-  async patch(index: number, h0: bigint, h1: bigint): Promise<void> {
-    await this.tail;
-    if (!(index >= 0 && index < this.count)) throw new RangeError(`hash ${index} of ${this.count}`);
-    const pair = new BigUint64Array([h0, h1]);
-    const b = new Uint8Array(pair.buffer);
-    if (this.file) {
-      await this.file.write(b, 0, 16, index * 16);
-      return;
-    }
-    let off = index * 16;
-    for (const m of this.mem) {
-      if (off < m.byteLength) { m.set(b, off); return; }
-      off -= m.byteLength;
-    }
+    return this.buf.append(new Uint8Array(hashes.buffer, hashes.byteOffset, n * 16));
   }
 
   /** Every hash, in order, as byte chunks (multiples of 16 bytes). */
-  async *chunks(): AsyncGenerator<Uint8Array> {
-    await this.tail;
-    if (!this.file) { yield* this.mem; return; }
-    const buf = new Uint8Array(READ_WINDOW);
-    for (let pos = 0; pos < this.fileBytes; ) {
-      const n = Math.min(READ_WINDOW, this.fileBytes - pos);
-      const { bytesRead } = await this.file.read(buf, 0, n, pos);
-      if (bytesRead !== n) throw ioErrorFrom(new Error('short read'), 'temporary hash file', 'short read');
-      yield buf.subarray(0, n);
-      pos += n;
-    }
-  }
+  chunks(): AsyncGenerator<Uint8Array> { return this.buf.chunks(READ_WINDOW); }
 
-  async close(): Promise<void> {
-    this.mem = [];
-    await this.file?.close().catch(() => undefined);
-    this.file = undefined;
-  }
+  close(): Promise<void> { return this.buf.close(); }
 }
 
 /**

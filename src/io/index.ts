@@ -5,3 +5,4 @@ export { MemorySource } from './memory-source.js';
 export { StreamSource } from './stream-source.js';
 export { FileSink, StdoutSink, type Sink } from './sink.js';
 export { openSource, isRemote } from './open-source.js';
+export { SpillBuffer } from './spill-buffer.js';

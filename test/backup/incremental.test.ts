@@ -353,6 +353,26 @@ else {
     await expectRefused('modified parent', /is not the image this one was made from/);
   });
 
+  t.test('memory stays bounded: with tiny budgets the hashes and the changed blocks spill to temporary files, and the image is the same bytes', async (t) => {
+    const k = 2;
+    const env = { ...process.env, SOURCE_DATE_EPOCH: '1700000000' };
+    for (const mode of ['hash', 'metadata']) {
+      const outs: Buffer[] = [];
+      const spilled: boolean[] = [];
+      for (const budgets of [{}, { IMGMOUNT_HASH_BUDGET: '4096', IMGMOUNT_SPOOL_BUDGET: '8192' }]) {
+        const out = join(work, `spill-${mode}-${outs.length}.imgx`);
+        const r = await runCli('imgbackup', ['--json', '-f', '--uuid', '00112233445566778899aabbccddeeff', '--changes', mode, '--base', points[k - 1]!.img, points[k]!.vol, out],
+          { env: { ...env, ...budgets } });
+        t.equal(r.status, 0, `${mode}: imgbackup exits 0 ${r.stderr}`);
+        spilled.push((JSON.parse(r.stdout.toString()) as { incremental: { spilled: boolean } }).incremental.spilled);
+        outs.push(await readFile(out));
+        await rm(out);
+      }
+      t.same(spilled, [false, true], `${mode}: the default budget holds this small volume in memory; 4 KiB budgets spill`);
+      t.ok(outs[0]!.equals(outs[1]!), `${mode}: the same image bytes either way (${outs[0]!.byteLength} bytes)`);
+    }
+  });
+
   t.test('damage in a frame of the full image costs exactly its blocks, in every later point', async (t) => {
     const p0 = points[0]!.img;
     const saved = await readFile(p0);
