@@ -19,11 +19,13 @@ export class SpillBuffer {
   private file: FileHandle | undefined;
   private fileBytes = 0;
   private tail: Promise<void> = Promise.resolve();
+  private wentToFile = false;
 
   /** `what` names the temporary file in messages ("spool", "hash"). */
   constructor(readonly budget: number, private readonly what: string) {}
 
-  get spilled(): boolean { return this.file !== undefined; }
+  /** Whether the bytes went to the temporary file (stays true after close(), for reports). */
+  get spilled(): boolean { return this.wentToFile; }
 
   /** Appends a copy of `bytes`; resolves once stored. */
   append(bytes: Uint8Array): Promise<void> {
@@ -43,6 +45,7 @@ export class SpillBuffer {
       const path = join(tmpdir(), `imgbackup-${this.what}-${process.pid}-${Date.now()}`);
       try {
         this.file = await open(path, 'wx+', 0o600);
+        this.wentToFile = true;
         await unlink(path);
       } catch (e) {
         throw ioErrorFrom(e, path, `cannot create the temporary ${this.what} file`);

@@ -62,9 +62,11 @@ t.test('budget 0: the first byte goes to the file; chunks() can be read twice', 
   await b.append(Buffer.from('hello '));
   await b.append(Buffer.from('world'));
   t.ok(b.spilled, 'spilled at once');
+  t.ok(b.spilled, 'still reported after reading');
   t.equal((await readAll(b, 4)).bytes.toString(), 'hello world');
   t.equal((await readAll(b, 1024)).bytes.toString(), 'hello world', 'a second read gives the same bytes');
   await b.close();
+  t.ok(b.spilled, 'and after close() (a backup reports it at the end)');
   const m = new SpillBuffer(1 << 20, 'test');
   await m.append(Buffer.from('in memory'));
   t.notOk(m.spilled, 'within the budget: memory only');

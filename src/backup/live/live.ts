@@ -128,10 +128,8 @@ export class LiveBackup {
       if (cls.fsType === 'raw') {
         throw new UnsupportedError(`--live needs a filesystem imgbackup understands (ext2/3/4); this one is not: use --freeze`);
       }
+      // with --base the changed blocks are read and spooled by now (the frames come from the spool)
       await testHook('IMGMOUNT_TEST_BETWEEN_PASSES');
-      // with --base the data was read once already (the hash pass): the store pass must see what
-      // files hold now, not the device's cached copies of their blocks
-      await dropCachedPages(this.opts.sourcePath);
       const view = new HeaderVolume({ map: new BlockMap(runs, Math.ceil(volumeBytes / cls.blockSize)), controlArea, blockSize: cls.blockSize, volumeBytes });
       this.frozenView = frozenFiles(view);
       this.frozenView.catch(() => undefined); // awaited in beforeFinish
