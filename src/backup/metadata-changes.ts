@@ -56,7 +56,11 @@ function sameRuns(a: number[], b: number[]): boolean {
   return true;
 }
 
-/** Which data blocks of the new state belong to files unchanged since `base`. */
+/**
+ * Which data blocks of the new state belong to files unchanged since `base`. The files in base's
+ * exception log (a --live parent: their data may be newer than their inode in its header) are
+ * never trusted: they are read and compared by hash.
+ */
 export async function unchangedFileBlocks(cur: { fsType: string; fsUuid: string; files?: Map<number, FileRecord>; recovering?: boolean },
   base: ImageReader, log: (m: string) => void): Promise<MetadataVerdict> {
   const refuse = (why: string): MetadataVerdict => ({ trusted: new RunList(), files: cur.files?.size ?? 0, unchangedFiles: 0, refused: why });
@@ -76,11 +80,13 @@ export async function unchangedFileBlocks(cur: { fsType: string; fsUuid: string;
     if (!isImgError(e)) throw e;
     return refuse(`the parent's header cannot be read as ${cur.fsType} (${e.message})`);
   }
+  const distrust = new Set((await base.readExceptions() ?? []).map((e) => e.ino));
+  if (distrust.size > 0) log(`parent's exception log: ${distrust.size} file(s) compared by hash`);
   const trusted = new RunList();
   let unchanged = 0;
   for (const [ino, f] of cur.files) {
     const p = parentFiles.get(ino);
-    if (!p || p.key !== f.key || !sameRuns(p.runs, f.runs)) continue;
+    if (distrust.has(ino) || !p || p.key !== f.key || !sameRuns(p.runs, f.runs)) continue;
     unchanged++;
     for (let i = 0; i < f.runs.length; i += 2) trusted.add(f.runs[i]!, f.runs[i + 1]!);
   }
