@@ -93,6 +93,17 @@ function spawnCli(prog: string, args: string[], env: NodeJS.ProcessEnv): Promise
   });
 }
 
+/** Starts WRITER on mount point `mp` (its log in `dir`), once its first round has landed. */
+async function startWriters(dir: string, mp: string): Promise<{ log: string; writer: ReturnType<typeof spawn>; writerGone: Promise<number | null> }> {
+  const log = join(dir, 'writer.log');
+  await writeFile(log, '');
+  await writeFile(join(dir, 'writer.mjs'), WRITER);
+  const writer = spawn(process.execPath, [join(dir, 'writer.mjs'), mp, log], { stdio: 'ignore' });
+  const writerGone = new Promise<number | null>((r) => writer.once('close', (c) => r(c)));
+  while (!(await readFile(log, 'utf8')).includes('round 0\n')) await sleep(10);
+  return { log, writer, writerGone };
+}
+
 /** Every stored data block of an image against its content hash in the trailer: the blocks whose hash is not that of their bytes. */
 async function storedHashesAgree(imgPath: string): Promise<{ checked: number; bad: number[] }> {
   const src = await FileSource.open(imgPath);
@@ -146,12 +157,7 @@ t.test('--live with writers: the exception log is exactly the touched files, the
   t.ok(await waitFor(afterThaw), 'imgbackup reports the thaw');
 
   // writers start after the freeze; a first round lands before any data block is read
-  const log = join(lm.dir, 'writer.log');
-  await writeFile(log, '');
-  await writeFile(join(lm.dir, 'writer.mjs'), WRITER);
-  const writer = spawn(process.execPath, [join(lm.dir, 'writer.mjs'), mp, log], { stdio: 'ignore' });
-  const writerGone = new Promise<number | null>((r) => writer.once('close', (c) => r(c)));
-  while (!(await readFile(log, 'utf8')).includes('round 0\n')) await sleep(10);
+  const { log, writer, writerGone } = await startWriters(lm.dir, mp);
   await rm(afterThaw);
   t.ok(await waitFor(beforeEnd), 'imgbackup read the data and reaches the end');
   writer.kill('SIGTERM');
@@ -299,12 +305,7 @@ t.test('--live --base: a consistent incremental of a volume in use; the exceptio
     { IMGMOUNT_TEST_AFTER_THAW: afterThaw, IMGMOUNT_TEST_BETWEEN_PASSES: between, IMGMOUNT_TEST_BEFORE_END: beforeEnd });
   t.ok(await waitFor(afterThaw), 'imgbackup reports the thaw');
   // writers run through both passes of the incremental
-  const log = join(lm.dir, 'writer.log');
-  await writeFile(log, '');
-  await writeFile(join(lm.dir, 'writer.mjs'), WRITER);
-  const writer = spawn(process.execPath, [join(lm.dir, 'writer.mjs'), mp, log], { stdio: 'ignore' });
-  const writerGone = new Promise<number | null>((r) => writer.once('close', (c) => r(c)));
-  while (!(await readFile(log, 'utf8')).includes('round 0\n')) await sleep(10);
+  const { log, writer, writerGone } = await startWriters(lm.dir, mp);
   await rm(afterThaw);
   t.ok(await waitFor(between), 'the hash pass is done');
   // keep-5 changed since the parent: rewritten in place after its blocks were read and hashed (the stored bytes are those hashed)
