@@ -11,7 +11,7 @@
  * read window. Only I/O: the reads of the source (streamData) and of the parent's trailer.
  */
 import { basename } from 'node:path';
-import { FormatError, UnsupportedError, UsageError } from '../errors/index.js';
+import { FormatError, UsageError } from '../errors/index.js';
 import {
   PARENT_FLAGS, SECTION_HEADER_SIZE, CONTENT_HASHES_HEADER_SIZE, CONTENT_HASH_ALGO, TRAILER_HEADER_SIZE, Xxh64, contentHashes, decodeContentHashesHead, textField,
   type MapRun, type ParentEntry,

@@ -11,7 +11,7 @@
  */
 import { InternalError } from '../errors/index.js';
 import {
-  FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_FLAGS, TRAILER_HEADER_SIZE, FS_TYPE,
+  FIXED_HEADER_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_FLAGS, FS_TYPE,
   controlOffsetFor, encodeBlockMap, encodeFixedHeader, encodeFooter, encodeFrameHeader, encodeHeaderEnd,
   encodeTrailerHeader, hash64, hashBlocks, textField, Xxh64, type FsTypeName, type MapRun, BlockMap,
   contentHashes, encodeContentHashesHead, encodeParents, encodeRefs, incrementalLayout, runRefs, type ParentEntry, type ChangesMode, diskLayout, encodeDiskTable, type DiskTable,

@@ -23,7 +23,6 @@ import { readFile } from 'node:fs/promises';
 import { FormatError, IoError, UsageError } from '../errors/index.js';
 import { FRAME_HEADER_SIZE, fsTypeName, type ImageHeader, type BlockMap, type DiskTable } from '../format/index.js';
 import { frameBlockCount, verifyFrame } from '../image/frame-check.js';
-import type { OpenedHeader } from '../image/image-reader.js';
 import { ioErrorFrom, type RandomSource, type SequentialSource } from '../io/index.js';
 import { writevAll } from './fd-io.js';
 import { ImageInput, type FrameResult, type KeepBatch } from './image-input.js';

@@ -11,7 +11,7 @@
  */
 import { join } from 'node:path';
 import { ImageReader, type HeaderCache } from '../image/image-reader.js';
-import { openParents, type ParentSearch } from '../image/parent-images.js';
+import { openParents } from '../image/parent-images.js';
 import { isRemote, openSource, type ByteReader, type RandomSource } from '../io/index.js';
 import { ControlCache, type ControlStore } from './control-cache.js';
 import { DiskHeaderCache } from './header-cache.js';
