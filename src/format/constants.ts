@@ -60,7 +60,7 @@ export const HEADER_FLAGS_KNOWN = HEADER_FLAGS.ALL_BLOCKS;
 /** Flags a 2.x image may carry besides HEADER_FLAGS_KNOWN. */
 export const HEADER_FLAGS_KNOWN_V2 = HEADER_FLAGS.ALL_BLOCKS | HEADER_FLAGS.INCREMENTAL | HEADER_FLAGS.DISK;
 
-export const FS_TYPE = { raw: 0, ext2: 1, ext3: 2, ext4: 3, vfat: 4, disk: 5 } as const;
+export const FS_TYPE = { raw: 0, ext2: 1, ext3: 2, ext4: 3, vfat: 4, disk: 5, xfs: 6, btrfs: 7 } as const;
 export type FsTypeName = keyof typeof FS_TYPE;
 export function fsTypeName(code: number): FsTypeName | undefined {
   return (Object.keys(FS_TYPE) as FsTypeName[]).find((k) => FS_TYPE[k] === code);

@@ -49,7 +49,7 @@ export const FIXED_HEADER = new Struct<FixedHeaderFields>('image header', FIXED_
   { name: 'versionMinor', offset: 0x0a, type: 'u16', meaning: 'format minor version: 1 (0 for 2.0 images; 1 for 1.1 images, whose trailer may hold an exception log). Higher minors only add fields a reader of the same major may ignore (2.1 is the exception: see Versions)' },
   { name: 'headerSize', offset: 0x0c, type: 'u32', meaning: 'size of this fixed header in bytes: 256' },
   { name: 'flags', offset: 0x10, type: 'u32', meaning: 'header flags (table below); unknown bits: refuse' },
-  { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4, 4 vfat (FAT12/16/32), 5 disk (a partitioned whole disk, 2.1)' },
+  { name: 'fsType', offset: 0x14, type: 'u32', meaning: 'filesystem inside: 0 raw (unrecognised), 1 ext2, 2 ext3, 3 ext4, 4 vfat (FAT12/16/32), 5 disk (a partitioned whole disk, 2.1), 6 xfs, 7 btrfs (2.1: the pseudo-volume technique, control set read by the kernel)' },
   { name: 'imageUuid', offset: 0x18, type: 'bytes16', meaning: 'random (or --uuid) identity of this image; cache key' },
   { name: 'createdSec', offset: 0x28, type: 'u64', meaning: 'creation time, seconds since 1970 UTC (SOURCE_DATE_EPOCH when set)' },
   { name: 'blockSize', offset: 0x30, type: 'u32', meaning: 'bytes per block: a power of two, 512 to 65536' },

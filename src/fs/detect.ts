@@ -3,7 +3,8 @@
  * used and which are control blocks. A volume no driver recognises is treated as raw: every block
  * is used, none is control, and the caller tells the user so. An ext volume whose journal needs
  * recovery is classified as it is on disk and as replayed (the union: see
- * ext4/classify-recovering.ts).
+ * ext4/classify-recovering.ts). XFS and btrfs, which we have no driver for, are classified by the
+ * pseudo-volume technique (pseudo/: the blocks the kernel reads mounting and walking the volume).
  */
 import type { RandomSource } from '../io/index.js';
 import { classifyExt4Recovering } from './ext4/index.js';
@@ -34,6 +35,14 @@ export async function classifyVolume(src: RandomSource, log: (m: string) => void
     return { ...c, recognised: true };
   }
   if (probeFat(probe, src.sizeBytes)) return { ...(await classifyFat(src, { log })), recognised: true };
+  // a filesystem the kernel can mount (XFS, btrfs): the pseudo-volume technique (loaded only then)
+  const { probeKernelFsAt, classifyPseudo } = await import('./pseudo/index.js');
+  if (await probeKernelFsAt(src)) {
+    const warnings: string[] = [];
+    const c = await classifyPseudo(src, (m) => { warnings.push(m); log(m); });
+    if (c) return c;
+    return { ...classifyRaw(src.sizeBytes), warnings };
+  }
   return classifyRaw(src.sizeBytes);
 }
 

@@ -7,7 +7,8 @@
 import type { ByteReader } from '../io/index.js';
 import type { RunList } from './run-list.js';
 
-export type FsType = 'ext2' | 'ext3' | 'ext4' | 'vfat' | 'raw' | 'disk';
+/** xfs and btrfs: the pseudo-volume technique (src/fs/pseudo/): control set from the kernel's reads, no tree of ours. */
+export type FsType = 'ext2' | 'ext3' | 'ext4' | 'vfat' | 'raw' | 'disk' | 'xfs' | 'btrfs';
 
 /** What imgbackup needs from a driver. Block numbers are in units of `blockSize`. */
 export interface BlockClassification {

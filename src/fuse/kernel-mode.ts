@@ -14,8 +14,12 @@ import { lastLine, runCommand } from './command.js';
 import { mountAt } from './mount-table.js';
 import { removeState, type MountState } from './mount-state.js';
 
-export async function attachLoop(file: string, readOnly: boolean): Promise<string> {
-  const r = await runCommand('losetup', ['--find', '--show', ...(readOnly ? ['--read-only'] : []), file]);
+/**
+ * Attaches a loop device to `file`. directIo: the loop device reads the file with O_DIRECT (no
+ * page cache, no readahead: each read of the filesystem above reaches the file as it was made).
+ */
+export async function attachLoop(file: string, readOnly: boolean, directIo = false): Promise<string> {
+  const r = await runCommand('losetup', ['--find', '--show', ...(readOnly ? ['--read-only'] : []), ...(directIo ? ['--direct-io=on'] : []), file]);
   const dev = r.stdout.trim();
   if (r.status !== 0 || !dev.startsWith('/dev/')) throw new MountError(`cannot attach a loop device to the volume: ${lastLine(r.stderr) || `losetup exited with status ${r.status}`}`);
   return dev;

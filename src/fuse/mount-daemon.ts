@@ -16,6 +16,7 @@ import { basename, extname, join, resolve } from 'node:path';
 import { FsError, LiveError, MountError, UnsupportedError, UsageError } from '../errors/index.js';
 import { fsTypeName, reasonNames } from '../format/index.js';
 import { openTree } from '../fs/open-tree.js';
+import { isKernelFs, kernelFsOptions } from '../fs/pseudo/kernel-fs.js';
 import { ensurePrivateDir, mountStateDir } from '../volume/cache-dir.js';
 import type { ImageStack } from '../volume/image-stack.js';
 import { Overlay } from '../volume/overlay.js';
@@ -284,13 +285,15 @@ export class MountDaemon {
     // the loop device lets go of the file once the filesystem is released
     await undo.push('private FUSE mount', () => this.undoFuse(fuse, () => umountPatiently(priv, 3000)));
     this.ready.binding = 'kernel+loop';
-    const dev = await attachLoop(join(priv, volumeFileName(s.image)), false);
+    const fsType = fsTypeName(this.stack.reader.header.fsType);
+    // a pseudo-volume (XFS, btrfs): direct I/O, so the kernel's reads reach us as it makes them,
+    // exactly the reads the backup recorded (page-cache readahead would read data blocks)
+    const dev = await attachLoop(join(priv, volumeFileName(s.image)), false, isKernelFs(fsType));
     s.loopDevice = dev;
     this.ready.loopDevice = dev;
     await undo.push('loop device', () => detachLoop(dev));
     await writeState(s);
-    const fsType = fsTypeName(this.stack.reader.header.fsType);
-    const kernelOpts = [o.readOnly === false ? 'rw' : 'ro', ...o.flags];
+    const kernelOpts = [o.readOnly === false ? 'rw' : 'ro', ...(isKernelFs(fsType) ? kernelFsOptions(fsType, o.readOnly !== false) : []), ...o.flags];
     await mountKernelFs(dev, s.mountPoint, fsType === 'raw' ? undefined : fsType, kernelOpts);
     await undo.push('kernel mount', async () => { if ((await umountPath(s.mountPoint)) === 'busy') await umountPath(s.mountPoint, true); });
     await detachLoop(dev); // autoclear: the loop device goes when the filesystem is unmounted
@@ -365,12 +368,12 @@ export class MountDaemon {
       if (s.loopDevice) await waitLoopGone(s.loopDevice);
       let failure: unknown;
       try { await during(); } catch (e) { failure = e; }
-      const dev = await attachLoop(join(s.privateMount!, volumeFileName(s.image)), false);
+      const fsType = fsTypeName(this.stack.reader.header.fsType);
+      const dev = await attachLoop(join(s.privateMount!, volumeFileName(s.image)), false, isKernelFs(fsType));
       s.loopDevice = dev;
       this.ready.loopDevice = dev;
       await writeState(s);
-      const fsType = fsTypeName(this.stack.reader.header.fsType);
-      await mountKernelFs(dev, s.mountPoint, fsType === 'raw' ? undefined : fsType, [o.readOnly === false ? 'rw' : 'ro', ...o.flags]);
+      await mountKernelFs(dev, s.mountPoint, fsType === 'raw' ? undefined : fsType, [o.readOnly === false ? 'rw' : 'ro', ...(isKernelFs(fsType) ? kernelFsOptions(fsType, o.readOnly !== false) : []), ...o.flags]);
       await detachLoop(dev);
       if (failure !== undefined) throw failure;
     } finally {

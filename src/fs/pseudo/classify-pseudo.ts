@@ -1,0 +1,141 @@
+/**
+ * The pseudo-volume technique (Stac text, Fig. 4): the control set of a filesystem we have no
+ * driver for is found by letting the kernel mount the volume and walk its tree, and logging which
+ * blocks it reads. Here: the source is served read-only as one file on a private FUSE mount of
+ * our own (VolumeOps over a RecordingReader), a read-only loop device with direct I/O sits on
+ * that file (so every read the kernel's driver makes reaches us as it was made, with no page
+ * cache readahead in between), the kernel mounts it read-only without log recovery, the tree is
+ * walked (tree-walk.ts), and everything is undone in reverse. The blocks read are the control
+ * set, and their bytes are kept for the header.
+ * Used blocks: XFS's own free-space btrees say which blocks are free (xfs-free-space.ts); every
+ * other block is kept. btrfs (and XFS when its free space does not add up): every block. Control
+ * blocks are always kept too. So a block the walk did not read is still stored as data: the walk
+ * decides only what goes into the header, never what is left out.
+ * Needs root (kernel mounts, loop devices); undefined otherwise, or when the kernel cannot mount
+ * the volume, with the reason logged: the caller then stores the volume block for block.
+ */
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import createDebug from 'debug';
+import type { Classification } from '../detect.js';
+import type { RandomSource } from '../../io/index.js';
+import { RunList } from '../run-list.js';
+import { mountFuse, type FuseMount } from '../../fuse/binding.js';
+import { VolumeOps } from '../../fuse/volume-ops.js';
+import { attachLoop, detachLoop, mountKernelFs, umountPatiently } from '../../fuse/kernel-mode.js';
+import { kernelFsOptions, probeKernelFsAt, type KernelFsType } from './kernel-fs.js';
+import { RecordingReader } from './recording-reader.js';
+import { walkTree, type WalkResult } from './tree-walk.js';
+import { parseXfsSuperblock, readXfsFreeSpace } from './xfs-free-space.js';
+
+const debug = createDebug('imgmount:pseudo');
+const VOLUME_FILE = 'volume';
+
+export interface PseudoReport {
+  fsType: KernelFsType;
+  walk: WalkResult;
+  /** Reads the kernel made through the pass-through. */
+  kernelReads: number;
+  /** How the used blocks were found. */
+  usedFrom: 'free-space' | 'every-block';
+}
+
+export async function classifyPseudo(src: RandomSource, log: (m: string) => void = () => undefined): Promise<(Classification & { pseudo: PseudoReport }) | undefined> {
+  const fsType = await probeKernelFsAt(src);
+  if (!fsType) return undefined;
+  const name = fsType === 'xfs' ? 'XFS' : 'btrfs';
+  if (process.getuid?.() !== 0) {
+    log(`${src.name}: ${name} volume: finding its control blocks needs root (a kernel mount): stored block for block`);
+    return undefined;
+  }
+  const head = await src.readAt(0, Math.min(src.sizeBytes, 0x10000 + 0x1000));
+  const xfs = fsType === 'xfs' ? parseXfsSuperblock(head) : undefined;
+  const blockSize = src.sizeBytes % 4096 === 0 ? 4096 : 512;
+  const blockCount = Math.ceil(src.sizeBytes / blockSize);
+  const recorder = new RecordingReader(src, blockSize);
+  let walk: WalkResult;
+  try {
+    walk = await mountAndWalk(src, recorder, fsType, blockSize);
+  } catch (e) {
+    log(`${src.name}: the kernel could not mount the ${name} volume (${(e as Error).message}): stored block for block`);
+    return undefined;
+  }
+  const control = new RunList();
+  for (const b of [...recorder.blocks.keys()].sort((a, b) => a - b)) if (b < blockCount) control.add(b);
+  control.normalise();
+  const warnings: string[] = [];
+  if (walk.errors.length > 0) warnings.push(`${walk.errors.length} entries could not be read during the tree walk (first: ${walk.errors[0]}): a mount of the image may read them from the data area`);
+
+  let used = new RunList().add(0, blockCount);
+  let usedFrom: PseudoReport['usedFrom'] = 'every-block';
+  if (xfs) {
+    if (!xfs.internalLog) warnings.push('the XFS log is on another device, which this image does not hold: mount the image with -o norecovery');
+    const free = await readXfsFreeSpace(src, xfs, (m) => warnings.push(m));
+    if (free) {
+      const freeRuns = new RunList();
+      const fsEnd = Math.min(src.sizeBytes, xfs.dataBlocks * xfs.blockSize);
+      for (const f of free) {
+        const s = Math.ceil((f.start * xfs.blockSize) / blockSize);
+        const e = Math.floor(Math.min(fsEnd, (f.start + f.len) * xfs.blockSize) / blockSize);
+        if (e > s) freeRuns.add(s, e - s);
+      }
+      const fsEndBlock = Math.ceil(fsEnd / blockSize);
+      if (fsEndBlock < blockCount) freeRuns.add(fsEndBlock, blockCount - fsEndBlock);
+      used = used.minus(freeRuns.normalise());
+      usedFrom = 'free-space';
+    }
+  }
+  used = used.addAll(control).normalise();
+  const controlData = new Map<number, Uint8Array>();
+  for (const r of control.list()) for (let b = r.start; b < r.start + r.len; b++) controlData.set(b, recorder.blocks.get(b)!);
+  log(`${name}: the kernel read ${control.blockCount} blocks (${recorder.reads} reads) mounting and walking ${walk.entries} entries; used blocks from ${usedFrom === 'free-space' ? 'its free-space btrees' : 'every block'}`);
+  return {
+    fsType, blockSize, blockCount, used, control, controlData, recognised: true, warnings,
+    label: xfs?.label ?? btrfsLabel(head), fsUuid: xfs?.uuid ?? btrfsUuid(head),
+    pseudo: { fsType, walk, kernelReads: recorder.reads, usedFrom },
+  };
+}
+
+/** Serves the source through the recorder, mounts it with the kernel's driver, walks it, undoes it all. */
+async function mountAndWalk(src: RandomSource, recorder: RecordingReader, fsType: KernelFsType, blockSize: number): Promise<WalkResult> {
+  const dir = await mkdtemp(join(tmpdir(), 'imgbackup-pseudo-'));
+  const rawDir = join(dir, 'raw');
+  const fsDir = join(dir, 'fs');
+  const undo: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
+  try {
+    await mkdir(rawDir, { mode: 0o700 });
+    await mkdir(fsDir, { mode: 0o700 });
+    const ops = new VolumeOps({
+      fileName: VOLUME_FILE, volume: recorder, durable: false, blockSize, timeNs: 0n, uid: 0, gid: 0,
+      timeouts: { entrySec: 3600, attrSec: 3600, negativeSec: 3600 },
+    });
+    const fuse: FuseMount = await mountFuse({
+      mountPoint: rawDir, source: src.name, ops, readOnly: true, maxWrite: 1 << 20, readdirplus: false, readaheadKiB: 0,
+      options: { readOnly: true, allowOther: false, allowRoot: false, defaultPermissions: true, flags: ['nosuid', 'nodev', 'noexec'], debug: false },
+      log: (m) => debug(m),
+    }, 'kernel');
+    undo.push(async () => { await umountPatiently(rawDir, 3000); await fuse.close(); });
+    const dev = await attachLoop(join(rawDir, VOLUME_FILE), true, true);
+    undo.push(() => detachLoop(dev));
+    await mountKernelFs(dev, fsDir, fsType, ['ro', ...kernelFsOptions(fsType, true)]);
+    undo.push(() => umountPatiently(fsDir, 10_000));
+    debug('mounted %s on %s through %s', fsType, fsDir, dev);
+    return await walkTree(fsDir);
+  } finally {
+    for (const u of undo.reverse()) await u().catch((e: unknown) => debug('undo: %s', (e as Error).message));
+  }
+}
+
+function btrfsLabel(head: Uint8Array): string {
+  if (head.byteLength < 0x10000 + 0x22b) return '';
+  const b = Buffer.from(head.subarray(0x1012b, 0x1022b));
+  const end = b.indexOf(0);
+  return b.subarray(0, end < 0 ? 256 : end).toString('utf8');
+}
+
+function btrfsUuid(head: Uint8Array): string {
+  if (head.byteLength < 0x10030) return '';
+  const h = Buffer.from(head.subarray(0x10020, 0x10030)).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

@@ -1,0 +1,86 @@
+/**
+ * The walk of the pseudo-volume technique: every entry of a mounted tree is read the way a user's
+ * tools will read it (readdir of every directory, lstat of every entry, readlink of every
+ * symlink, listxattr and getxattr of every file and directory), so the kernel reads every block
+ * those need, and the logging pass-through records them.
+ * The walk runs in worker threads with synchronous calls: each call blocks its worker, never the
+ * main thread (which answers the FUSE requests the calls cause) nor the libuv pool (whose threads
+ * the source reads need: pool threads parked in lstat, waiting on our FUSE answers, would
+ * deadlock a small pool). The main thread hands directories to idle workers.
+ * Names are bytes (Buffer paths): non-UTF-8 names are walked like any other.
+ */
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+
+export interface WalkResult { entries: number; directories: number; errors: string[] }
+
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+let xattr = null;
+try { xattr = require(workerData.xattrPath); } catch { xattr = null; }
+const SLASH = Buffer.from('/');
+function attrs(p, errors) {
+  if (!xattr) return;
+  const s = p.toString('utf8');
+  if (!Buffer.from(s, 'utf8').equals(p)) return; // the xattr library takes string paths
+  try { for (const a of xattr.listAttributesSync(s)) xattr.getAttributeSync(s, a); }
+  catch (e) { if (e.code !== 'ENOTSUP' && e.code !== 'ENODATA' && e.code !== 'ENOATTR') errors.push(s + ': ' + e.message); }
+}
+parentPort.on('message', (dirBytes) => {
+  const dir = Buffer.from(dirBytes);
+  const out = { subdirs: [], entries: 0, errors: [] };
+  let names = [];
+  try { names = fs.readdirSync(dir, { encoding: 'buffer' }); }
+  catch (e) { out.errors.push(dir.toString() + ': ' + e.message); }
+  for (const name of names) {
+    const p = Buffer.concat([dir, SLASH, name]);
+    out.entries++;
+    try {
+      const st = fs.lstatSync(p);
+      if (st.isSymbolicLink()) fs.readlinkSync(p, { encoding: 'buffer' });
+      else attrs(p, out.errors);
+      if (st.isDirectory()) out.subdirs.push(p);
+    } catch (e) { out.errors.push(p.toString() + ': ' + e.message); }
+  }
+  parentPort.postMessage(out);
+});
+`;
+
+/** Walks the whole tree under `root` with `threads` workers. */
+export async function walkTree(root: string, threads = 4): Promise<WalkResult> {
+  let xattrPath = '';
+  try { xattrPath = createRequire(import.meta.url).resolve('fs-xattr'); } catch { /* no xattrs walked */ }
+  const workers = Array.from({ length: threads }, () => new Worker(WORKER_SOURCE, { eval: true, workerData: { xattrPath } }));
+  const result: WalkResult = { entries: 1, directories: 0, errors: [] };
+  try {
+    return await new Promise<WalkResult>((resolve, reject) => {
+      const queue: Buffer[] = [Buffer.from(root)];
+      const idle = [...workers];
+      let busy = 0;
+      const pump = (): void => {
+        while (queue.length > 0 && idle.length > 0) {
+          const w = idle.pop()!;
+          busy++;
+          result.directories++;
+          w.postMessage(queue.pop()!);
+        }
+        if (queue.length === 0 && busy === 0) resolve(result);
+      };
+      for (const w of workers) {
+        w.on('message', (m: { subdirs: Uint8Array[]; entries: number; errors: string[] }) => {
+          busy--;
+          result.entries += m.entries;
+          for (const e of m.errors) if (result.errors.length < 100) result.errors.push(e);
+          for (const d of m.subdirs) queue.push(Buffer.from(d));
+          idle.push(w);
+          pump();
+        });
+        w.on('error', reject);
+      }
+      pump();
+    });
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+}
