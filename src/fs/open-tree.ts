@@ -37,7 +37,7 @@ export async function openTree(volume: ByteReader, fsType: string | undefined, o
       return DiskTree.open(volume, opts.disk.table, opts.disk.blockSize, { log: opts.log, cacheBytes: opts.cacheBytes, createdSec: opts.disk.createdSec });
     }
     case 'xfs': case 'btrfs':
-      throw new UnsupportedError(`an ${fsType === 'xfs' ? 'XFS' : 'btrfs'} volume has no file tree of ours (its control blocks were found by the kernel): mount the image with imgmount --kernel and copy files from there, or restore the whole volume with --volume`);
+      throw new UnsupportedError(`${fsType === 'xfs' ? 'an XFS' : 'a btrfs'} volume has no file tree of ours (its control blocks were found by the kernel): mount the image with imgmount --kernel and copy files from there, or restore the whole volume with --volume`);
     default: throw new UnsupportedError(`no filesystem tree for a ${fsType ?? 'unknown'} volume`);
   }
 }
