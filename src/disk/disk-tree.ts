@@ -9,6 +9,7 @@
  * image's blockSize, which divides every partition's block size and start), so the restore planner
  * maps them onto the image as for any volume. Buffers come from the partition trees. Calls may interleave.
  */
+import { isKernelFs } from '../fs/pseudo/kernel-fs.js';
 import { FsError } from '../errors/index.js';
 import type { DiskPartition, DiskTable } from '../format/index.js';
 import type { PieceReader } from '../io/index.js';
@@ -77,7 +78,8 @@ export class DiskTree implements FsTree {
     for (const part of table.partitions) {
       const window = new PartitionWindow(disk, part.startBytes, part.sizeBytes);
       const slot: Slot = { part, name: `p${part.number}`, window, blocksPer: 1 };
-      if (part.fsType !== 'raw') {
+      // raw, XFS, btrfs (no tree of ours): the partition is shown as a file of its bytes
+      if (part.fsType !== 'raw' && !isKernelFs(part.fsType)) {
         slot.tree = await openTree(window, part.fsType, { ...opts, log: (m) => opts.log?.(`p${part.number}: ${m}`) });
         slot.blocksPer = (await slot.tree.statfs()).blockSize / blockSize;
       }

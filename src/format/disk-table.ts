@@ -40,7 +40,7 @@ export interface PartitionEntryFields {
 }
 export const PARTITION_ENTRY = new Struct<PartitionEntryFields>('partition entry', PARTITION_ENTRY_SIZE, [
   { name: 'number', offset: 0x00, type: 'u32', meaning: 'the partition\'s number in the table (1-based slot, as Linux names sdaN): shown as pN' },
-  { name: 'fsType', offset: 0x04, type: 'u32', meaning: 'filesystem inside, as the header\'s fsType (0 raw, 1 ext2, 2 ext3, 3 ext4, 4 vfat); never 5' },
+  { name: 'fsType', offset: 0x04, type: 'u32', meaning: 'filesystem inside, as the header\'s fsType (0 raw, 1 ext2, 2 ext3, 3 ext4, 4 vfat, 6 xfs, 7 btrfs); never 5' },
   { name: 'startBytes', offset: 0x08, type: 'u64', meaning: 'first byte of the partition on the disk: a multiple of the image\'s blockSize' },
   { name: 'sizeBytes', offset: 0x10, type: 'u64', meaning: 'partition size in bytes, ≥ 1; start + size ≤ volumeBytes' },
   { name: 'mbrType', offset: 0x18, type: 'u16', meaning: 'MBR partition type byte (0 for GPT)' },
@@ -116,7 +116,7 @@ export function encodeDiskTable(t: DiskTable): Uint8Array {
   return out;
 }
 
-const FS_CODES: Record<string, number> = { raw: 0, ext2: 1, ext3: 2, ext4: 3, vfat: 4 };
+const FS_CODES: Record<string, number> = { raw: 0, ext2: 1, ext3: 2, ext4: 3, vfat: 4, xfs: 6, btrfs: 7 };
 function fsCode(t: FsTypeName): number {
   const c = FS_CODES[t];
   if (c === undefined) throw new FormatError('ECORRUPT', `a partition cannot hold a ${t} volume`);
