@@ -31,6 +31,8 @@ import { parseXfsSuperblock, readXfsFreeSpace } from './xfs-free-space.js';
 
 const debug = createDebug('imgmount:pseudo');
 const VOLUME_FILE = 'volume';
+/** Source reads during the walk cover 128 KiB around each miss: on the standard tree on XFS, 240 source reads instead of 2,131 (2,125 kernel reads), 30 MB read instead of 21 MB. */
+const SOURCE_WINDOW_BYTES = 128 * 1024;
 
 export interface PseudoReport {
   fsType: KernelFsType;
@@ -53,7 +55,7 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
   const xfs = fsType === 'xfs' ? parseXfsSuperblock(head) : undefined;
   const blockSize = src.sizeBytes % 4096 === 0 ? 4096 : 512;
   const blockCount = Math.ceil(src.sizeBytes / blockSize);
-  const recorder = new RecordingReader(src, blockSize);
+  const recorder = new RecordingReader(src, blockSize, { windowBytes: SOURCE_WINDOW_BYTES });
   let walk: WalkResult;
   try {
     walk = await mountAndWalk(src, recorder, fsType, blockSize);
@@ -116,14 +118,19 @@ async function mountAndWalk(src: RandomSource, recorder: RecordingReader, fsType
       log: (m) => debug(m),
     }, 'kernel');
     undo.push(async () => { await umountPatiently(rawDir, 3000); await fuse.close(); });
+    debug('FUSE mount up');
     const dev = await attachLoop(join(rawDir, VOLUME_FILE), true, true);
     undo.push(() => detachLoop(dev));
+    debug('loop device %s', dev);
     await mountKernelFs(dev, fsDir, fsType, ['ro', ...kernelFsOptions(fsType, true)]);
     undo.push(() => umountPatiently(fsDir, 10_000));
     debug('mounted %s on %s through %s', fsType, fsDir, dev);
-    return await walkTree(fsDir);
+    const w = await walkTree(fsDir);
+    debug('walked %d entries', w.entries);
+    return w;
   } finally {
     for (const u of undo.reverse()) await u().catch((e: unknown) => debug('undo: %s', (e as Error).message));
+    debug('undone');
   }
 }
 

@@ -27,9 +27,7 @@ function attrs(p, errors) {
   try { for (const a of xattr.listAttributesSync(s)) xattr.getAttributeSync(s, a); }
   catch (e) { if (e.code !== 'ENOTSUP' && e.code !== 'ENODATA' && e.code !== 'ENOATTR') errors.push(s + ': ' + e.message); }
 }
-parentPort.on('message', (dirBytes) => {
-  const dir = Buffer.from(dirBytes);
-  const out = { subdirs: [], entries: 0, errors: [] };
+function visit(dir, recurse, out) {
   let names = [];
   try { names = fs.readdirSync(dir, { encoding: 'buffer' }); }
   catch (e) { out.errors.push(dir.toString() + ': ' + e.message); }
@@ -40,14 +38,28 @@ parentPort.on('message', (dirBytes) => {
       const st = fs.lstatSync(p);
       if (st.isSymbolicLink()) fs.readlinkSync(p, { encoding: 'buffer' });
       else attrs(p, out.errors);
-      if (st.isDirectory()) out.subdirs.push(p);
+      if (st.isDirectory()) {
+        if (recurse) { out.directories++; visit(p, true, out); }
+        else out.subdirs.push(p);
+      }
     } catch (e) { out.errors.push(p.toString() + ': ' + e.message); }
   }
+}
+parentPort.on('message', ({ dir, recurse, self }) => {
+  const d = Buffer.from(dir);
+  const out = { subdirs: [], entries: 0, directories: 0, errors: [] };
+  if (self) attrs(d, out.errors);
+  visit(d, recurse, out);
   parentPort.postMessage(out);
 });
 `;
 
-/** Walks the whole tree under `root` with `threads` workers. */
+/**
+ * Walks the whole tree under `root` with `threads` workers. The first directories are listed one
+ * at a time (their subdirectories come back to the queue) until the queue holds enough work for
+ * every worker; from then on a worker walks the subtree it is given by itself, without a message
+ * per directory (the messages cost more than the calls on a warm tree).
+ */
 export async function walkTree(root: string, threads = 4): Promise<WalkResult> {
   let xattrPath = '';
   try { xattrPath = createRequire(import.meta.url).resolve('fs-xattr'); } catch { /* no xattrs walked */ }
@@ -58,19 +70,24 @@ export async function walkTree(root: string, threads = 4): Promise<WalkResult> {
       const queue: Buffer[] = [Buffer.from(root)];
       const idle = [...workers];
       let busy = 0;
+      let first = true;
       const pump = (): void => {
         while (queue.length > 0 && idle.length > 0) {
           const w = idle.pop()!;
           busy++;
           result.directories++;
-          w.postMessage(queue.pop()!);
+          const recurse = queue.length + busy > threads * 8;
+          const dir = queue.shift()!;
+          w.postMessage({ dir, recurse, self: first });
+          first = false;
         }
         if (queue.length === 0 && busy === 0) resolve(result);
       };
       for (const w of workers) {
-        w.on('message', (m: { subdirs: Uint8Array[]; entries: number; errors: string[] }) => {
+        w.on('message', (m: { subdirs: Uint8Array[]; entries: number; directories: number; errors: string[] }) => {
           busy--;
           result.entries += m.entries;
+          result.directories += m.directories;
           for (const e of m.errors) if (result.errors.length < 100) result.errors.push(e);
           for (const d of m.subdirs) queue.push(Buffer.from(d));
           idle.push(w);
