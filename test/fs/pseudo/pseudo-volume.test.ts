@@ -6,13 +6,14 @@
  * the whole tree read nothing from the image beyond what the mount read (the header); every file's
  * content matches (that read does reach the data area: the counter can move). A whole-volume
  * restore checks clean (xfs_repair -n, btrfs check): no used block was left out. The tree view
- * refuses with a hint to --kernel. A GPT disk with an XFS partition: imginfo names it, its pN.img
+ * refuses with a hint to --kernel. An XFS incremental (--base) stores few blocks and mounts the
+ * same way. A GPT disk with an XFS partition: imginfo names it, its pN.img
  * in a --volume mount is loop-mounted by the kernel to the same tree, a --volume restore to a
  * larger disk passes sgdisk -v and xfs_repair -n.
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -117,6 +118,21 @@ await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'get
         ? await run('xfs_repair', ['-n', '-f', out]).then(() => 0, () => 1)
         : await run('btrfs', ['check', '--readonly', out]).then(() => 0, () => 1);
       t.equal(check, 0, `the restored volume checks clean (${fs === 'xfs' ? 'xfs_repair -n' : 'btrfs check'}): no used block was left out`);
+      if (fs !== 'xfs') return;
+      // an incremental of the changed volume (changes found by hash): the new point mounts the same way
+      await run('mount', ['-o', 'loop,nouuid', vol, fill]);
+      await sh('echo tuesday > "$1/d1/new.txt" && rm "$1/d2/s2/f3.bin"', fill);
+      await run('umount', [fill]);
+      const inc = join(h.work, 'xfs-2.imgx');
+      const ib = await runCli('imgbackup', ['--json', '--base', img, vol, inc]);
+      t.equal(ib.status, 0, `imgbackup --base exits 0 ${ib.stderr}`);
+      const ir = JSON.parse(ib.stdout.toString()) as { dataBlocks: number; usedBlocks: number };
+      t.ok(ir.dataBlocks < ir.usedBlocks / 10, `the incremental stores few blocks (${ir.dataBlocks} of ${ir.usedBlocks})`);
+      const mi = await h.mountPoint(t, 'xfs-inc');
+      t.equal((await h.imgmount(['--kernel', inc, mi])).status, 0, 'imgmount --kernel of the incremental');
+      t.equal(readFileSync(join(mi, 'd1/new.txt'), 'utf8'), 'tuesday\n', 'the new file is there');
+      t.notOk(existsSync(join(mi, 'd2/s2/f3.bin')), 'the deleted one is not');
+      t.equal((await h.unmount(mi)).status, 0, 'unmounts');
     });
   }
 
