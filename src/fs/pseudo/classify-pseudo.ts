@@ -14,10 +14,11 @@
  * Needs root (kernel mounts, loop devices); undefined otherwise, or when the kernel cannot mount
  * the volume, with the reason logged: the caller then stores the volume block for block.
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import createDebug from 'debug';
+import { InterruptedError } from '../../errors/index.js';
 import type { Classification } from '../detect.js';
 import type { RandomSource } from '../../io/index.js';
 import { RunList } from '../run-list.js';
@@ -60,6 +61,7 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
   try {
     walk = await mountAndWalk(src, recorder, fsType, blockSize);
   } catch (e) {
+    if (e instanceof InterruptedError) throw e;
     log(`${src.name}: the kernel could not mount the ${name} volume (${(e as Error).message}): stored block for block`);
     return undefined;
   }
@@ -101,10 +103,20 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
 
 /** Serves the source through the recorder, mounts it with the kernel's driver, walks it, undoes it all. */
 async function mountAndWalk(src: RandomSource, recorder: RecordingReader, fsType: KernelFsType, blockSize: number): Promise<WalkResult> {
+  // SIGINT/SIGTERM (the CLI's handler exits after a grace period) stop the walk at once, so the
+  // mounts and the loop device below are undone before the process goes
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const dir = await mkdtemp(join(tmpdir(), 'imgbackup-pseudo-'));
   const rawDir = join(dir, 'raw');
   const fsDir = join(dir, 'fs');
-  const undo: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
+  const undo: (() => Promise<unknown>)[] = [
+    async () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
+    // never recursive: a directory here may still be a mount point if an unmount failed
+    async () => { await rmdir(rawDir).catch(() => undefined); await rmdir(fsDir).catch(() => undefined); await rmdir(dir); },
+  ];
   try {
     await mkdir(rawDir, { mode: 0o700 });
     await mkdir(fsDir, { mode: 0o700 });
@@ -125,7 +137,7 @@ async function mountAndWalk(src: RandomSource, recorder: RecordingReader, fsType
     await mountKernelFs(dev, fsDir, fsType, ['ro', ...kernelFsOptions(fsType, true)]);
     undo.push(() => umountPatiently(fsDir, 10_000));
     debug('mounted %s on %s through %s', fsType, fsDir, dev);
-    const w = await walkTree(fsDir);
+    const w = await walkTree(fsDir, 4, stop.signal);
     debug('walked %d entries', w.entries);
     return w;
   } finally {

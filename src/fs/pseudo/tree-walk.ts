@@ -11,6 +11,7 @@
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
+import { InterruptedError } from '../../errors/index.js';
 
 export interface WalkResult { entries: number; directories: number; errors: string[] }
 
@@ -60,13 +61,17 @@ parentPort.on('message', ({ dir, recurse, self }) => {
  * every worker; from then on a worker walks the subtree it is given by itself, without a message
  * per directory (the messages cost more than the calls on a warm tree).
  */
-export async function walkTree(root: string, threads = 4): Promise<WalkResult> {
+export async function walkTree(root: string, threads = 4, signal?: AbortSignal): Promise<WalkResult> {
   let xattrPath = '';
   try { xattrPath = createRequire(import.meta.url).resolve('fs-xattr'); } catch { /* no xattrs walked */ }
   const workers = Array.from({ length: threads }, () => new Worker(WORKER_SOURCE, { eval: true, workerData: { xattrPath } }));
   const result: WalkResult = { entries: 1, directories: 0, errors: [] };
   try {
     return await new Promise<WalkResult>((resolve, reject) => {
+      // an interruption ends the walk at once (the workers are terminated below), so the caller
+      // can unmount within the CLI's grace period
+      if (signal?.aborted) { reject(new InterruptedError()); return; }
+      signal?.addEventListener('abort', () => reject(new InterruptedError()), { once: true });
       const queue: Buffer[] = [Buffer.from(root)];
       const idle = [...workers];
       let busy = 0;
