@@ -8,7 +8,8 @@
  * walked (tree-walk.ts), and everything is undone in reverse. The blocks read are the control
  * set, and their bytes are kept for the header.
  * Used blocks: XFS's own free-space btrees say which blocks are free (xfs-free-space.ts); every
- * other block is kept. btrfs (and XFS when its free space does not add up): every block. Control
+ * other block is kept. btrfs: every block inside its chunks (btrfs-chunks.ts). When that
+ * information does not add up: every block. Control
  * blocks are always kept too. So a block the walk did not read is still stored as data: the walk
  * decides only what goes into the header, never what is left out.
  * Needs root (kernel mounts, loop devices); undefined otherwise, or when the kernel cannot mount
@@ -29,6 +30,7 @@ import { kernelFsOptions, probeKernelFsAt, type KernelFsType } from './kernel-fs
 import { RecordingReader } from './recording-reader.js';
 import { walkTree, type WalkResult } from './tree-walk.js';
 import { parseXfsSuperblock, readXfsFreeSpace } from './xfs-free-space.js';
+import { readBtrfsAllocated } from './btrfs-chunks.js';
 
 const debug = createDebug('imgmount:pseudo');
 const VOLUME_FILE = 'volume';
@@ -41,7 +43,7 @@ export interface PseudoReport {
   /** Reads the kernel made through the pass-through. */
   kernelReads: number;
   /** How the used blocks were found. */
-  usedFrom: 'free-space' | 'every-block';
+  usedFrom: 'free-space' | 'chunks' | 'every-block';
 }
 
 export async function classifyPseudo(src: RandomSource, log: (m: string) => void = () => undefined): Promise<(Classification & { pseudo: PseudoReport }) | undefined> {
@@ -90,10 +92,22 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
       usedFrom = 'free-space';
     }
   }
+  if (fsType === 'btrfs') {
+    const allocated = await readBtrfsAllocated(src, (m) => warnings.push(m));
+    if (allocated) {
+      const kept = new RunList();
+      for (const r of allocated) {
+        const s = Math.floor(r.start / blockSize);
+        kept.add(s, Math.min(blockCount, Math.ceil((r.start + r.len) / blockSize)) - s);
+      }
+      used = kept.normalise();
+      usedFrom = 'chunks';
+    }
+  }
   used = used.addAll(control).normalise();
   const controlData = new Map<number, Uint8Array>();
   for (const r of control.list()) for (let b = r.start; b < r.start + r.len; b++) controlData.set(b, recorder.blocks.get(b)!);
-  log(`${name}: the kernel read ${control.blockCount} blocks (${recorder.reads} reads) mounting and walking ${walk.entries} entries; used blocks from ${usedFrom === 'free-space' ? 'its free-space btrees' : 'every block'}`);
+  log(`${name}: the kernel read ${control.blockCount} blocks (${recorder.reads} reads) mounting and walking ${walk.entries} entries; used blocks from ${usedFrom === 'free-space' ? 'its free-space btrees' : usedFrom === 'chunks' ? 'its chunks' : 'every block'}`);
   return {
     fsType, blockSize, blockCount, used, control, controlData, recognised: true, warnings,
     label: xfs?.label ?? btrfsLabel(head), fsUuid: xfs?.uuid ?? btrfsUuid(head),
