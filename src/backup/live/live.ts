@@ -33,6 +33,8 @@ import { BlockMap, EXCEPTION_REASON, encodeExceptionLog, reasonNames, type Excep
 import type { RandomSource } from '../../io/index.js';
 import { classifyVolume, type Classification } from '../../fs/detect.js';
 import { openExt4 } from '../../fs/ext4/index.js';
+import { isExtSuperblock, SUPERBLOCK_OFFSET } from '../../fs/ext4/layout/index.js';
+import { probeKernelFsAt } from '../../fs/pseudo/kernel-fs.js';
 import { RunList } from '../../fs/run-list.js';
 import type { FsTree } from '../../fs/types.js';
 import { HeaderVolume } from '../../restore/header-volume.js';
@@ -105,6 +107,12 @@ export class LiveBackup {
    * classification to back up (every control block's bytes in controlData), thawed.
    */
   async start(): Promise<Classification> {
+    // the freeze copies what our ext driver reads: any other filesystem (XFS and btrfs go through
+    // a kernel mount of their own, FAT is never mounted read-write by this kernel) needs --freeze
+    if (this.src.sizeBytes < SUPERBLOCK_OFFSET + 1024 || !isExtSuperblock(await this.src.readAt(SUPERBLOCK_OFFSET, 1024))) {
+      const kind = await probeKernelFsAt(this.src);
+      throw new UnsupportedError(`--live needs an ext2/3/4 filesystem${kind ? `; this one is ${kind === 'xfs' ? 'XFS' : 'btrfs'}` : ''}: use --freeze (a consistent image; writers wait until the backup is done)`);
+    }
     this.atStart = await scanOpenWriters(this.devices);
     this.scans++;
     // the page cache the filesystem keeps current is its own device's: a source that is another

@@ -7,7 +7,7 @@
  * content matches (that read does reach the data area: the counter can move). A whole-volume
  * restore checks clean (xfs_repair -n, btrfs check): no used block was left out. The tree view
  * refuses with a hint to --kernel. An XFS incremental (--base) stores few blocks and mounts the
- * same way. A GPT disk with an XFS partition: imginfo names it, its pN.img
+ * same way; mounted read-write it is refused (and with --live) and backed up with --freeze. A GPT disk with an XFS partition: imginfo names it, its pN.img
  * in a --volume mount is loop-mounted by the kernel to the same tree, a --volume restore to a
  * larger disk passes sgdisk -v and xfs_repair -n.
  */
@@ -60,7 +60,7 @@ async function imageStats(h: FuseHarness, mnt: string): Promise<{ reads: number;
   return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
 }
 
-await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'getfattr', 'setfattr', 'diff', 'sgdisk', 'dd'], async (h) => {
+await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'getfattr', 'setfattr', 'diff', 'sgdisk', 'dd', 'findmnt'], async (h) => {
   const tree = join(h.work, 'tree');
   await makeTree(tree);
 
@@ -133,6 +133,24 @@ await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'get
       t.equal(readFileSync(join(mi, 'd1/new.txt'), 'utf8'), 'tuesday\n', 'the new file is there');
       t.notOk(existsSync(join(mi, 'd2/s2/f3.bin')), 'the deleted one is not');
       t.equal((await h.unmount(mi)).status, 0, 'unmounts');
+
+      // mounted read-write: refused plainly and with --live (no driver of ours to read inside a
+      // short freeze), consistent with --freeze (the kernel mounts a clone of the frozen volume)
+      await run('mount', ['-o', 'loop,nouuid', vol, fill]);
+      const dev = (await run('findmnt', ['-n', '-o', 'SOURCE', fill])).stdout.trim();
+      const plain = await runCli('imgbackup', [dev, join(h.work, 'busy.imgx')]);
+      t.equal(plain.status, 6, `a mounted read-write XFS is refused (exit 6): ${plain.stderr.trim()}`);
+      const live = await runCli('imgbackup', ['--live', dev, join(h.work, 'busy.imgx')]);
+      t.equal(live.status, 3, 'and refused with --live (exit 3)');
+      t.match(live.stderr, /--live needs an ext2\/3\/4 filesystem; this one is XFS: use --freeze/, `...saying what to use: ${live.stderr.trim()}`);
+      t.notOk(existsSync(join(h.work, 'busy.imgx')), 'no image written');
+      const frozen = await runCli('imgbackup', ['--freeze', dev, join(h.work, 'busy.imgx')]);
+      t.equal(frozen.status, 0, `--freeze backs it up ${frozen.stderr}`);
+      await run('umount', [fill]);
+      const mf = await h.mountPoint(t, 'xfs-frozen');
+      t.equal((await h.imgmount(['--kernel', join(h.work, 'busy.imgx'), mf])).status, 0, 'the frozen backup mounts');
+      t.equal(readFileSync(join(mf, 'd1/new.txt'), 'utf8'), 'tuesday\n', 'and holds the volume');
+      t.equal((await h.unmount(mf)).status, 0, 'unmounts');
     });
   }
 
