@@ -71,7 +71,7 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
   for (const b of [...recorder.blocks.keys()].sort((a, b) => a - b)) if (b < blockCount) control.add(b);
   control.normalise();
   const warnings: string[] = [];
-  if (walk.errors.length > 0) warnings.push(`${walk.errors.length} entries could not be read during the tree walk (first: ${walk.errors[0]}): a mount of the image may read them from the data area`);
+  if (walk.errorCount > 0) warnings.push(`${walk.errorCount} entries could not be read during the tree walk (first: ${walk.errors[0]}): a mount of the image may read them from the data area`);
 
   let used = new RunList().add(0, blockCount);
   let usedFrom: PseudoReport['usedFrom'] = 'every-block';

@@ -13,7 +13,8 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { InterruptedError } from '../../errors/index.js';
 
-export interface WalkResult { entries: number; directories: number; errors: string[] }
+/** errors: the first 100 messages; errorCount: all of them. */
+export interface WalkResult { entries: number; directories: number; errors: string[]; errorCount: number }
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -65,7 +66,7 @@ export async function walkTree(root: string, threads = 4, signal?: AbortSignal):
   let xattrPath = '';
   try { xattrPath = createRequire(import.meta.url).resolve('fs-xattr'); } catch { /* no xattrs walked */ }
   const workers = Array.from({ length: threads }, () => new Worker(WORKER_SOURCE, { eval: true, workerData: { xattrPath } }));
-  const result: WalkResult = { entries: 1, directories: 0, errors: [] };
+  const result: WalkResult = { entries: 1, directories: 0, errors: [], errorCount: 0 };
   try {
     return await new Promise<WalkResult>((resolve, reject) => {
       // an interruption ends the walk at once (the workers are terminated below), so the caller
@@ -93,6 +94,7 @@ export async function walkTree(root: string, threads = 4, signal?: AbortSignal):
           busy--;
           result.entries += m.entries;
           result.directories += m.directories;
+          result.errorCount += m.errors.length;
           for (const e of m.errors) if (result.errors.length < 100) result.errors.push(e);
           for (const d of m.subdirs) queue.push(Buffer.from(d));
           idle.push(w);
