@@ -40,6 +40,8 @@ export interface BackupOptions {
    * inode and block list are unchanged since the parent (metadata-changes.ts).
    */
   base?: { reader: ImageReader; path: string; changes?: 'hash' | 'metadata' | 'auto' };
+  /** The source's filesystem is frozen for the backup (FIFREEZE wrote its metadata back). */
+  frozen?: boolean;
   log?: (msg: string) => void;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   hooks?: BackupHooks;
@@ -87,7 +89,7 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
   // a whole disk: its partition table, then each partition by its own driver
   const table = opts.classification ? undefined : await probeDisk(src, log);
   if (table && opts.base) throw new UnsupportedError('incremental backups of whole disks are not supported yet: back up each partition');
-  const cls = opts.classification ?? (table ? await classifyDisk(src, table, log) : await classifyVolume(src, log, { files: asked === 'metadata' || asked === 'auto' }));
+  const cls = opts.classification ?? (table ? await classifyDisk(src, table, log) : await classifyVolume(src, log, { files: asked === 'metadata' || asked === 'auto', frozen: !!opts.frozen }));
   let mode: 'hash' | 'metadata' | undefined = asked === 'auto' ? 'metadata' : asked;
   const { blockSize, blockCount } = cls;
   const used = opts.allBlocks ? new RunList().add(0, blockCount) : cls.used.clip(blockCount);

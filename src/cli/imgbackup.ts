@@ -174,7 +174,7 @@ async function main(): Promise<number> {
   try {
     result = await backup(hold.source, sink, {
       allBlocks: !!o.allBlocks, imageUuid, createdSec: created, writer: `imgbackup ${VERSION}`, base,
-      log: (m) => log(m), onProgress: (d, t) => progress.update(d, t), hooks: live?.hooks, classification,
+      log: (m) => log(m), onProgress: (d, t) => progress.update(d, t), hooks: live?.hooks, classification, frozen: hold.frozen.length > 0 && !live,
     });
     frozenMs = await hold.release();
     await sink.close();

@@ -26,7 +26,7 @@ export interface Classification extends BlockClassification {
   disk?: DiskTable;
 }
 
-export async function classifyVolume(src: RandomSource, log: (m: string) => void = () => undefined, opts: { files?: boolean } = {}): Promise<Classification> {
+export async function classifyVolume(src: RandomSource, log: (m: string) => void = () => undefined, opts: { files?: boolean; frozen?: boolean } = {}): Promise<Classification> {
   const probeLen = Math.min(src.sizeBytes, SUPERBLOCK_OFFSET + 1024);
   const probe = await src.readAt(0, probeLen);
   if (probeLen === SUPERBLOCK_OFFSET + 1024 && isExtSuperblock(probe.subarray(SUPERBLOCK_OFFSET))) {
@@ -39,7 +39,7 @@ export async function classifyVolume(src: RandomSource, log: (m: string) => void
   const { probeKernelFsAt, classifyPseudo } = await import('./pseudo/index.js');
   if (await probeKernelFsAt(src)) {
     const warnings: string[] = [];
-    const c = await classifyPseudo(src, (m) => { warnings.push(m); log(m); });
+    const c = await classifyPseudo(src, (m) => { warnings.push(m); log(m); }, { frozen: !!opts.frozen });
     if (c) return c;
     return { ...classifyRaw(src.sizeBytes), warnings };
   }

@@ -6,7 +6,7 @@
  * btrfs's logical address space: a driver of its own). Plus the first 1 MiB (btrfs never uses it;
  * boot loaders may) and the superblock copies. Checked: the ranges found for this device must add
  * up to its dev_item's bytes_used, the stripes must lie inside the device, and only the SINGLE,
- * DUP and RAID1 profiles (a full copy per stripe) are accepted; anything else returns undefined,
+ * DUP and RAID1/RAID1C3/RAID1C4 profiles (a full copy per stripe) are accepted; anything else returns undefined,
  * and the caller keeps every block. Only the superblock and the chunk tree's nodes are read.
  * Little-endian throughout.
  */

@@ -46,7 +46,12 @@ export interface PseudoReport {
   usedFrom: 'free-space' | 'chunks' | 'every-block';
 }
 
-export async function classifyPseudo(src: RandomSource, log: (m: string) => void = () => undefined): Promise<(Classification & { pseudo: PseudoReport }) | undefined> {
+/**
+ * opts.frozen: the source's filesystem is frozen (FIFREEZE) for the backup. A frozen XFS has
+ * written its metadata back, so its free-space btrees are current, although its log still reads
+ * as needing recovery (a freeze writes no unmount record).
+ */
+export async function classifyPseudo(src: RandomSource, log: (m: string) => void = () => undefined, opts: { frozen?: boolean } = {}): Promise<(Classification & { pseudo: PseudoReport }) | undefined> {
   const fsType = await probeKernelFsAt(src);
   if (!fsType) return undefined;
   const name = fsType === 'xfs' ? 'XFS' : 'btrfs';
@@ -60,22 +65,27 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
   const blockCount = Math.ceil(src.sizeBytes / blockSize);
   const recorder = new RecordingReader(src, blockSize, { windowBytes: SOURCE_WINDOW_BYTES });
   let walk: WalkResult;
+  let logDirty = false;
   try {
-    walk = await mountAndWalk(src, recorder, fsType, blockSize);
+    ({ walk, logDirty } = await mountAndWalk(src, recorder, fsType, blockSize));
   } catch (e) {
     if (e instanceof InterruptedError) throw e;
     log(`${src.name}: the kernel could not mount the ${name} volume (${(e as Error).message}): stored block for block`);
     return undefined;
   }
   const control = new RunList();
-  for (const b of [...recorder.blocks.keys()].sort((a, b) => a - b)) if (b < blockCount) control.add(b);
+  for (const b of [...recorder.recorded].sort((a, b) => a - b)) if (b < blockCount) control.add(b);
   control.normalise();
   const warnings: string[] = [];
+  if (!walk.xattrs) warnings.push('the tree walk could not load fs-xattr: xattrs were not read, so a mount of the image may read them from the data area');
   if (walk.errorCount > 0) warnings.push(`${walk.errorCount} entries could not be read during the tree walk (first: ${walk.errors[0]}): a mount of the image may read them from the data area`);
 
   let used = new RunList().add(0, blockCount);
   let usedFrom: PseudoReport['usedFrom'] = 'every-block';
-  if (xfs) {
+  if (xfs && logDirty && !opts.frozen) {
+    // blocks allocated by transactions still in the log are free in the on-disk btrees
+    warnings.push('the XFS log needs recovery (the volume was not unmounted cleanly): every block is kept; a mount of the image replays the log');
+  } else if (xfs) {
     if (!xfs.internalLog) warnings.push('the XFS log is on another device, which this image does not hold: mount the image with -o norecovery');
     const free = await readXfsFreeSpace(src, xfs, (m) => warnings.push(m));
     if (free) {
@@ -106,7 +116,8 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
   }
   used = used.addAll(control).normalise();
   const controlData = new Map<number, Uint8Array>();
-  for (const r of control.list()) for (let b = r.start; b < r.start + r.len; b++) controlData.set(b, recorder.blocks.get(b)!);
+  // blocks past the recorder's memory budget have no bytes here: the backup reads them itself
+  for (const [b, bytes] of recorder.kept) if (b < blockCount) controlData.set(b, bytes);
   log(`${name}: the kernel read ${control.blockCount} blocks (${recorder.reads} reads) mounting and walking ${walk.entries} entries; used blocks from ${usedFrom === 'free-space' ? 'its free-space btrees' : usedFrom === 'chunks' ? 'its chunks' : 'every block'}`);
   return {
     fsType, blockSize, blockCount, used, control, controlData, recognised: true, warnings,
@@ -115,23 +126,26 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
   };
 }
 
-/** Serves the source through the recorder, mounts it with the kernel's driver, walks it, undoes it all. */
-async function mountAndWalk(src: RandomSource, recorder: RecordingReader, fsType: KernelFsType, blockSize: number): Promise<WalkResult> {
-  // SIGINT/SIGTERM (the CLI's handler exits after a grace period) stop the walk at once, so the
-  // mounts and the loop device below are undone before the process goes
+/**
+ * Serves the source through the recorder, mounts it with the kernel's driver, walks it, undoes it
+ * all. XFS is first mounted without `norecovery`: on a read-only device the kernel refuses a log
+ * that needs recovery, which is how a dirty log is found (`logDirty`); it is then mounted with
+ * `norecovery` for the walk.
+ */
+async function mountAndWalk(src: RandomSource, recorder: RecordingReader, fsType: KernelFsType, blockSize: number): Promise<{ walk: WalkResult; logDirty: boolean }> {
+  // SIGINT/SIGTERM (the CLI's handler exits after a 2 s grace period) stop the walk at once, and
+  // the undo below uses short waits (then lazy unmounts), so nothing is left mounted
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const dir = await mkdtemp(join(tmpdir(), 'imgbackup-pseudo-'));
-  const rawDir = join(dir, 'raw');
-  const fsDir = join(dir, 'fs');
-  const undo: (() => Promise<unknown>)[] = [
-    async () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
-    // never recursive: a directory here may still be a mount point if an unmount failed
-    async () => { await rmdir(rawDir).catch(() => undefined); await rmdir(fsDir).catch(() => undefined); await rmdir(dir); },
-  ];
+  const undo: (() => Promise<unknown>)[] = [async () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); }];
   try {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const dir = await mkdtemp(join(tmpdir(), 'imgbackup-pseudo-'));
+    const rawDir = join(dir, 'raw');
+    const fsDir = join(dir, 'fs');
+    // never recursive: a directory here may still be a mount point if an unmount failed
+    undo.push(async () => { await rmdir(rawDir).catch(() => undefined); await rmdir(fsDir).catch(() => undefined); await rmdir(dir); });
     await mkdir(rawDir, { mode: 0o700 });
     await mkdir(fsDir, { mode: 0o700 });
     const ops = new VolumeOps({
@@ -143,17 +157,25 @@ async function mountAndWalk(src: RandomSource, recorder: RecordingReader, fsType
       options: { readOnly: true, allowOther: false, allowRoot: false, defaultPermissions: true, flags: ['nosuid', 'nodev', 'noexec'], debug: false },
       log: (m) => debug(m),
     }, 'kernel');
-    undo.push(async () => { await umountPatiently(rawDir, 3000); await fuse.close(); });
+    undo.push(async () => { try { await umountPatiently(rawDir, 500); } finally { await fuse.close(); } });
     debug('FUSE mount up');
     const dev = await attachLoop(join(rawDir, VOLUME_FILE), true, true);
     undo.push(() => detachLoop(dev));
     debug('loop device %s', dev);
-    await mountKernelFs(dev, fsDir, fsType, ['ro', ...kernelFsOptions(fsType, true)]);
-    undo.push(() => umountPatiently(fsDir, 10_000));
+    let logDirty = false;
+    try {
+      await mountKernelFs(dev, fsDir, fsType, ['ro', ...kernelFsOptions(fsType, true)]);
+    } catch (e) {
+      if (fsType !== 'xfs') throw e;
+      debug('xfs mount without norecovery failed (%s): mounting with norecovery', (e as Error).message);
+      await mountKernelFs(dev, fsDir, fsType, ['ro', 'norecovery', ...kernelFsOptions(fsType, true)]);
+      logDirty = true;
+    }
+    undo.push(() => umountPatiently(fsDir, 1000));
     debug('mounted %s on %s through %s', fsType, fsDir, dev);
-    const w = await walkTree(fsDir, 4, stop.signal);
-    debug('walked %d entries', w.entries);
-    return w;
+    const walk = await walkTree(fsDir, 4, stop.signal);
+    debug('walked %d entries', walk.entries);
+    return { walk, logDirty };
   } finally {
     for (const u of undo.reverse()) await u().catch((e: unknown) => debug('undo: %s', (e as Error).message));
     debug('undone');

@@ -24,12 +24,16 @@ export async function probeKernelFsAt(src: ByteReader): Promise<KernelFsType | u
 }
 
 /**
- * Read-only mount options: no log recovery or replay (it would write, and a read-only device
- * refuses it), and XFS's `nouuid` (the source, or another image of it, may be mounted with the
- * same UUID). A writable mount (imgmount --kernel -o rw, transient writes) gets only nouuid.
+ * Mount options beside ro/rw. XFS: `nouuid` (the source, or another image of it, may be mounted
+ * with the same UUID). A clean XFS log needs no recovery, so a read-only mount reads it and
+ * writes nothing; one that needs recovery makes a read-only device refuse the mount (the backup
+ * then knows the log is dirty and mounts with norecovery), while an image's kernel view, whose
+ * loop device takes transient writes, replays it there. btrfs read-only: `rescue=nologreplay`
+ * (a log tree left by fsync is not replayed: the last committed state, at backup and at mount;
+ * the log's blocks are inside btrfs's chunks, so a restored volume replays it when mounted).
  */
 export function kernelFsOptions(fs: KernelFsType, readOnly: boolean): string[] {
-  if (fs === 'xfs') return readOnly ? ['norecovery', 'nouuid'] : ['nouuid'];
+  if (fs === 'xfs') return ['nouuid'];
   return readOnly ? ['rescue=nologreplay'] : [];
 }
 

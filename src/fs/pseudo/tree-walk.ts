@@ -10,17 +10,19 @@
  * Names are bytes (Buffer paths): non-UTF-8 names are walked like any other.
  */
 import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { InterruptedError } from '../../errors/index.js';
 
-/** errors: the first 100 messages; errorCount: all of them. */
-export interface WalkResult { entries: number; directories: number; errors: string[]; errorCount: number }
+/** errors: the first 100 messages; errorCount: all of them; xattrs: whether xattrs were read (fs-xattr loaded). */
+export interface WalkResult { entries: number; directories: number; errors: string[]; errorCount: number; xattrs: boolean }
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');
+// fs-xattr is an ES module: import() loads it on every Node 20 (require() only on 20.19+)
+const loading = workerData.xattrUrl ? import(workerData.xattrUrl).catch(() => null) : Promise.resolve(null);
 let xattr = null;
-try { xattr = require(workerData.xattrPath); } catch { xattr = null; }
 const SLASH = Buffer.from('/');
 function attrs(p, errors) {
   if (!xattr) return;
@@ -47,9 +49,10 @@ function visit(dir, recurse, out) {
     } catch (e) { out.errors.push(p.toString() + ': ' + e.message); }
   }
 }
-parentPort.on('message', ({ dir, recurse, self }) => {
+parentPort.on('message', async ({ dir, recurse, self }) => {
+  xattr = await loading;
   const d = Buffer.from(dir);
-  const out = { subdirs: [], entries: 0, directories: 0, errors: [] };
+  const out = { subdirs: [], entries: 0, directories: 0, errors: [], xattrs: xattr !== null };
   if (self) attrs(d, out.errors);
   visit(d, recurse, out);
   parentPort.postMessage(out);
@@ -58,16 +61,17 @@ parentPort.on('message', ({ dir, recurse, self }) => {
 
 /**
  * Walks the whole tree under `root` with `threads` workers. The first directories are listed one
- * at a time (their subdirectories come back to the queue) until the queue holds enough work for
- * every worker; from then on a worker walks the subtree it is given by itself, without a message
+ * at a time (their subdirectories come back to the queue) until the queue and the workers hold
+ * more than 8 directories per worker; from then on a worker walks the subtree it is given by itself, without a message
  * per directory (the messages cost more than the calls on a warm tree).
  */
 export async function walkTree(root: string, threads = 4, signal?: AbortSignal): Promise<WalkResult> {
-  let xattrPath = '';
-  try { xattrPath = createRequire(import.meta.url).resolve('fs-xattr'); } catch { /* no xattrs walked */ }
-  const workers = Array.from({ length: threads }, () => new Worker(WORKER_SOURCE, { eval: true, workerData: { xattrPath } }));
-  const result: WalkResult = { entries: 1, directories: 0, errors: [], errorCount: 0 };
+  let xattrUrl = '';
+  try { xattrUrl = pathToFileURL(createRequire(import.meta.url).resolve('fs-xattr')).href; } catch { /* no xattrs walked */ }
+  const workers: Worker[] = [];
+  const result: WalkResult = { entries: 1, directories: 0, errors: [], errorCount: 0, xattrs: xattrUrl !== '' };
   try {
+    for (let i = 0; i < threads; i++) workers.push(new Worker(WORKER_SOURCE, { eval: true, workerData: { xattrUrl } }));
     return await new Promise<WalkResult>((resolve, reject) => {
       // an interruption ends the walk at once (the workers are terminated below), so the caller
       // can unmount within the CLI's grace period
@@ -90,8 +94,9 @@ export async function walkTree(root: string, threads = 4, signal?: AbortSignal):
         if (queue.length === 0 && busy === 0) resolve(result);
       };
       for (const w of workers) {
-        w.on('message', (m: { subdirs: Uint8Array[]; entries: number; directories: number; errors: string[] }) => {
+        w.on('message', (m: { subdirs: Uint8Array[]; entries: number; directories: number; errors: string[]; xattrs: boolean }) => {
           busy--;
+          if (!m.xattrs) result.xattrs = false;
           result.entries += m.entries;
           result.directories += m.directories;
           result.errorCount += m.errors.length;
@@ -101,6 +106,7 @@ export async function walkTree(root: string, threads = 4, signal?: AbortSignal):
           pump();
         });
         w.on('error', reject);
+        w.on('exit', (code) => reject(new Error(`a tree-walk worker exited (status ${code})`)));
       }
       pump();
     });

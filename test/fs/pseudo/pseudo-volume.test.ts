@@ -7,7 +7,7 @@
  * content matches (that read does reach the data area: the counter can move). A whole-volume
  * restore checks clean (xfs_repair -n, btrfs check): no used block was left out. The tree view
  * refuses with a hint to --kernel. An XFS incremental (--base) stores few blocks and mounts the
- * same way; mounted read-write it is refused (and with --live) and backed up with --freeze. A GPT disk with an XFS partition: imginfo names it, its pN.img
+ * same way; one whose log needs recovery keeps every block and replays at mount; mounted read-write it is refused (and with --live) and backed up with --freeze. A GPT disk with an XFS partition: imginfo names it, its pN.img
  * in a --volume mount is loop-mounted by the kernel to the same tree, a --volume restore to a
  * larger disk passes sgdisk -v and xfs_repair -n.
  */
@@ -60,7 +60,7 @@ async function imageStats(h: FuseHarness, mnt: string): Promise<{ reads: number;
   return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
 }
 
-await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'getfattr', 'setfattr', 'diff', 'sgdisk', 'dd', 'findmnt'], async (h) => {
+await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'getfattr', 'setfattr', 'diff', 'sgdisk', 'dd', 'findmnt', 'xfs_io'], async (h) => {
   const tree = join(h.work, 'tree');
   await makeTree(tree);
 
@@ -144,8 +144,11 @@ await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'get
       t.equal(live.status, 3, 'and refused with --live (exit 3)');
       t.match(live.stderr, /--live needs an ext2\/3\/4 filesystem; this one is XFS: use --freeze/, `...saying what to use: ${live.stderr.trim()}`);
       t.notOk(existsSync(join(h.work, 'busy.imgx')), 'no image written');
-      const frozen = await runCli('imgbackup', ['--freeze', dev, join(h.work, 'busy.imgx')]);
+      const frozen = await runCli('imgbackup', ['--json', '--freeze', dev, join(h.work, 'busy.imgx')]);
       t.equal(frozen.status, 0, `--freeze backs it up ${frozen.stderr}`);
+      // frozen, XFS has written its metadata back: its free space is current although its log
+      // reads as needing recovery (a freeze writes no unmount record)
+      t.ok((JSON.parse(frozen.stdout.toString()) as { unusedBlocks: number }).unusedBlocks > 20_000, 'frozen: the free space is still left out');
       await run('umount', [fill]);
       const mf = await h.mountPoint(t, 'xfs-frozen');
       t.equal((await h.imgmount(['--kernel', join(h.work, 'busy.imgx'), mf])).status, 0, 'the frozen backup mounts');
@@ -153,6 +156,37 @@ await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'get
       t.equal((await h.unmount(mf)).status, 0, 'unmounts');
     });
   }
+
+  t.test('an XFS log that needs recovery', async (t) => {
+    // files written and synced (data on disk, transactions in the log), then the filesystem
+    // shut down before the log's metadata is written back in place: recovery is needed, and the
+    // on-disk free-space btrees may still list the new files' blocks as free
+    const vol = join(h.work, 'dirty.xfs');
+    await run('truncate', ['-s', '320M', vol]);
+    await run('mkfs.xfs', ['-q', vol]);
+    const fill = await h.mountPoint(t, 'dirty-fill');
+    await run('mount', ['-o', 'loop', vol, fill]);
+    await sh('cp -a "$1"/d3 "$2"/ && sync && for i in $(seq 1 40); do head -c 30000 /dev/urandom > "$2/late-$i.bin"; done && cp -a "$2"/late-*.bin "$3"/ && sync', tree, fill, h.work);
+    await run('xfs_io', ['-x', '-c', 'shutdown -f', fill]);
+    await run('umount', [fill]);
+    const img = join(h.work, 'dirty.imgx');
+    const b = await runCli('imgbackup', ['--json', vol, img]);
+    t.equal(b.status, 0, `imgbackup exits 0 ${b.stderr}`);
+    t.match(b.stderr, /the XFS log needs recovery.*every block is kept/, 'it says the log needs recovery');
+    t.equal((JSON.parse(b.stdout.toString()) as { unusedBlocks: number }).unusedBlocks, 0, 'every block is kept');
+    const mnt = await h.mountPoint(t, 'dirty-kernel');
+    t.equal((await h.imgmount(['--kernel', img, mnt])).status, 0, 'imgmount --kernel (the log is replayed into the transient writes)');
+    const d1 = await sh('for i in $(seq 1 40); do cmp "$1/late-$i.bin" "$2/late-$i.bin" || exit 1; done && echo same', mnt, h.work).catch(() => ({ stdout: 'differ' }));
+    t.match(d1.stdout, /^same/, 'the files only the log held are there, with their contents');
+    t.equal((await h.unmount(mnt)).status, 0, 'unmounts');
+    const out = join(h.work, 'dirty.restored');
+    await run('truncate', ['-s', '320M', out]);
+    t.equal((await runCli('imgrestore', ['--volume', img, out])).status, 0, 'imgrestore --volume');
+    await run('mount', ['-o', 'loop', out, fill]);
+    const d2 = await sh('for i in $(seq 1 40); do cmp "$1/late-$i.bin" "$2/late-$i.bin" || exit 1; done && echo same', fill, h.work).catch(() => ({ stdout: 'differ' }));
+    await run('umount', [fill]);
+    t.match(d2.stdout, /^same/, 'the restored volume, mounted (log replayed), holds them too');
+  });
 
   t.test('a GPT disk with an XFS partition', async (t) => {
     // a 64 MiB XFS (below mkfs.xfs's 300 MB floor for real use, allowed in its test mode)

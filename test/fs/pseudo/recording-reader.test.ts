@@ -31,9 +31,9 @@ for (const [bs, window, size] of [[4096, 128 * 1024, 4 << 20], [512, 4096, (1 <<
       for (let b = Math.floor(pos / bs); b < Math.ceil((pos + len) / bs); b++) touched.add(b);
     }
     t.equal(bad, 0, 'every read returns the source\'s bytes');
-    t.same([...rec.blocks.keys()].sort((a, b) => a - b), [...touched].sort((a, b) => a - b), 'recorded: exactly the blocks the reads touched');
+    t.same([...rec.recorded].sort((a, b) => a - b), [...touched].sort((a, b) => a - b), 'recorded: exactly the blocks the reads touched');
     let wrong = 0;
-    for (const [b, data] of rec.blocks) {
+    for (const [b, data] of rec.kept) {
       const want = new Uint8Array(bs);
       want.set(bytes.subarray(b * bs, Math.min(size, (b + 1) * bs)));
       if (!Buffer.from(data).equals(Buffer.from(want))) wrong++;
@@ -41,5 +41,20 @@ for (const [bs, window, size] of [[4096, 128 * 1024, 4 << 20], [512, 4096, (1 <<
     t.equal(wrong, 0, 'each recorded block holds its bytes (the last one zero-padded)');
     if (window > bs) t.ok(rec.sourceReads < rec.reads, `the window saved source reads (${rec.sourceReads} for ${rec.reads} reads)`);
     t.ok((rec as unknown as { ahead: Map<number, Uint8Array> }).ahead.size <= 64, 'the read-ahead budget holds');
+    t.equal(rec.kept.size, rec.recorded.size, 'within the budget every recorded block is kept');
   });
 }
+
+t.test('past the keep budget only block numbers are recorded, reads stay right', async (t) => {
+  const size = 1 << 20;
+  const bytes = new Uint8Array(size).map((_, i) => (i * 7) & 0xff);
+  const rec = new RecordingReader(new MemorySource(bytes, 'mem'), 4096, { windowBytes: 4096, keepBudgetBytes: 8 * 4096 });
+  for (let b = 0; b < 32; b++) {
+    const got = await rec.readAt(b * 4096 + 100, 200);
+    if (!Buffer.from(got).equals(Buffer.from(bytes.subarray(b * 4096 + 100, b * 4096 + 300)))) t.fail(`block ${b}`);
+  }
+  const again = await rec.readAt(20 * 4096, 4096);
+  t.ok(Buffer.from(again).equals(Buffer.from(bytes.subarray(20 * 4096, 21 * 4096))), 'a block recorded without its bytes reads right again');
+  t.equal(rec.recorded.size, 32, '32 blocks recorded');
+  t.equal(rec.kept.size, 8, 'bytes kept for the first 8 only');
+});
