@@ -196,7 +196,9 @@ export class LiveBackup {
   private scheduleScan(): void {
     if (this.scansStopped) return;
     this.scanTimer = setTimeout(() => {
-      this.scanning = this.scanDuring().finally(() => { this.scanning = undefined; this.scheduleScan(); });
+      // a failed scan is logged, never an unhandled rejection (the next scan and the last one still run)
+      this.scanning = this.scanDuring().catch((e: unknown) => this.log(`live: open-file scan failed: ${(e as Error).message}`))
+        .finally(() => { this.scanning = undefined; this.scheduleScan(); });
     }, Math.max(SCAN_MS, SCAN_COST_FACTOR * this.lastScanMs));
   }
 
