@@ -75,6 +75,8 @@ export interface BackupResult {
   warnings: string[];
   /** A whole disk: its partitions. */
   disk?: DiskTable;
+  /** XFS/btrfs (the pseudo-volume technique): the walk, the kernel's reads, where the used blocks came from. */
+  pseudo?: { entries: number; kernelReads: number; usedFrom: string; logDirty: boolean; xattrs: boolean };
   /** Incrementals: how changes were found, the data blocks stored (changed) and those left to parents. */
   incremental?: {
     changes: 'hash' | 'metadata'; changedBlocks: number; parentBlocks: number; parents: number; hashSeconds: number; spilled: boolean;
@@ -156,6 +158,7 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
     unusedBlocks: blockCount - used.blockCount, headerBytes, imageBytes,
     bytesRead: src.stats.bytesRead, readRequests: src.stats.reads,
     imageUuid: Buffer.from(imageUuid).toString('hex'), warnings: cls.warnings, ...(cls.disk ? { disk: cls.disk } : {}),
+    ...(cls.pseudo ? { pseudo: { entries: cls.pseudo.walk.entries, kernelReads: cls.pseudo.kernelReads, usedFrom: cls.pseudo.usedFrom, logDirty: cls.pseudo.logDirty, xattrs: cls.pseudo.walk.xattrs } } : {}),
     ...(plan ? { incremental: {
       changes: mode!, changedBlocks: plan.changedBlocks, parentBlocks: plan.parentBlocks, parents: plan.parents.length, hashSeconds,
       spilled: plan.hashes.spilled || spool.spilled, trustedBlocks: plan.trustedBlocks,

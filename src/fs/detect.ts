@@ -24,6 +24,8 @@ export interface Classification extends BlockClassification {
   recovering?: boolean;
   /** A whole disk (fsType disk): its partitions (src/disk/classify-disk.ts). */
   disk?: DiskTable;
+  /** XFS/btrfs: what the pseudo-volume technique did (src/fs/pseudo/). */
+  pseudo?: import('./pseudo/classify-pseudo.js').PseudoReport;
 }
 
 export async function classifyVolume(src: RandomSource, log: (m: string) => void = () => undefined, opts: { files?: boolean; frozen?: boolean } = {}): Promise<Classification> {

@@ -44,6 +44,8 @@ export interface PseudoReport {
   kernelReads: number;
   /** How the used blocks were found. */
   usedFrom: 'free-space' | 'chunks' | 'every-block';
+  /** XFS: the log needed recovery (a read-only mount was refused without norecovery). */
+  logDirty: boolean;
 }
 
 /**
@@ -51,7 +53,7 @@ export interface PseudoReport {
  * written its metadata back, so its free-space btrees are current, although its log still reads
  * as needing recovery (a freeze writes no unmount record).
  */
-export async function classifyPseudo(src: RandomSource, log: (m: string) => void = () => undefined, opts: { frozen?: boolean } = {}): Promise<(Classification & { pseudo: PseudoReport }) | undefined> {
+export async function classifyPseudo(src: RandomSource, log: (m: string) => void = () => undefined, opts: { frozen?: boolean } = {}): Promise<Classification | undefined> {
   const fsType = await probeKernelFsAt(src);
   if (!fsType) return undefined;
   const name = fsType === 'xfs' ? 'XFS' : 'btrfs';
@@ -122,7 +124,7 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
   return {
     fsType, blockSize, blockCount, used, control, controlData, recognised: true, warnings,
     label: xfs?.label ?? btrfsLabel(head), fsUuid: xfs?.uuid ?? btrfsUuid(head),
-    pseudo: { fsType, walk, kernelReads: recorder.reads, usedFrom },
+    pseudo: { fsType, walk, kernelReads: recorder.reads, usedFrom, logDirty },
   };
 }
 
