@@ -23,12 +23,6 @@ import { WriteLog } from '../../src/volume/write-log/index.js';
 /** Whole blocks: the write log refuses a volume with a partial last block (its open() says so). */
 const VOLUME = 3 * 1024 * 1024 + 8192;
 
-type Cmd =
-  | { k: 'write'; pos: number; len: number; seed: number }
-  | { k: 'point' }
-  | { k: 'revert'; back: number }
-  | { k: 'commit'; back: number };
-
 const cmd = fc.oneof(
   { weight: 6, arbitrary: fc.record({ k: fc.constant('write' as const), pos: fc.nat(VOLUME - 1), len: fc.integer({ min: 1, max: 300_000 }), seed: fc.nat(255) }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('point' as const) }) },

@@ -24,21 +24,10 @@ import { buildDisk, DISK_KINDS, type DiskFixture } from '../fixtures/disk-fixtur
 import { diffManifests, extractWithMcopy, manifestOfDir, type FatManifest } from '../fixtures/fat-manifest.js';
 import { compareManifests, manifestOfTree } from '../fixtures/manifest.js';
 import { runCli } from '../helpers/cli.js';
-import { fuseSuite, makeImage, waitFor, type FuseHarness } from '../fuse/helpers.js';
-import { readFileSync } from 'node:fs';
+import { fuseSuite, makeImage } from '../fuse/helpers.js';
 import { FileSource } from '../../src/io/index.js';
 import { ImageReader } from '../../src/image/image-reader.js';
 
-/** The daemon's image read counters (SIGUSR1 writes them to its log). */
-async function imageStats(h: FuseHarness, mnt: string): Promise<{ reads: number; bytesRead: number }> {
-  const logPath = join(h.cacheDir, 'imgmount.log');
-  const pid = (await h.daemonPid(mnt))!;
-  const before = readFileSync(logPath, 'utf8').length;
-  process.kill(pid, 'SIGUSR1');
-  let line: string | undefined;
-  await waitFor(() => { line = readFileSync(logPath, 'utf8').slice(before).split('\n').find((l) => l.includes(' stats ')); return line !== undefined; });
-  return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
-}
 
 const filesOnly = (m: FatManifest): FatManifest => new Map([...m].map(([p, e]) => [p, e.type === 'dir' ? { ...e, mtimeSec: 0 } : e]));
 
@@ -103,7 +92,7 @@ await fuseSuite('disk', ['sgdisk', 'sfdisk', 'mkfs.vfat', 'mcopy', 'fsck.vfat', 
         t.equal(mountBytes, 64 + Math.max(header.dataOffset, Math.min(1 << 20, (await stat(img)).size)),
           'the mount read the footer and the header, nothing else (opening both partition trees read no frame)');
         await run('sh', ['-c', 'find "$1" -print0 | xargs -0 stat > /dev/null', 'sh', mnt]);
-        t.equal((await imageStats(h, mnt)).bytesRead, mountBytes, 'find + stat of every entry of every partition read nothing from the image');
+        t.equal((await h.imageStats(mnt)).bytesRead, mountBytes, 'find + stat of every entry of every partition read nothing from the image');
         const top = (await run('ls', ['-1A', mnt])).stdout.trim().split('\n').sort();
         t.same(top, [...fx.parts.map((p) => `p${p.number}`), ...fx.parts.flatMap((p) => p.alias ? [p.alias] : [])].sort(), 'pN and the aliases');
         for (const p of fx.parts.filter((x) => x.fs === 'raw')) {

@@ -7,7 +7,7 @@
  * volume (a file added with debugfs) restores equal to a full backup of it, in both change modes.
  */
 import t from 'tap';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';

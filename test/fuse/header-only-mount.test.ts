@@ -7,13 +7,11 @@
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { FileSource } from '../../src/io/index.js';
 import { ImageReader } from '../../src/image/image-reader.js';
-import { fuseSuite, waitFor } from './helpers.js';
+import { fuseSuite } from './helpers.js';
 
 const execFileP = promisify(execFile);
 const LAYOUTS = ['ext4-bigalloc-1k', 'ext4-bigalloc-metabg-1k'];
@@ -21,7 +19,6 @@ const LAYOUTS = ['ext4-bigalloc-1k', 'ext4-bigalloc-metabg-1k'];
 const FIRST_READ = 1 << 20;
 
 await fuseSuite('header-only', ['find', 'stat', 'getfattr'], async (h) => {
-  const logPath = join(h.cacheDir, 'imgmount.log');
 
   for (const layout of LAYOUTS) {
     t.test(layout, async (t) => {
@@ -40,22 +37,13 @@ await fuseSuite('header-only', ['find', 'stat', 'getfattr'], async (h) => {
       t.equal(mountBytes, 64 + Math.max(header.dataOffset, Math.min(FIRST_READ, imageBytes)),
         'the mount read the footer and the header, nothing else (opening the tree read no frame)');
 
-      const pid = (await h.daemonPid(mnt))!;
-      const imageStats = async (): Promise<{ reads: number; bytesRead: number }> => {
-        const before = readFileSync(logPath, 'utf8').length;
-        process.kill(pid, 'SIGUSR1');
-        let line: string | undefined;
-        await waitFor(() => { line = readFileSync(logPath, 'utf8').slice(before).split('\n').find((l) => l.includes(' stats ')); return line !== undefined; });
-        return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
-      };
-
       const found = await execFileP('find', [mnt, '-printf', '%y %m %U %G %s %T@ %l\\n'], { maxBuffer: 1 << 26 });
       const lines = found.stdout.split('\n').filter(Boolean);
       t.ok(lines.length > 1000 && lines.some((l) => l.startsWith('l ')), `find listed ${lines.length} entries, symlinks among them`);
       await execFileP('sh', ['-c', 'find "$1" -print0 | xargs -0 stat > /dev/null', 'sh', mnt], { maxBuffer: 1 << 26 });
       const attrs = await execFileP('getfattr', ['-R', '-h', '-d', '-m', '-', mnt], { maxBuffer: 1 << 26 });
       t.match(attrs.stdout, /user\.big=/, 'getfattr read the xattrs (the large one in an xattr block too)');
-      const s = await imageStats();
+      const s = await h.imageStats(mnt);
       t.equal(s.bytesRead, mountBytes, 'the walk read nothing from the image');
 
       const u = await h.unmount(mnt);

@@ -7,7 +7,7 @@
  */
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -91,6 +91,17 @@ export class FuseHarness {
   async daemonPid(mnt: string): Promise<number | undefined> {
     const s = await readState(mountStateDir(this.cacheDir, resolve(mnt)));
     return s && (await daemonAlive(s)) ? s.pid : undefined;
+  }
+
+  /** The daemon's image read counters for `mnt` (SIGUSR1 makes it log a stats line). */
+  async imageStats(mnt: string): Promise<{ reads: number; bytesRead: number }> {
+    const logPath = join(this.cacheDir, 'imgmount.log');
+    const pid = (await this.daemonPid(mnt))!;
+    const before = readFileSync(logPath, 'utf8').length;
+    process.kill(pid, 'SIGUSR1');
+    let line: string | undefined;
+    await waitFor(() => { line = readFileSync(logPath, 'utf8').slice(before).split('\n').find((l) => l.includes(' stats ')); return line !== undefined; });
+    return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
   }
 
   /** Best-effort cleanup for teardown: unmount whatever a failed test left. */

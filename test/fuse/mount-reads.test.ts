@@ -5,12 +5,11 @@
  * of the same image reads the footer only (the header comes from the disk cache).
  */
 import t from 'tap';
-import { readFileSync } from 'node:fs';
 import { readFile, readdir, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FileSource } from '../../src/io/index.js';
 import { ImageReader } from '../../src/image/image-reader.js';
-import { fuseSuite, waitFor } from './helpers.js';
+import { fuseSuite } from './helpers.js';
 
 await fuseSuite('reads', [], async (h) => {
   const { img } = await h.image('ext4-4k');
@@ -18,7 +17,6 @@ await fuseSuite('reads', [], async (h) => {
   const header = (await ImageReader.open(src)).header;
   await src.close();
   const mnt = await h.mountPoint(t, 'mnt');
-  const logPath = join(h.cacheDir, 'imgmount.log');
 
   const mountV = async (): Promise<{ fromCache: boolean; bytes: number; reads: number }> => {
     const r = await h.imgmount(['-v', img, mnt]);
@@ -26,15 +24,6 @@ await fuseSuite('reads', [], async (h) => {
     const m = /header (from the cache|from the image); read from the image: (\d+) bytes in (\d+) reads/.exec(r.stdout.toString());
     if (!m) throw new Error(`unexpected -v output: ${r.stdout.toString()}`);
     return { fromCache: m[1] === 'from the cache', bytes: Number(m[2]), reads: Number(m[3]) };
-  };
-  /** The daemon's image read counter, via SIGUSR1 (it logs a stats line). */
-  const imageStats = async (): Promise<{ reads: number; bytesRead: number }> => {
-    const pid = (await h.daemonPid(mnt))!;
-    const before = readFileSync(logPath, 'utf8').length;
-    process.kill(pid, 'SIGUSR1');
-    let line: string | undefined;
-    await waitFor(() => { line = readFileSync(logPath, 'utf8').slice(before).split('\n').find((l) => l.includes(' stats ')); return line !== undefined; });
-    return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
   };
   const walk = async (dir: string): Promise<number> => {
     let n = 0;
@@ -52,10 +41,10 @@ await fuseSuite('reads', [], async (h) => {
     t.ok(m.bytes >= 64 + header.dataOffset && m.bytes <= 64 + Math.max(header.dataOffset, 1 << 20), `footer + header (${m.bytes} bytes)`);
     const n = await walk(mnt);
     t.ok(n > 1000, `walked ${n} entries`);
-    const s = await imageStats();
+    const s = await h.imageStats(mnt);
     t.equal(s.bytesRead, m.bytes, 'stat of every file read nothing more from the image');
     await readFile(join(mnt, 'big.bin'));
-    t.ok((await imageStats()).bytesRead > m.bytes, 'file contents do come from the image');
+    t.ok((await h.imageStats(mnt)).bytesRead > m.bytes, 'file contents do come from the image');
     t.equal((await h.unmount(mnt)).status, 0);
   });
 
@@ -65,7 +54,7 @@ await fuseSuite('reads', [], async (h) => {
     t.equal(m.bytes, 64, 'only the 64-byte footer');
     t.equal(m.reads, 1, 'in one read');
     await walk(mnt);
-    t.equal((await imageStats()).bytesRead, 64, 'a full walk reads nothing from the image');
+    t.equal((await h.imageStats(mnt)).bytesRead, 64, 'a full walk reads nothing from the image');
     t.equal((await h.unmount(mnt)).status, 0);
   });
 });

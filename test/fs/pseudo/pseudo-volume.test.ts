@@ -18,7 +18,7 @@ import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runCli } from '../../helpers/cli.js';
-import { fuseSuite, waitFor, type FuseHarness } from '../../fuse/helpers.js';
+import { fuseSuite } from '../../fuse/helpers.js';
 
 const run = promisify(execFile);
 const sh = (cmd: string, ...args: string[]): Promise<{ stdout: string; stderr: string }> =>
@@ -50,15 +50,6 @@ async function listing(root: string): Promise<string[]> {
   return r.stdout.split('\n').filter(Boolean);
 }
 
-async function imageStats(h: FuseHarness, mnt: string): Promise<{ reads: number; bytesRead: number }> {
-  const logPath = join(h.cacheDir, 'imgmount.log');
-  const pid = (await h.daemonPid(mnt))!;
-  const before = readFileSync(logPath, 'utf8').length;
-  process.kill(pid, 'SIGUSR1');
-  let line: string | undefined;
-  await waitFor(() => { line = readFileSync(logPath, 'utf8').slice(before).split('\n').find((l) => l.includes(' stats ')); return line !== undefined; });
-  return (JSON.parse(line!.slice(line!.indexOf(' stats ') + 7)) as { image: { reads: number; bytesRead: number } }).image;
-}
 
 await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'getfattr', 'setfattr', 'diff', 'sgdisk', 'dd', 'findmnt', 'xfs_io'], async (h) => {
   const tree = join(h.work, 'tree');
@@ -98,17 +89,17 @@ await fuseSuite('pseudo', ['mkfs.xfs', 'xfs_repair', 'mkfs.btrfs', 'btrfs', 'get
       const mnt = await h.mountPoint(t, `${fs}-kernel`);
       const m = await h.imgmount(['-v', '--kernel', img, mnt]);
       t.equal(m.status, 0, `imgmount --kernel exits 0 ${m.stderr.trim()}`);
-      const mounted = await imageStats(h, mnt);
+      const mounted = await h.imageStats(mnt);
       t.same(await listing(mnt), want, 'the mounted image lists the same tree (types, modes, sizes, times, link targets)');
       await sh('find "$1" -print0 | xargs -0 stat > /dev/null', mnt);
       const attrs = await run('getfattr', ['-R', '-h', '-d', '-m', '-', mnt], { maxBuffer: 1 << 26 });
       t.match(attrs.stdout, /user\.big=/, 'getfattr read the large xattr');
-      const walked = await imageStats(h, mnt);
+      const walked = await h.imageStats(mnt);
       t.equal(walked.bytesRead, mounted.bytesRead, `find + stat + getfattr read 0 bytes beyond the header (${mounted.bytesRead} bytes read by the mount)`);
 
       const diff = await sh('diff -r --no-dereference "$1" "$2" && echo same', ref, mnt).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? 'diff failed' }));
       t.match(diff.stdout, /^same/, 'every file\'s content matches the source');
-      t.ok((await imageStats(h, mnt)).bytesRead > walked.bytesRead + 10_000_000, 'reading the files did read the data area');
+      t.ok((await h.imageStats(mnt)).bytesRead > walked.bytesRead + 10_000_000, 'reading the files did read the data area');
       t.equal((await h.unmount(mnt)).status, 0, 'unmounts');
       await run('umount', [ref]);
 
