@@ -8,7 +8,8 @@
  * walked (tree-walk.ts), and everything is undone in reverse. The blocks read are the control
  * set, and their bytes are kept for the header.
  * Used blocks: XFS's own free-space btrees say which blocks are free (xfs-free-space.ts); every
- * other block is kept. btrfs: every block inside its chunks (btrfs-chunks.ts). When that
+ * other block is kept. btrfs: every block inside its chunks less the free space its free-space
+ * tree lists (btrfs-chunks.ts). When that
  * information does not add up: every block. Control
  * blocks are always kept too. So a block the walk did not read is still stored as data: the walk
  * decides only what goes into the header, never what is left out.
@@ -30,7 +31,7 @@ import { kernelFsOptions, probeKernelFsAt, type KernelFsType } from './kernel-fs
 import { RecordingReader } from './recording-reader.js';
 import { walkTree, type WalkResult } from './tree-walk.js';
 import { parseXfsSuperblock, readXfsFreeSpace } from './xfs-free-space.js';
-import { readBtrfsAllocated } from './btrfs-chunks.js';
+import { readBtrfsUsed } from './btrfs-chunks.js';
 
 const debug = createDebug('imgmount:pseudo');
 const VOLUME_FILE = 'volume';
@@ -105,15 +106,15 @@ export async function classifyPseudo(src: RandomSource, log: (m: string) => void
     }
   }
   if (fsType === 'btrfs') {
-    const allocated = await readBtrfsAllocated(src, (m) => warnings.push(m));
+    const allocated = await readBtrfsUsed(src, (m) => warnings.push(m));
     if (allocated) {
       const kept = new RunList();
-      for (const r of allocated) {
+      for (const r of allocated.ranges) {
         const s = Math.floor(r.start / blockSize);
         kept.add(s, Math.min(blockCount, Math.ceil((r.start + r.len) / blockSize)) - s);
       }
       used = kept.normalise();
-      usedFrom = 'chunks';
+      usedFrom = allocated.from;
     }
   }
   used = used.addAll(control).normalise();
