@@ -39,9 +39,10 @@ export async function classifyVolume(src: RandomSource, log: (m: string) => void
   if (probeFat(probe, src.sizeBytes)) return { ...(await classifyFat(src, { log })), recognised: true };
   // a filesystem the kernel can mount (XFS, btrfs): the pseudo-volume technique (loaded only then)
   const { probeKernelFsAt, classifyPseudo } = await import('./pseudo/index.js');
-  if (await probeKernelFsAt(src)) {
+  const kind = await probeKernelFsAt(src);
+  if (kind) {
     const warnings: string[] = [];
-    const c = await classifyPseudo(src, (m) => { warnings.push(m); log(m); }, { frozen: !!opts.frozen });
+    const c = await classifyPseudo(src, kind, (m) => { warnings.push(m); log(m); }, { frozen: !!opts.frozen });
     if (c) return c;
     return { ...classifyRaw(src.sizeBytes), warnings };
   }

@@ -285,16 +285,13 @@ export class MountDaemon {
     // the loop device lets go of the file once the filesystem is released
     await undo.push('private FUSE mount', () => this.undoFuse(fuse, () => umountPatiently(priv, 3000)));
     this.ready.binding = 'kernel+loop';
-    const fsType = fsTypeName(this.stack.reader.header.fsType);
-    // a pseudo-volume (XFS, btrfs): direct I/O, so the kernel's reads reach us as it makes them,
-    // exactly the reads the backup recorded (page-cache readahead would read data blocks)
-    const dev = await attachLoop(join(priv, volumeFileName(s.image)), false, isKernelFs(fsType));
+    const k = this.kernelMount();
+    const dev = await attachLoop(join(priv, volumeFileName(s.image)), false, k.directIo);
     s.loopDevice = dev;
     this.ready.loopDevice = dev;
     await undo.push('loop device', () => detachLoop(dev));
     await writeState(s);
-    const kernelOpts = [o.readOnly === false ? 'rw' : 'ro', ...(isKernelFs(fsType) ? kernelFsOptions(fsType, o.readOnly !== false) : []), ...o.flags];
-    await mountKernelFs(dev, s.mountPoint, fsType === 'raw' ? undefined : fsType, kernelOpts);
+    await mountKernelFs(dev, s.mountPoint, k.fsType, k.options);
     await undo.push('kernel mount', async () => { if ((await umountPath(s.mountPoint)) === 'busy') await umountPath(s.mountPoint, true); });
     await detachLoop(dev); // autoclear: the loop device goes when the filesystem is unmounted
   }
@@ -352,12 +349,27 @@ export class MountDaemon {
   }
 
   /**
+   * How kernel mode attaches and mounts the volume (at start and after a revert). A pseudo-volume
+   * (XFS, btrfs): a direct-I/O loop device, so the kernel's reads reach us as it makes them,
+   * exactly the reads the backup recorded (page-cache readahead would read data blocks), and the
+   * options the backup's walk used.
+   */
+  private kernelMount(): { fsType: string | undefined; directIo: boolean; options: string[] } {
+    const o = this.cfg.options;
+    const fsType = fsTypeName(this.stack.reader.header.fsType);
+    const pseudo = isKernelFs(fsType);
+    return {
+      fsType: fsType === 'raw' ? undefined : fsType, directIo: pseudo,
+      options: [o.readOnly === false ? 'rw' : 'ro', ...(pseudo ? kernelFsOptions(fsType, o.readOnly !== false) : []), ...o.flags],
+    };
+  }
+
+  /**
    * Kernel mode: unmounts the filesystem on top (refused while it is in use), runs `during` (the
    * loop device is gone then: autoclear), attaches a new loop device and mounts it again.
    */
   private async remountKernel(during: () => Promise<void>): Promise<void> {
     const s = this.state;
-    const o = this.cfg.options;
     this.remounting = true;
     try {
       const r = await umountPath(s.mountPoint);
@@ -368,12 +380,12 @@ export class MountDaemon {
       if (s.loopDevice) await waitLoopGone(s.loopDevice);
       let failure: unknown;
       try { await during(); } catch (e) { failure = e; }
-      const fsType = fsTypeName(this.stack.reader.header.fsType);
-      const dev = await attachLoop(join(s.privateMount!, volumeFileName(s.image)), false, isKernelFs(fsType));
+      const k = this.kernelMount();
+      const dev = await attachLoop(join(s.privateMount!, volumeFileName(s.image)), false, k.directIo);
       s.loopDevice = dev;
       this.ready.loopDevice = dev;
       await writeState(s);
-      await mountKernelFs(dev, s.mountPoint, fsType === 'raw' ? undefined : fsType, [o.readOnly === false ? 'rw' : 'ro', ...(isKernelFs(fsType) ? kernelFsOptions(fsType, o.readOnly !== false) : []), ...o.flags]);
+      await mountKernelFs(dev, s.mountPoint, k.fsType, k.options);
       await detachLoop(dev);
       if (failure !== undefined) throw failure;
     } finally {

@@ -46,14 +46,10 @@ function parseChunk(v: DataView, at: number, logical: number): { chunk: Chunk; s
 }
 
 /**
- * The byte ranges of this device btrfs may have written (sorted, not merged), or undefined when
+ * The byte ranges of this device btrfs may have written (sorted, not merged), and whether the
+ * free-space tree was used ('free-space') or whole chunks are kept ('chunks'); undefined when
  * anything does not check out.
  */
-export async function readBtrfsAllocated(src: ByteReader, log: (m: string) => void = () => undefined): Promise<ByteRange[] | undefined> {
-  return (await readBtrfsUsed(src, log))?.ranges;
-}
-
-/** As readBtrfsAllocated, and whether the free-space tree was used ('free-space') or whole chunks are kept ('chunks'). */
 export async function readBtrfsUsed(src: ByteReader, log: (m: string) => void = () => undefined): Promise<{ ranges: ByteRange[]; from: 'free-space' | 'chunks' } | undefined> {
   const bad = (why: string): undefined => { log(`btrfs chunks not used (${why}): every block is kept`); return undefined; };
   if (src.sizeBytes < SUPER_OFFSET + SUPER_BYTES) return bad('volume too small');

@@ -27,7 +27,7 @@ import { RunList } from '../run-list.js';
 import { mountFuse, type FuseMount } from '../../fuse/binding.js';
 import { VolumeOps } from '../../fuse/volume-ops.js';
 import { attachLoop, detachLoop, mountKernelFs, umountPatiently } from '../../fuse/kernel-mode.js';
-import { kernelFsOptions, probeKernelFsAt, type KernelFsType } from './kernel-fs.js';
+import { kernelFsOptions, type KernelFsType } from './kernel-fs.js';
 import { RecordingReader } from './recording-reader.js';
 import { walkTree, type WalkResult } from './tree-walk.js';
 import { parseXfsSuperblock, readXfsFreeSpace } from './xfs-free-space.js';
@@ -54,9 +54,7 @@ export interface PseudoReport {
  * written its metadata back, so its free-space btrees are current, although its log still reads
  * as needing recovery (a freeze writes no unmount record).
  */
-export async function classifyPseudo(src: RandomSource, log: (m: string) => void = () => undefined, opts: { frozen?: boolean } = {}): Promise<Classification | undefined> {
-  const fsType = await probeKernelFsAt(src);
-  if (!fsType) return undefined;
+export async function classifyPseudo(src: RandomSource, fsType: KernelFsType, log: (m: string) => void = () => undefined, opts: { frozen?: boolean } = {}): Promise<Classification | undefined> {
   const name = fsType === 'xfs' ? 'XFS' : 'btrfs';
   if (process.getuid?.() !== 0) {
     log(`${src.name}: ${name} volume: finding its control blocks needs root (a kernel mount): stored block for block`);

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { FileSource } from '../../../src/io/index.js';
-import { readBtrfsAllocated, type ByteRange } from '../../../src/fs/pseudo/btrfs-chunks.js';
+import { readBtrfsUsed, type ByteRange } from '../../../src/fs/pseudo/btrfs-chunks.js';
 import { probeKernelFs, PROBE_BYTES } from '../../../src/fs/pseudo/kernel-fs.js';
 
 const run = promisify(execFile);
@@ -46,7 +46,7 @@ async function poke(path: string, pos: number, f: (b: Buffer) => void, len = 8):
 async function allocated(path: string): Promise<{ r: ByteRange[] | undefined; said: string[] }> {
   const src = await FileSource.open(path);
   const said: string[] = [];
-  try { return { r: await readBtrfsAllocated(src, (m) => said.push(m)), said }; } finally { await src.close(); }
+  try { return { r: (await readBtrfsUsed(src, (m) => said.push(m)))?.ranges, said }; } finally { await src.close(); }
 }
 
 const inChunks = (r: ByteRange[]): number => r.filter((x) => x.start >= (1 << 20) && x.len !== 4096).reduce((s, x) => s + x.len, 0);
