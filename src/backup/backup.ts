@@ -142,6 +142,7 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
   const controlArea = await gatherControl(src, cls, control, plan ? () => undefined : progress);
   await opts.hooks?.afterControl?.({ cls, runs, controlArea, volumeBytes: src.sizeBytes });
   const headerBytes = await writer.writeHeader(controlArea);
+  const d0 = performance.now();
   if (plan) {
     // pass two: the changed blocks pass one kept, in order (the source is not read again)
     for await (const blocks of spool.chunks(blockSize)) await writer.appendData(blocks);
@@ -151,6 +152,7 @@ export async function backup(src: RandomSource, sink: Sink, opts: BackupOptions)
       progress(blocks.byteLength);
     });
   }
+  opts.log?.(`data: ${data.blockCount} blocks in ${(performance.now() - d0).toFixed(0)} ms`);
   const imageBytes = await writer.finish(await opts.hooks?.beforeFinish?.());
   return {
     fsType: cls.fsType, recognised: cls.recognised, blockSize, volumeBytes: src.sizeBytes, blockCount,

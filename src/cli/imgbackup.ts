@@ -177,7 +177,9 @@ async function main(): Promise<number> {
       log: (m) => log(m), onProgress: (d, t) => progress.update(d, t), hooks: live?.hooks, classification, frozen: hold.frozen.length > 0 && !live,
     });
     frozenMs = await hold.release();
+    const c0 = performance.now();
     await sink.close();
+    log(`image closed (synced, in place) in ${(performance.now() - c0).toFixed(0)} ms`);
   } catch (e) {
     progress.done();
     await hold.release().catch(() => undefined);

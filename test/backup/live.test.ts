@@ -153,7 +153,7 @@ t.test('--live with writers: the exception log is exactly the touched files, the
   const afterThaw = join(lm.dir, 'after-thaw');
   const beforeEnd = join(lm.dir, 'before-end');
   const img = join(lm.dir, 'live.imgm');
-  const backup = spawnCli('imgbackup', ['--live', '--json', lm.loop, img], { IMGMOUNT_TEST_AFTER_THAW: afterThaw, IMGMOUNT_TEST_BEFORE_END: beforeEnd });
+  const backup = spawnCli('imgbackup', ['--live', '--json', lm.loop, img], { IMGMOUNT_TEST_AFTER_THAW: afterThaw, IMGMOUNT_TEST_BEFORE_END: beforeEnd, DEBUG: 'imgmount:imgbackup' });
   t.ok(await waitFor(afterThaw), 'imgbackup reports the thaw');
 
   // writers start after the freeze; a first round lands before any data block is read
@@ -169,6 +169,9 @@ t.test('--live with writers: the exception log is exactly the touched files, the
   t.same(j.freeze.mountPoints, [mp]);
   t.ok(j.freeze.ms > 0 && j.freeze.endMs >= 0, `frozen ${j.freeze.ms} ms, then ${j.freeze.endMs} ms at the end`);
   t.ok((await readFile(log, 'utf8')).includes('round 1\n'), 'the writers also wrote while the data blocks were read');
+  const debugLines = r.stderr.toString();
+  t.match(debugLines, /live: \d+ files in the frozen tree/, 'the frozen tree was walked');
+  t.notMatch(debugLines, /walking the frozen tree in this thread/, 'in a worker thread (the bundle has its entry)');
 
   const touched = new Set((await readFile(log, 'utf8')).split('\n').filter((l) => l.startsWith('touch ')).map((l) => l.slice(6)));
   const expected = new Set([...touched, '/db']);

@@ -5,7 +5,10 @@
  * through any ByteReader: the header's control blocks (the state at the freeze) or the device
  * inside a second, short freeze at the end. compareStates() turns two states into reason bits.
  * InodeStates records every inode-table and map block it reads (`touched`), so the end pass can
- * fetch them all in a few large reads before it asks (see prefetch()).
+ * fetch them all in a few large reads before it asks (see prefetch()). A state is a function of
+ * the geometry and of the bytes of the blocks it is read from (the inode's table block, its map
+ * blocks), so at the freeze only the files that have map blocks are decoded (note()), and at the
+ * end only the files whose blocks differ (changesSince()): most files are decoded never.
  */
 import { isImgError } from '../../errors/index.js';
 import { EXCEPTION_REASON } from '../../format/index.js';
@@ -13,7 +16,7 @@ import type { ByteReader } from '../../io/index.js';
 import { BlockFetcher } from '../../fs/ext4/classify-reader.js';
 import { Ext4Geometry } from '../../fs/ext4/geometry.js';
 import {
-  INODE_FLAGS, S_IFMT, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, decodeGroupDesc, decodeInode, decodeSuperblock, type Superblock,
+  EXTENT_HEADER, EXTENT_MAGIC, INODE, INODE_FLAGS, S_IFMT, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, decodeGroupDesc, decodeInode, decodeSuperblock, type Superblock,
 } from '../../fs/ext4/layout/index.js';
 import { buildExtentMap, buildIndirectMap } from '../../fs/ext4/tree-block-map.js';
 
@@ -31,6 +34,10 @@ export interface FileState {
   blocks: string;
 }
 
+/** Where in an inode: its flags, i_block (an extent header, or 12 direct and 3 indirect block pointers). */
+const I_FLAGS = INODE.at.i_flags;
+const I_BLOCK = INODE.at.i_block;
+
 /** Every block of ext4's 32-bit file block space: the block list is compared past EOF too (preallocation). */
 const ALL_FILE_BLOCKS = 2 ** 32;
 
@@ -39,6 +46,9 @@ export class InodeStates {
   readonly touched = new Set<number>();
   private readonly tables: number[];
   private readonly blockCache = new Map<number, Uint8Array>();
+  private readonly states = new Map<number, FileState>();
+  /** The blocks besides its inode's that each decoded state was read from (map blocks), for the files that have any. */
+  private readonly mapBlocks = new Map<number, number[]>();
 
   private constructor(private readonly vol: ByteReader, readonly sb: Superblock, tables: number[]) { this.tables = tables; }
 
@@ -78,10 +88,108 @@ export class InodeStates {
     for (const [b, buf] of f.blocks) this.blockCache.set(b, buf);
   }
 
+  /** What every state depends on besides blocks: the numbers inodeBlock() and the map readers use. */
+  private geometry(): string {
+    const { sb } = this;
+    return `${sb.blockSize}/${sb.blocksCount}/${sb.inodesPerGroup}/${sb.inodeSize}/${this.tables.join(',')}`;
+  }
+
+  /**
+   * Whether the state of the inode at `off` in `buf` may read blocks besides its inode's: false
+   * only when it surely does not (not a regular file, inline data, an extent tree of depth 0, an
+   * indirect map with no indirect pointers), as decode() decides.
+   */
+  private static hasMapBlocks(buf: Uint8Array, off: number): boolean {
+    // little-endian fields read by hand: this runs for every file at the freeze and at the end
+    const u16 = (at: number): number => buf[off + at]! | (buf[off + at + 1]! << 8);
+    const u32 = (at: number): number => (u16(at) | (u16(at + 2) << 16)) >>> 0;
+    const flags = u32(I_FLAGS);
+    if ((u16(INODE.at.i_mode) & S_IFMT) !== 0o100000 || flags & INODE_FLAGS.INLINE_DATA) return false;
+    if (flags & INODE_FLAGS.EXTENTS) return !(u16(I_BLOCK + EXTENT_HEADER.at.eh_magic) === EXTENT_MAGIC && u16(I_BLOCK + EXTENT_HEADER.at.eh_depth) === 0);
+    return u32(I_BLOCK + 48) !== 0 || u32(I_BLOCK + 52) !== 0 || u32(I_BLOCK + 56) !== 0;
+  }
+
+  /** What note() has learnt (to carry to another thread: adopt()). */
+  noted(): NotedStates {
+    return { touched: [...this.touched], states: [...this.states.values()], mapBlocks: [...this.mapBlocks] };
+  }
+
+  /** An InodeStates of `vol` that knows what another one (over the same bytes) noted; the touched blocks are read at once. */
+  static async adopt(vol: ByteReader, n: NotedStates): Promise<InodeStates> {
+    const r = await InodeStates.open(vol);
+    for (const b of n.touched) r.touched.add(b);
+    for (const st of n.states) r.states.set(st.ino, st);
+    for (const [ino, blocks] of n.mapBlocks) r.mapBlocks.set(ino, blocks);
+    await r.prefetch(n.touched);
+    return r;
+  }
+
+  /** Reads what changesSince() will need of `ino` at this instant: its inode's block, and the state of a file with map blocks. */
+  async note(ino: number): Promise<void> {
+    const [b, off] = this.inodeBlock(ino);
+    if (InodeStates.hasMapBlocks(await this.block(b), off)) await this.state(ino);
+  }
+
+  /**
+   * Reason bits (EXCEPTION_REASON) of each of `inos` whose state here differs from its state in
+   * `before` (the same volume at an earlier instant); unchanged files are left out. A file is
+   * decoded only when a block its state is read from differs (or the geometry does). Blocks are
+   * read through prefetch()'s cache: call prefetch(before.touched) first.
+   */
+  async changesSince(before: InodeStates, inos: Iterable<number>): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    const sameGeometry = before.geometry() === this.geometry();
+    const same = new Map<number, boolean>();
+    const sameBlock = async (b: number): Promise<boolean> => {
+      let r = same.get(b);
+      if (r === undefined) {
+        const was = await before.block(b);
+        r = Buffer.from(was.buffer, was.byteOffset, was.byteLength).equals(await this.block(b));
+        same.set(b, r);
+      }
+      return r;
+    };
+    // the blocks both readers hold, compared in one pass
+    for (const [b, was] of before.blockCache) {
+      const now = this.blockCache.get(b);
+      if (now) same.set(b, Buffer.from(was.buffer, was.byteOffset, was.byteLength).equals(now));
+    }
+    const unchanged = async (ino: number): Promise<boolean> => {
+      if (!sameGeometry) return false;
+      const [b, off] = before.inodeBlock(ino);
+      if (!(await sameBlock(b))) return false;
+      if (!InodeStates.hasMapBlocks(await before.block(b), off)) return true;
+      await before.state(ino);
+      for (const m of before.mapBlocks.get(ino) ?? []) if (!(await sameBlock(m))) return false;
+      return true;
+    };
+    for (const ino of inos) {
+      // the common case without a promise: both inode blocks cached, equal, no map blocks
+      if (sameGeometry) {
+        const [b, off] = before.inodeBlock(ino);
+        const was = before.blockCache.get(b);
+        if (was && same.get(b) === true && !InodeStates.hasMapBlocks(was, off)) continue;
+      }
+      if (await unchanged(ino)) continue;
+      const r = compareStates(await before.state(ino), await this.state(ino));
+      if (r !== 0) out.set(ino, r);
+    }
+    return out;
+  }
+
+  /** The state of `ino` (decoded once; a reader is of one instant). */
   async state(ino: number): Promise<FileState> {
+    let st = this.states.get(ino);
+    if (!st) this.states.set(ino, (st = await this.decode(ino)));
+    return st;
+  }
+
+  private async decode(ino: number): Promise<FileState> {
     const { sb } = this;
     const [b, off] = this.inodeBlock(ino);
     const buf = await this.block(b);
+    const deps: number[] = [];
+    const mapBlock = (n: number): Promise<Uint8Array> => { deps.push(n); return this.block(n); };
     const inode = decodeInode(buf, off, sb.inodeSize);
     const v = new DataView(buf.buffer, buf.byteOffset + off, sb.inodeSize);
     const versionHi = sb.inodeSize >= 0x9c && inode.extraIsize >= 0x1c ? v.getUint32(0x98, true) : 0;
@@ -92,9 +200,9 @@ export class InodeStates {
       try {
         const ctx = {
           readBlocks: async (start: number, count: number): Promise<Uint8Array> => {
-            if (count === 1) return this.block(start);
+            if (count === 1) return mapBlock(start);
             const out = new Uint8Array(count * sb.blockSize);
-            for (let i = 0; i < count; i++) out.set(await this.block(start + i), i * sb.blockSize);
+            for (let i = 0; i < count; i++) out.set(await mapBlock(start + i), i * sb.blockSize);
             return out;
           },
           blockSize: sb.blockSize, blocksCount: sb.blocksCount, limitBlocks: ALL_FILE_BLOCKS, ino,
@@ -106,12 +214,18 @@ export class InodeStates {
         blocks = `!${e.message}`;
       }
     } else if (inode.flags & INODE_FLAGS.INLINE_DATA) blocks = 'inline';
+    if (deps.length > 0) this.mapBlocks.set(ino, deps);
     return { ino, gone, mode: inode.mode, links: inode.linksCount, generation: inode.generation, size: inode.size, ctimeNs: inode.ctimeNs, version, blocks };
   }
 }
 
+/** What an InodeStates noted, as plain data. */
+export interface NotedStates { touched: number[]; states: FileState[]; mapBlocks: Array<[number, number[]]> }
+
 /** Reason bits (EXCEPTION_REASON) for a file whose state went from `a` (the freeze) to `b` (the end); 0: unchanged. */
 export function compareStates(a: FileState, b: FileState): number {
+  // not a file in use at either instant (a directory entry to a free inode): nothing moved
+  if (a.gone && b.gone) return 0;
   if (b.gone || b.generation !== a.generation || (b.mode & S_IFMT) !== (a.mode & S_IFMT)) return EXCEPTION_REASON.DELETED;
   let r = 0;
   if (b.ctimeNs !== a.ctimeNs) r |= EXCEPTION_REASON.CTIME;

@@ -29,21 +29,19 @@ import { existsSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SourceBusyError, UnsupportedError } from '../../errors/index.js';
-import { BlockMap, EXCEPTION_REASON, encodeExceptionLog, reasonNames, type ExceptionEntry } from '../../format/index.js';
+import { EXCEPTION_REASON, encodeExceptionLog, reasonNames, type ExceptionEntry } from '../../format/index.js';
 import type { RandomSource } from '../../io/index.js';
 import { classifyVolume, type Classification } from '../../fs/detect.js';
-import { openExt4 } from '../../fs/ext4/index.js';
 import { isExtSuperblock, SUPERBLOCK_OFFSET } from '../../fs/ext4/layout/index.js';
 import { probeKernelFsAt } from '../../fs/pseudo/kernel-fs.js';
 import { RunList } from '../../fs/run-list.js';
-import type { FsTree } from '../../fs/types.js';
-import { HeaderVolume } from '../../restore/header-volume.js';
 import type { BackupHooks } from '../backup.js';
 import { dropCachedPages } from '../freeze.js';
 import { devString } from '../mounted-source.js';
 import type { FreezeTarget } from '../source-check.js';
 import { cacheCoherent, frozenRead, RecordingSource, type Ranges } from './snapshot.js';
-import { compareStates, InodeStates, type FileState } from './file-states.js';
+import { InodeStates } from './file-states.js';
+import { frozenFiles, type FrozenFiles } from './frozen-files.js';
 import { scanOpenWriters, type OpenWriters } from './open-writers.js';
 
 /**
@@ -94,7 +92,7 @@ export class LiveBackup {
   private lastScanMs = 0;
   private scanning: Promise<void> | undefined;
   private scans = 0;
-  private frozenView: Promise<{ paths: Map<number, Uint8Array>; states: Map<number, FileState>; touched: Set<number> }> | undefined;
+  private frozenView: Promise<FrozenFiles> | undefined;
   private freezeMs = 0;
   private freezeRounds = 0;
   private coherent = false;
@@ -122,8 +120,10 @@ export class LiveBackup {
       const kind = await probeKernelFsAt(this.src);
       throw new UnsupportedError(`--live needs an ext2/3/4 filesystem${kind ? `; this one is ${kind === 'xfs' ? 'XFS' : 'btrfs'}` : ''}: use --freeze (a consistent image; writers wait until the backup is done)`);
     }
+    const s0 = performance.now();
     this.atStart = await scanOpenWriters(this.devices);
     this.scans++;
+    this.log(`live: files open for write at the start: ${[...this.atStart.values()].reduce((n, s) => n + s.size, 0)} (scan ${(performance.now() - s0).toFixed(0)} ms)`);
     // the page cache the filesystem keeps current is its own device's: a source that is another
     // device (a whole disk around a partition) or the file behind a loop device has its own
     const st = await stat(this.opts.sourcePath);
@@ -147,8 +147,9 @@ export class LiveBackup {
       }
       // with --base the changed blocks are read and spooled by now (the frames come from the spool)
       await testHook('IMGMOUNT_TEST_BETWEEN_PASSES');
-      const view = new HeaderVolume({ map: new BlockMap(runs, Math.ceil(volumeBytes / cls.blockSize)), controlArea, blockSize: cls.blockSize, volumeBytes });
-      this.frozenView = frozenFiles(view);
+      const f0 = performance.now();
+      this.frozenView = frozenFiles({ runs, blockCount: Math.ceil(volumeBytes / cls.blockSize), controlArea, blockSize: cls.blockSize, volumeBytes }, this.log);
+      void this.frozenView.then((f) => this.log(`live: ${f.paths.size} files in the frozen tree (${(performance.now() - f0).toFixed(0)} ms)`), () => undefined);
       this.frozenView.catch(() => undefined); // awaited in beforeFinish
     },
     beforeFinish: async () => {
@@ -158,14 +159,11 @@ export class LiveBackup {
       await testHook('IMGMOUNT_TEST_BEFORE_END');
       await this.scanDuring();
       // the end: the inode tables and maps as of one more instant
-      const inos = [...frozen.states.keys()];
       const end = await frozenRead(this.src, this.targets, async (vol) => {
         const states = await InodeStates.open(vol);
-        await states.prefetch(frozen.touched);
-        const out = new Map<number, FileState>();
-        for (const ino of inos) out.set(ino, await states.state(ino));
-        return out;
-      }, { ...this.readOpts(false), expected: await endRanges(this.src, frozen.touched) });
+        await states.prefetch(frozen.reader.touched);
+        return states.changesSince(frozen.reader, frozen.paths.keys());
+      }, { ...this.readOpts(false), expected: await endRanges(this.src, frozen.reader.touched) });
       const endFreezeMs = Math.max(...end.windowsMs);
       this.log(`live: end freeze ${endFreezeMs.toFixed(0)} ms (${end.windowsMs.length} round(s))`);
       const entries = this.exceptions(frozen, end.value);
@@ -173,17 +171,17 @@ export class LiveBackup {
       this.report = {
         mountPoints: this.targets.map((t) => t.mountPoint), freezeMs: this.freezeMs, freezeRounds: this.freezeRounds,
         endFreezeMs, endFreezeRounds: end.windowsMs.length, cacheKept: this.coherent,
-        files: frozen.states.size, scans: this.scans,
+        files: frozen.paths.size, scans: this.scans,
         exceptions: entries.map((e) => ({ ino: e.ino, path: text(e.path), reasons: reasonNames(e.reasons) })),
       };
       return encodeExceptionLog(entries);
     },
   };
 
-  private exceptions(frozen: { paths: Map<number, Uint8Array>; states: Map<number, FileState> }, end: Map<number, FileState>): ExceptionEntry[] {
+  private exceptions(frozen: FrozenFiles, changed: ReadonlyMap<number, number>): ExceptionEntry[] {
     const out: ExceptionEntry[] = [];
-    for (const [ino, a] of frozen.states) {
-      let r = compareStates(a, end.get(ino)!);
+    for (const ino of frozen.paths.keys()) {
+      let r = changed.get(ino) ?? 0;
       for (const dev of this.devices) {
         if (this.atStart.get(dev)?.has(ino)) r |= EXCEPTION_REASON.OPEN_AT_START;
         else if (this.during.get(dev)?.has(ino)) r |= EXCEPTION_REASON.OPENED_DURING;
@@ -246,30 +244,6 @@ async function classifyWhole(vol: RandomSource, files: boolean): Promise<Classif
     for (let i = 0; i < r.len; i++) cls.controlData.set(r.start + i, bytes.subarray(i * bs, (i + 1) * bs));
   }
   return cls;
-}
-
-/** Every regular file of the frozen tree (first path found for hard links) and its state. */
-async function frozenFiles(view: HeaderVolume): Promise<{ paths: Map<number, Uint8Array>; states: Map<number, FileState>; touched: Set<number> }> {
-  const tree = await openExt4(view, { cacheBytes: Infinity });
-  const paths = new Map<number, Uint8Array>();
-  await walk(tree, tree.rootIno, new Uint8Array(0), paths, new Set());
-  const states = new Map<number, FileState>();
-  const is = await InodeStates.open(view);
-  for (const ino of paths.keys()) states.set(ino, await is.state(ino));
-  return { paths, states, touched: is.touched };
-}
-
-async function walk(tree: FsTree, dir: number, prefix: Uint8Array, paths: Map<number, Uint8Array>, seen: Set<number>): Promise<void> {
-  seen.add(dir);
-  for (const e of await tree.readdir(dir)) {
-    if ((e.name.byteLength === 1 && e.name[0] === 0x2e) || (e.name.byteLength === 2 && e.name[0] === 0x2e && e.name[1] === 0x2e)) continue;
-    const path = new Uint8Array(prefix.byteLength + 1 + e.name.byteLength);
-    path.set(prefix);
-    path[prefix.byteLength] = 0x2f;
-    path.set(e.name, prefix.byteLength + 1);
-    if (e.type === 'file') { if (!paths.has(e.ino)) paths.set(e.ino, path); }
-    else if (e.type === 'dir' && !seen.has(e.ino)) await walk(tree, e.ino, path, paths, seen);
-  }
 }
 
 async function testHook(name: string): Promise<void> {
