@@ -9,15 +9,13 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const programs = ['imgbackup', 'imginfo', 'imgmount', 'imgrestore'];
-// worker threads' entries, beside the programs (a module finds its worker at new URL('./<name>.mjs', import.meta.url))
-const workers = { 'frozen-files-worker': 'dist/src/backup/live/frozen-files-worker.js' };
 
 // chunk names carry content hashes: start empty so no stale chunk stays behind
 rmSync(new URL('../dist/bundle', import.meta.url), { recursive: true, force: true });
 
 await build({
   absWorkingDir: root,
-  entryPoints: { ...Object.fromEntries(programs.map((p) => [p, `dist/src/cli/${p}.js`])), ...workers },
+  entryPoints: Object.fromEntries(programs.map((p) => [p, `dist/src/cli/${p}.js`])),
   outdir: 'dist/bundle',
   outExtension: { '.js': '.mjs' },
   bundle: true,

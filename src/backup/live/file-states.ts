@@ -81,6 +81,12 @@ export class InodeStates {
     return buf;
   }
 
+  /** Takes `bytes` (whole blocks from `firstBlock` on, as read from this reader's volume) into the cache. */
+  cacheTable(firstBlock: number, bytes: Uint8Array): void {
+    const bs = this.sb.blockSize;
+    for (let i = 0; (i + 1) * bs <= bytes.byteLength; i++) this.blockCache.set(firstBlock + i, bytes.subarray(i * bs, (i + 1) * bs));
+  }
+
   /** Reads `blocks` in large sorted reads (BlockFetcher) into the cache: the end pass's few big reads. */
   async prefetch(blocks: Iterable<number>): Promise<void> {
     const f = new BlockFetcher(this.vol, this.sb.blockSize, this.sb.blocksCount);
@@ -109,25 +115,21 @@ export class InodeStates {
     return u32(I_BLOCK + 48) !== 0 || u32(I_BLOCK + 52) !== 0 || u32(I_BLOCK + 56) !== 0;
   }
 
-  /** What note() has learnt (to carry to another thread: adopt()). */
-  noted(): NotedStates {
-    return { touched: [...this.touched], states: [...this.states.values()], mapBlocks: [...this.mapBlocks] };
-  }
-
-  /** An InodeStates of `vol` that knows what another one (over the same bytes) noted; the touched blocks are read at once. */
-  static async adopt(vol: ByteReader, n: NotedStates): Promise<InodeStates> {
-    const r = await InodeStates.open(vol);
-    for (const b of n.touched) r.touched.add(b);
-    for (const st of n.states) r.states.set(st.ino, st);
-    for (const [ino, blocks] of n.mapBlocks) r.mapBlocks.set(ino, blocks);
-    await r.prefetch(n.touched);
-    return r;
-  }
-
-  /** Reads what changesSince() will need of `ino` at this instant: its inode's block, and the state of a file with map blocks. */
-  async note(ino: number): Promise<void> {
-    const [b, off] = this.inodeBlock(ino);
-    if (InodeStates.hasMapBlocks(await this.block(b), off)) await this.state(ino);
+  /**
+   * Reads what changesSince() will need of `inos` at this instant: their inodes' table blocks (in
+   * a few large reads), and the states of the files with map blocks.
+   */
+  async note(inos: Iterable<number>): Promise<void> {
+    const list = [...inos];
+    const missing = new Set<number>();
+    for (const ino of list) { const b = this.inodeBlock(ino)[0]; if (!this.blockCache.has(b)) missing.add(b); }
+    if (missing.size > 0) await this.prefetch(missing);
+    for (const ino of list) {
+      const [b, off] = this.inodeBlock(ino);
+      this.touched.add(b);
+      const buf = this.blockCache.get(b);
+      if (!buf || InodeStates.hasMapBlocks(buf, off)) await this.state(ino);
+    }
   }
 
   /**
@@ -218,9 +220,6 @@ export class InodeStates {
     return { ino, gone, mode: inode.mode, links: inode.linksCount, generation: inode.generation, size: inode.size, ctimeNs: inode.ctimeNs, version, blocks };
   }
 }
-
-/** What an InodeStates noted, as plain data. */
-export interface NotedStates { touched: number[]; states: FileState[]; mapBlocks: Array<[number, number[]]> }
 
 /** Reason bits (EXCEPTION_REASON) for a file whose state went from `a` (the freeze) to `b` (the end); 0: unchanged. */
 export function compareStates(a: FileState, b: FileState): number {

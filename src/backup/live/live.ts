@@ -29,19 +29,20 @@ import { existsSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SourceBusyError, UnsupportedError } from '../../errors/index.js';
-import { EXCEPTION_REASON, encodeExceptionLog, reasonNames, type ExceptionEntry } from '../../format/index.js';
+import { BlockMap, EXCEPTION_REASON, encodeExceptionLog, reasonNames, type ExceptionEntry } from '../../format/index.js';
 import type { RandomSource } from '../../io/index.js';
 import { classifyVolume, type Classification } from '../../fs/detect.js';
 import { isExtSuperblock, SUPERBLOCK_OFFSET } from '../../fs/ext4/layout/index.js';
 import { probeKernelFsAt } from '../../fs/pseudo/kernel-fs.js';
 import { RunList } from '../../fs/run-list.js';
+import { HeaderVolume } from '../../restore/header-volume.js';
 import type { BackupHooks } from '../backup.js';
 import { dropCachedPages } from '../freeze.js';
 import { devString } from '../mounted-source.js';
 import type { FreezeTarget } from '../source-check.js';
 import { cacheCoherent, frozenRead, RecordingSource, type Ranges } from './snapshot.js';
 import { InodeStates } from './file-states.js';
-import { frozenFiles, type FrozenFiles } from './frozen-files.js';
+import { TreeFiles } from './tree-files.js';
 import { scanOpenWriters, type OpenWriters } from './open-writers.js';
 
 /**
@@ -92,7 +93,7 @@ export class LiveBackup {
   private lastScanMs = 0;
   private scanning: Promise<void> | undefined;
   private scans = 0;
-  private frozenView: Promise<FrozenFiles> | undefined;
+  private frozen: FrozenFiles | undefined;
   private freezeMs = 0;
   private freezeRounds = 0;
   private coherent = false;
@@ -147,22 +148,26 @@ export class LiveBackup {
       }
       // with --base the changed blocks are read and spooled by now (the frames come from the spool)
       await testHook('IMGMOUNT_TEST_BETWEEN_PASSES');
+      // the header's files and their inode blocks as of the freeze (in memory: ~30 ms, see tree-files.ts)
       const f0 = performance.now();
-      this.frozenView = frozenFiles({ runs, blockCount: Math.ceil(volumeBytes / cls.blockSize), controlArea, blockSize: cls.blockSize, volumeBytes }, this.log);
-      void this.frozenView.then((f) => this.log(`live: ${f.paths.size} files in the frozen tree (${(performance.now() - f0).toFixed(0)} ms)`), () => undefined);
-      this.frozenView.catch(() => undefined); // awaited in beforeFinish
+      const view = new HeaderVolume({ map: new BlockMap(runs, Math.ceil(volumeBytes / cls.blockSize)), controlArea, blockSize: cls.blockSize, volumeBytes });
+      const reader = await InodeStates.open(view);
+      const tree = await TreeFiles.scan(view, { log: this.log, onTable: (b, bytes) => reader.cacheTable(b, bytes) });
+      await reader.note(tree.files);
+      this.frozen = { tree, reader };
+      this.log(`live: ${tree.files.length} files in the frozen tree (${(performance.now() - f0).toFixed(0)} ms)`);
     },
     beforeFinish: async () => {
       this.stopScans();
       await this.scanning;
-      const frozen = await this.frozenView!;
+      const frozen = this.frozen!;
       await testHook('IMGMOUNT_TEST_BEFORE_END');
       await this.scanDuring();
       // the end: the inode tables and maps as of one more instant
       const end = await frozenRead(this.src, this.targets, async (vol) => {
         const states = await InodeStates.open(vol);
         await states.prefetch(frozen.reader.touched);
-        return states.changesSince(frozen.reader, frozen.paths.keys());
+        return states.changesSince(frozen.reader, frozen.tree.files);
       }, { ...this.readOpts(false), expected: await endRanges(this.src, frozen.reader.touched) });
       const endFreezeMs = Math.max(...end.windowsMs);
       this.log(`live: end freeze ${endFreezeMs.toFixed(0)} ms (${end.windowsMs.length} round(s))`);
@@ -171,7 +176,7 @@ export class LiveBackup {
       this.report = {
         mountPoints: this.targets.map((t) => t.mountPoint), freezeMs: this.freezeMs, freezeRounds: this.freezeRounds,
         endFreezeMs, endFreezeRounds: end.windowsMs.length, cacheKept: this.coherent,
-        files: frozen.paths.size, scans: this.scans,
+        files: frozen.tree.files.length, scans: this.scans,
         exceptions: entries.map((e) => ({ ino: e.ino, path: text(e.path), reasons: reasonNames(e.reasons) })),
       };
       return encodeExceptionLog(entries);
@@ -180,13 +185,13 @@ export class LiveBackup {
 
   private exceptions(frozen: FrozenFiles, changed: ReadonlyMap<number, number>): ExceptionEntry[] {
     const out: ExceptionEntry[] = [];
-    for (const ino of frozen.paths.keys()) {
+    for (const ino of frozen.tree.files) {
       let r = changed.get(ino) ?? 0;
       for (const dev of this.devices) {
         if (this.atStart.get(dev)?.has(ino)) r |= EXCEPTION_REASON.OPEN_AT_START;
         else if (this.during.get(dev)?.has(ino)) r |= EXCEPTION_REASON.OPENED_DURING;
       }
-      if (r !== 0) out.push({ ino, reasons: r, path: frozen.paths.get(ino)! });
+      if (r !== 0) out.push({ ino, reasons: r, path: frozen.tree.pathOf(ino)! });
     }
     return out.sort((a, b) => a.ino - b.ino);
   }
@@ -245,6 +250,9 @@ async function classifyWhole(vol: RandomSource, files: boolean): Promise<Classif
   }
   return cls;
 }
+
+/** The header's regular files, and what their states at the freeze are read from (InodeStates.note of every file). */
+interface FrozenFiles { tree: TreeFiles; reader: InodeStates }
 
 async function testHook(name: string): Promise<void> {
   const path = process.env[name];

@@ -54,6 +54,17 @@ export interface RawDirent { ino: number; name: Uint8Array; fileType: number }
  */
 export function decodeDirBlock(buf: Uint8Array, hasFiletype: boolean, blockSize = buf.byteLength): RawDirent[] {
   const out: RawDirent[] = [];
+  scanDirBlock(buf, hasFiletype, (ino, at, len, fileType) => { out.push({ ino, name: buf.subarray(at, at + len), fileType }); }, blockSize);
+  return out;
+}
+
+/**
+ * decodeDirBlock without allocating: `visit(ino, nameAt, nameLen, fileType)` for each entry (the
+ * name is buf[nameAt, nameAt + nameLen)). Throws FormatError at the first bad rec_len/name_len,
+ * after visiting the entries before it.
+ */
+export function scanDirBlock(buf: Uint8Array, hasFiletype: boolean, visit: (ino: number, nameAt: number, nameLen: number, fileType: number) => void,
+                             blockSize = buf.byteLength): void {
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let pos = 0;
   while (pos + DIRENT.size <= buf.byteLength) {
@@ -66,8 +77,7 @@ export function decodeDirBlock(buf: Uint8Array, hasFiletype: boolean, blockSize 
       throw new FormatError('ECORRUPT', `ext4 directory entry at byte ${pos}: bad rec_len ${recLen}/name_len ${nameLen}`,
         { at: pos, recLen, nameLen });
     }
-    if (ino !== 0 && nameLen > 0) out.push({ ino, name: buf.subarray(pos + DIRENT.size, pos + DIRENT.size + nameLen), fileType });
+    if (ino !== 0 && nameLen > 0) visit(ino, pos + DIRENT.size, nameLen, fileType);
     pos += recLen;
   }
-  return out;
 }
