@@ -4,9 +4,8 @@
  * Node has no ioctl; and a freeze outlives the process that made it, so whoever thaws must not
  * die with imgbackup: this separate process is both the freezer and the watchdog.
  *
- *   imgmount-freeze MOUNTPOINT MAJOR:MINOR TIMEOUT_MS [SOURCE]
+ *   imgmount-freeze [--wait] [--drop-after PATH] MOUNTPOINT MAJOR:MINOR TIMEOUT_MS [SOURCE]
  *   imgmount-freeze --thaw MOUNTPOINT MAJOR:MINOR
- *   imgmount-freeze --drop SOURCE
  *
  * MOUNTPOINT must be the filesystem of device MAJOR:MINOR (checked with fstat after opening it:
  * another filesystem mounted over it would otherwise be frozen instead).
@@ -20,8 +19,13 @@
  * reads) has its clean cached pages dropped (posix_fadvise DONTNEED): the filesystem writes file
  * data around the device's page cache, which could otherwise hold older copies of those blocks.
  * Before FIFREEZE, syncfs() writes back what is dirty while writers still run (FIFREEZE makes
- * them wait for its own sync). --drop SOURCE only drops SOURCE's clean cached pages (`imgbackup
- * --live` does that after its short freeze, before reading file data; see src/backup/live/).
+ * them wait for its own sync).
+ * --wait: started ahead of time (`imgbackup --live` starts it while it reads the volume before
+ * its short freeze, so the freeze does not wait for a process to start): after the checks it
+ * says "ready\n" and freezes only on "freeze\n"; end of file first: exits 0, nothing frozen.
+ * --drop-after PATH: once thawed because asked, drops PATH's clean cached pages before saying
+ * "thawed" (`imgbackup --live` does that after its short freeze, before it reads file data; see
+ * src/backup/live/); " drop-failed" ends the line if it could not.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -106,17 +110,15 @@ int main(int argc, char **argv) {
     say(r == 0 ? "thawed asked\n" : "thawed asked not-frozen\n");
     return 0;
   }
-  if (argc == 3 && strcmp(argv[1], "--drop") == 0) {
-    int s = open(argv[2], O_RDONLY | O_CLOEXEC);
-    if (s < 0) { int e = errno; say("error %s %s: %s\n", errname(e), argv[2], strerror(e)); return 1; }
-    int r = posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED);
-    close(s);
-    if (r != 0) { say("error %s fadvise %s: %s\n", errname(r), argv[2], strerror(r)); return 1; }
-    say("dropped\n");
-    return 0;
+  int wait_for_go = 0;
+  const char *drop_after = NULL;
+  for (;;) {
+    if (argc > 1 && strcmp(argv[1], "--wait") == 0) { wait_for_go = 1; argv++; argc--; }
+    else if (argc > 2 && strcmp(argv[1], "--drop-after") == 0) { drop_after = argv[2]; argv += 2; argc -= 2; }
+    else break;
   }
   if (argc < 4 || argc > 5) {
-    say("error EINVAL usage: imgmount-freeze MOUNTPOINT MAJOR:MINOR TIMEOUT_MS [SOURCE] | --thaw MOUNTPOINT MAJOR:MINOR\n");
+    say("error EINVAL usage: imgmount-freeze [--wait] [--drop-after PATH] MOUNTPOINT MAJOR:MINOR TIMEOUT_MS [SOURCE] | --thaw MOUNTPOINT MAJOR:MINOR\n");
     return 2;
   }
   const char *mp = argv[1];
@@ -136,6 +138,24 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL); sigaction(SIGINT, &sa, NULL); sigaction(SIGHUP, &sa, NULL);
 
   int fd = open_checked(mp, argv[2]);
+  if (wait_for_go) {
+    say("ready\n");
+    char line[64];
+    size_t have = 0;
+    for (;;) {
+      if (got_signal) return 0;
+      struct pollfd p = {0, POLLIN, 0};
+      int r = ppoll(&p, 1, NULL, &waitmask);
+      if (r < 0) { if (errno == EINTR) continue; return 0; }
+      ssize_t n = read(0, line + have, sizeof line - 1 - have);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) return 0; /* imgbackup is gone or changed its mind: nothing was frozen */
+      have += (size_t)n;
+      line[have] = '\0';
+      if (strchr(line, '\n')) break;
+      if (have >= sizeof line - 1) return 0;
+    }
+  }
   syncfs(fd); /* best effort: FIFREEZE syncs again, with writers waiting */
   struct timespec f0, f1;
   clock_gettime(CLOCK_MONOTONIC, &f0);
@@ -175,6 +195,12 @@ int main(int argc, char **argv) {
   }
   int r = thaw(fd);
   if (r < 0) { int e = errno; say("error %s thaw %s: %s\n", errname(e), mp, strerror(e)); return 1; }
-  say(r == 0 ? "thawed %s\n" : "thawed %s not-frozen\n", reason);
+  const char *dropped = "";
+  if (drop_after && strcmp(reason, "asked") == 0) {
+    int s = open(drop_after, O_RDONLY | O_CLOEXEC);
+    if (s < 0 || posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED) != 0) dropped = " drop-failed";
+    if (s >= 0) close(s);
+  }
+  say(r == 0 ? "thawed %s%s\n" : "thawed %s not-frozen%s\n", reason, dropped);
   return 0;
 }

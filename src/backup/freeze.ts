@@ -45,7 +45,8 @@ export class Freeze {
   private readonly started: bigint;
 
   private constructor(readonly target: FreezeTarget, private readonly child: ChildProcess,
-                      private readonly timeoutSec: number, private readonly lines: LineReader, ioctlMs: number) {
+                      private readonly timeoutSec: number, private readonly lines: LineReader, ioctlMs: number,
+                      private readonly dropAfter?: string) {
     this.started = process.hrtime.bigint() - BigInt(Math.round(ioctlMs * 1e6));
     this.exited = new Promise((resolve) => child.once('close', () => resolve()));
     lines.listen((l) => this.onLine(l));
@@ -60,32 +61,46 @@ export class Freeze {
   }
 
   /** Freezes target; resolves once it is frozen. `timeoutSec` 0: no limit. */
-  static async start(target: FreezeTarget, opts: { timeoutSec: number; sourcePath?: string }): Promise<Freeze> {
-    const helper = freezeHelperPath();
-    if (!helper) {
-      throw new SourceBusyError('EFREEZE', `cannot freeze ${target.mountPoint}: the helper ${HELPER_REL} is not built (npm run build needs a C compiler)`);
+  static async start(target: FreezeTarget, opts: FreezeOptions): Promise<Freeze> {
+    const { child, lines } = spawnHelper(target, opts, false);
+    return Freeze.whenFrozen(target, child, lines, opts);
+  }
+
+  /**
+   * Starts the helper without freezing (--wait): ReadyFreeze.go() then freezes at once, without
+   * waiting for a process to start (40-60 ms here). Resolves once the helper has checked the target.
+   */
+  static async prepare(target: FreezeTarget, opts: FreezeOptions): Promise<ReadyFreeze> {
+    const { child, lines } = spawnHelper(target, opts, true);
+    const first = await lines.next();
+    if (first !== 'ready') {
+      child.stdin!.end();
+      throw helperError(target, first);
     }
-    const args = [target.mountPoint, target.device, String(Math.round(opts.timeoutSec * 1000))];
-    if (opts.sourcePath) args.push(opts.sourcePath);
-    // detached: its own session, so a Ctrl-C meant for imgbackup does not reach it (imgbackup's end does)
-    const child = spawn(helper, args, { detached: true, stdio: ['pipe', 'pipe', 'ignore'] });
-    child.stdin!.on('error', () => undefined); // EPIPE once it is gone: its exit says the rest
-    const lines = new LineReader(child);
+    return {
+      go: () => { child.stdin!.write('freeze\n'); return Freeze.whenFrozen(target, child, lines, opts); },
+      cancel: () => { child.stdin!.end(); },
+    };
+  }
+
+  private static async whenFrozen(target: FreezeTarget, child: ChildProcess, lines: LineReader, opts: FreezeOptions): Promise<Freeze> {
     const first = await lines.next();
     const frozen = /^frozen(?: (\d+(?:\.\d+)?))?$/.exec(first ?? '');
     if (!frozen) {
       child.stdin!.end();
-      const m = /^error (\S+) (.*)$/.exec(first ?? '');
-      throw new SourceBusyError('EFREEZE', `cannot freeze ${target.mountPoint}: ${m ? m[2] : first === undefined ? 'the freeze helper exited' : first}`,
-        { mountPoint: target.mountPoint, errno: m?.[1] });
+      throw helperError(target, first);
     }
-    return new Freeze(target, child, opts.timeoutSec, lines, Number(frozen[1] ?? 0));
+    return new Freeze(target, child, opts.timeoutSec, lines, Number(frozen[1] ?? 0), opts.dropAfter);
   }
 
   private onLine(line: string): void {
     const m = /^thawed (\S+)/.exec(line);
     if (!m) return;
     this.thawedReason = m[1]!;
+    if (line.endsWith(' drop-failed') && !this.lostError) {
+      // file data read next could come from stale cached pages: the backup must not go on
+      this.lostError = new SourceBusyError('EFREEZE', `cannot drop ${this.dropAfter}'s cached pages after the thaw`, { path: this.dropAfter });
+    }
     if (this.asked || this.lostError) return;
     const mp = this.target.mountPoint;
     this.lostError = m[1] === 'timeout'
@@ -107,6 +122,42 @@ export class Freeze {
     this.check();
     return Number(process.hrtime.bigint() - this.started) / 1e6;
   }
+}
+
+export interface FreezeOptions {
+  /** 0: no limit. */
+  timeoutSec: number;
+  /** Dropped of its clean cached pages inside the freeze (the helper's SOURCE). */
+  sourcePath?: string;
+  /** Dropped of its clean cached pages once thawed (by the same helper: `imgbackup --live`, before it reads file data). */
+  dropAfter?: string;
+}
+
+/** A helper started ahead of its freeze (Freeze.prepare). */
+export interface ReadyFreeze {
+  go(): Promise<Freeze>;
+  /** The freeze is not wanted after all: the helper exits, nothing frozen. */
+  cancel(): void;
+}
+
+function spawnHelper(target: FreezeTarget, opts: FreezeOptions, wait: boolean): { child: ChildProcess; lines: LineReader } {
+  const helper = freezeHelperPath();
+  if (!helper) {
+    throw new SourceBusyError('EFREEZE', `cannot freeze ${target.mountPoint}: the helper ${HELPER_REL} is not built (npm run build needs a C compiler)`);
+  }
+  const args = [...(wait ? ['--wait'] : []), ...(opts.dropAfter ? ['--drop-after', opts.dropAfter] : []),
+    target.mountPoint, target.device, String(Math.round(opts.timeoutSec * 1000))];
+  if (opts.sourcePath) args.push(opts.sourcePath);
+  // detached: its own session, so a Ctrl-C meant for imgbackup does not reach it (imgbackup's end does)
+  const child = spawn(helper, args, { detached: true, stdio: ['pipe', 'pipe', 'ignore'] });
+  child.stdin!.on('error', () => undefined); // EPIPE once it is gone: its exit says the rest
+  return { child, lines: new LineReader(child) };
+}
+
+function helperError(target: FreezeTarget, first: string | undefined): SourceBusyError {
+  const m = /^error (\S+) (.*)$/.exec(first ?? '');
+  return new SourceBusyError('EFREEZE', `cannot freeze ${target.mountPoint}: ${m ? m[2] : first === undefined ? 'the freeze helper exited' : first}`,
+    { mountPoint: target.mountPoint, errno: m?.[1] });
 }
 
 /** A freeze whose helper vanished: one more helper run with --thaw (detached: it must finish even if we exit). */
@@ -160,14 +211,19 @@ export interface SourceHold {
   frozen: FreezeTarget[];
 }
 
-/** Freezes `targets` (none: a plain pass-through) for the backup of `src`. */
+/**
+ * Freezes `targets` (none: a plain pass-through) for the backup of `src`; with `ready` (one per
+ * target, from prepareHold), by the helpers already started.
+ */
 export async function holdSource(src: RandomSource, targets: readonly FreezeTarget[],
-                                 opts: { timeoutSec: number; sourcePath?: string }): Promise<SourceHold> {
+                                 opts: FreezeOptions & { ready?: readonly ReadyFreeze[] }): Promise<SourceHold> {
   if (targets.length === 0) return { source: src, release: async () => 0, frozen: [] };
   const freezes: Freeze[] = [];
+  const ready = opts.ready ?? [];
   try {
-    for (const t of targets) freezes.push(await Freeze.start(t, opts));
+    for (let i = 0; i < targets.length; i++) freezes.push(await (ready[i] ? ready[i]!.go() : Freeze.start(targets[i]!, opts)));
   } catch (e) {
+    for (let j = freezes.length + 1; j < ready.length; j++) ready[j]!.cancel(); // the helpers not reached
     await Promise.allSettled(freezes.map((f) => f.thaw()));
     throw e;
   }
@@ -186,17 +242,14 @@ export async function holdSource(src: RandomSource, targets: readonly FreezeTarg
   };
 }
 
-/**
- * Drops the clean cached pages of `sourcePath` (the helper's --drop: posix_fadvise DONTNEED), so
- * that reads after it come from the disk: file data written around the device's page cache may
- * have left older copies there. Throws SourceBusyError EFREEZE if the helper is missing or fails.
- */
-export async function dropCachedPages(sourcePath: string): Promise<void> {
-  const helper = freezeHelperPath();
-  if (!helper) throw new SourceBusyError('EFREEZE', `cannot drop ${sourcePath}'s cached pages: the helper ${HELPER_REL} is not built (npm run build needs a C compiler)`);
-  const child = spawn(helper, ['--drop', sourcePath], { stdio: ['ignore', 'pipe', 'ignore'] });
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
-  if (code !== 0) throw new SourceBusyError('EFREEZE', `cannot drop ${sourcePath}'s cached pages: ${out.trim() || `helper exit ${code}`}`);
+/** Starts the helpers of a later holdSource (Freeze.prepare), one per target; cancel what is not used. */
+export async function prepareHold(targets: readonly FreezeTarget[], opts: FreezeOptions): Promise<ReadyFreeze[]> {
+  const ready: ReadyFreeze[] = [];
+  try {
+    for (const t of targets) ready.push(await Freeze.prepare(t, opts));
+  } catch (e) {
+    for (const r of ready) r.cancel();
+    throw e;
+  }
+  return ready;
 }

@@ -6,7 +6,9 @@
  * - kill -9 (and SIGTERM, SIGINT) of imgbackup while frozen: writable again within 3 s, the
  *   helper gone;
  * - --freeze-timeout: thawed after the timeout, exit 6, no image;
- * - an image (or stdout) on the filesystem to be frozen is refused up front.
+ * - an image (or stdout) on the filesystem to be frozen is refused up front;
+ * - the helper started ahead (Freeze.prepare, --wait): nothing frozen until go(), nothing at all
+ *   if cancelled; --drop-after that cannot drop fails the thaw.
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
@@ -19,6 +21,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT, runCli } from '../helpers/cli.js';
 import { materialise } from '../helpers/materialise.js';
 import { run } from '../fixtures/exec.js';
+import { stat } from 'node:fs/promises';
+import { Freeze } from '../../src/backup/freeze.js';
+import { devString } from '../../src/backup/mounted-source.js';
 import { loopMount, parseWriterLog, startWriter, type WriterOp } from './loop-mount.js';
 
 const now = (): number => performance.timeOrigin + performance.now();
@@ -219,4 +224,35 @@ t.test('refused up front: an image on the filesystem to freeze', async (t) => {
   t.equal((await readFile(join(lm.mountPoint, 'stdout.imgm'))).byteLength, 0, 'nothing written');
   await writeFile(join(lm.mountPoint, 'after'), 'x'); // would hang if left frozen
   t.pass('still writable');
+});
+
+t.test('a helper started ahead freezes on go() only, and not at all if cancelled; a failed drop after the thaw fails it', async (t) => {
+  const lm = await loopMount({ sizeMiB: 64 });
+  t.teardown(() => lm.cleanup());
+  const log = join(lm.dir, 'writer.log');
+  const w = await startWriter(lm.mountPoint, log, lm.dir);
+  t.teardown(() => w.stop());
+  while (parseWriterLog(await readFile(log, 'utf8')).length < 20) await sleep(20);
+  const target = { mountPoint: lm.mountPoint, device: devString((await stat(lm.loop)).rdev), fsType: 'ext4' };
+
+  const ready = await Freeze.prepare(target, { timeoutSec: 30 });
+  t.same((await helpersOn(lm.mountPoint)).length, 1, 'the helper is running');
+  const t0 = now();
+  t.ok(await opAfter(log, t0 + 300, 5000), 'not frozen while it waits: the writer goes on');
+  const f = await ready.go();
+  t.ok(await waitFrozen(lm.mountPoint, log), 'frozen on go()');
+  t.ok((await f.thaw()) > 0, 'thawed');
+  t.ok(await opAfter(log, now(), 5000), 'writable again');
+
+  const cancelled = await Freeze.prepare(target, { timeoutSec: 30 });
+  cancelled.cancel();
+  let left = await helpersOn(lm.mountPoint);
+  for (let i = 0; i < 30 && left.length > 0; i++) { await sleep(100); left = await helpersOn(lm.mountPoint); }
+  t.same(left, [], 'cancelled: the helper exits');
+  const t1 = now();
+  t.ok(await opAfter(log, t1 + 500, 5000), 'and never froze: the writer goes on');
+
+  const dropping = await Freeze.start(target, { timeoutSec: 30, dropAfter: join(lm.dir, 'no-such-file') });
+  await t.rejects(dropping.thaw(), { code: 'EFREEZE', message: /cannot drop .*no-such-file.*cached pages/ }, 'a drop that fails fails the thaw');
+  t.ok(await opAfter(log, now(), 5000), 'thawed all the same');
 });

@@ -5,7 +5,7 @@
  *     freeze only copies those bytes, the classification is made from the copy after the thaw;
  *     a round whose copy lacks something the classifier asks for is repeated). The header is the
  *     filesystem at the last freeze's instant, exactly these bytes. (`freezeMs`: the longest
- *     freeze.) Then the device's cached pages are dropped (file data is read next; see snapshot.ts).
+ *     freeze.) Each thaw drops the device's cached pages (file data is read next; see snapshot.ts).
  *  2. Read the data blocks while writers go on; rescan open files now and then (SCAN_MS). An incremental
  *     (--base) reads each block it must compare once: the bytes it hashed are the bytes it stores
  *     (backup.ts keeps them in a spool), so a block written after the freeze is stored as first
@@ -37,7 +37,6 @@ import { probeKernelFsAt } from '../../fs/pseudo/kernel-fs.js';
 import { RunList } from '../../fs/run-list.js';
 import { HeaderVolume } from '../../restore/header-volume.js';
 import type { BackupHooks } from '../backup.js';
-import { dropCachedPages } from '../freeze.js';
 import { devString } from '../mounted-source.js';
 import type { FreezeTarget } from '../source-check.js';
 import { cacheCoherent, frozenRead, RecordingSource, type Ranges } from './snapshot.js';
@@ -130,11 +129,12 @@ export class LiveBackup {
     const st = await stat(this.opts.sourcePath);
     const sameDevice = st.isBlockDevice() && this.targets.every((t) => t.device === devString(st.rdev));
     this.coherent = sameDevice && cacheCoherent(this.targets.map((t) => t.fsType ?? ''));
-    const r = await frozenRead(this.src, this.targets, (vol) => classifyWhole(vol, !!this.opts.files), this.readOpts(true, () => testHook('IMGMOUNT_TEST_BEFORE_FREEZE')));
+    // file data is read next: the device's cached pages may hold older copies of blocks files now
+    // use, so the freeze's helper drops them once thawed (dropAfter)
+    const r = await frozenRead(this.src, this.targets, (vol) => classifyWhole(vol, !!this.opts.files),
+      { ...this.readOpts(true, () => testHook('IMGMOUNT_TEST_BEFORE_FREEZE')), dropAfter: this.opts.sourcePath });
     this.freezeMs = Math.max(...r.windowsMs);
     this.freezeRounds = r.windowsMs.length;
-    // file data is read next: the device's cached pages may hold older copies of blocks files now use
-    await dropCachedPages(this.opts.sourcePath);
     this.scheduleScan();
     await testHook('IMGMOUNT_TEST_AFTER_THAW');
     return r.value;

@@ -27,7 +27,7 @@
 import { release } from 'node:os';
 import { isImgError } from '../../errors/index.js';
 import { RandomSource } from '../../io/index.js';
-import { holdSource } from '../freeze.js';
+import { holdSource, prepareHold, type ReadyFreeze } from '../freeze.js';
 import type { FreezeTarget } from '../source-check.js';
 import { INCOMPAT, SUPERBLOCK, SUPERBLOCK_OFFSET } from '../../fs/ext4/layout/index.js';
 
@@ -237,37 +237,52 @@ export interface FrozenReadOptions {
   expected?: Ranges;
   /** Called once between the unfrozen pass and the first freeze (a test hook). */
   beforeFreeze?: () => Promise<void>;
+  /** Dropped of its clean cached pages after each thaw, by the freeze's own helper (freeze.ts dropAfter). */
+  dropAfter?: string;
 }
 
 type Compute<T> = (src: RandomSource) => Promise<T>;
+
+/** What `compute` reads (the ranges to copy in the freeze): `expected`, warmed, or recorded from a run on the live volume. */
+async function unfrozenPass<T>(src: RandomSource, compute: Compute<T>, opts: FrozenReadOptions, log: (m: string) => void): Promise<Ranges> {
+  if (opts.expected) {
+    const want = new Ranges().addAll(opts.expected);
+    await copyRanges(src, want);
+    return want;
+  }
+  const rec = new RecordingSource(src, !!opts.cleanJournal);
+  try {
+    await compute(rec);
+  } catch (e) {
+    // the volume moved under the unfrozen pass: what it read is still worth copying
+    if (!isImgError(e)) throw e;
+    log(`live: unfrozen pass: ${e.message}`);
+  }
+  return rec.read;
+}
 
 /** `compute` as of one freeze of `targets`, with the freeze only copying bytes (see the contract). */
 export async function frozenRead<T>(src: RandomSource, targets: readonly FreezeTarget[], compute: Compute<T>,
                                     opts: FrozenReadOptions): Promise<FrozenReadResult<T>> {
   const log = opts.log ?? ((): void => undefined);
   const t0 = performance.now();
+  const holdOpts = { timeoutSec: opts.timeoutSec, sourcePath: opts.coherent ? undefined : opts.sourcePath, dropAfter: opts.dropAfter };
+  // the first freeze's helpers start now, beside the unfrozen pass (so that freeze waits for no process to start)
+  const preparing = prepareHold(targets, holdOpts);
+  preparing.catch(() => undefined); // awaited at the first freeze: its failure is that freeze's
   let want: Ranges;
-  if (opts.expected) {
-    want = new Ranges().addAll(opts.expected);
-    await copyRanges(src, want);
-  } else {
-    const rec = new RecordingSource(src, !!opts.cleanJournal);
-    try {
-      await compute(rec);
-    } catch (e) {
-      // the volume moved under the unfrozen pass: what it read is still worth copying
-      if (!isImgError(e)) throw e;
-      log(`live: unfrozen pass: ${e.message}`);
-    }
-    want = rec.read;
+  try {
+    want = await unfrozenPass(src, compute, opts, log);
+    await opts.beforeFreeze?.();
+  } catch (e) {
+    void preparing.then((rs) => { for (const r of rs) r.cancel(); }, () => undefined);
+    throw e;
   }
-  await opts.beforeFreeze?.();
   log(`live: unfrozen pass read ${want.bytes} bytes in ${want.size} ranges (${(performance.now() - t0).toFixed(0)} ms)`);
   const windowsMs: number[] = [];
-  const holdOpts = { timeoutSec: opts.timeoutSec, sourcePath: opts.coherent ? undefined : opts.sourcePath };
   for (let round = 1; round <= MAX_ROUNDS; round++) {
     const f0 = performance.now();
-    const hold = await holdSource(src, targets, holdOpts);
+    const hold = await holdSource(src, targets, { ...holdOpts, ready: round === 1 ? await preparing : undefined });
     const f1 = performance.now();
     let snap: Snapshot;
     try {
@@ -279,7 +294,7 @@ export async function frozenRead<T>(src: RandomSource, targets: readonly FreezeT
     }
     const f2 = performance.now();
     windowsMs.push(await hold.release());
-    log(`live: freeze ${round}: helper started and froze in ${(f1 - f0).toFixed(0)} ms, copy ${(f2 - f1).toFixed(0)} ms, thaw ${(performance.now() - f2).toFixed(0)} ms`);
+    log(`live: freeze ${round}: froze in ${(f1 - f0).toFixed(0)} ms, copy ${(f2 - f1).toFixed(0)} ms, thaw ${(performance.now() - f2).toFixed(0)} ms`);
     const ss = new SnapshotSource(src, snap);
     let value: T;
     try {
@@ -295,7 +310,7 @@ export async function frozenRead<T>(src: RandomSource, targets: readonly FreezeT
     want.addAll(ss.read).addAll(more);
   }
   // metadata kept moving under us: compute on the frozen device itself
-  const hold = await holdSource(src, targets, { timeoutSec: opts.timeoutSec, sourcePath: opts.sourcePath });
+  const hold = await holdSource(src, targets, { timeoutSec: opts.timeoutSec, sourcePath: opts.sourcePath, dropAfter: opts.dropAfter });
   let value: T;
   try {
     value = await compute(hold.source);
