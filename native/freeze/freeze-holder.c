@@ -23,9 +23,9 @@
  * --wait: started ahead of time (`imgbackup --live` starts it while it reads the volume before
  * its short freeze, so the freeze does not wait for a process to start): after the checks it
  * says "ready\n" and freezes only on "freeze\n"; end of file first: exits 0, nothing frozen.
- * --drop-after PATH: once thawed because asked, drops PATH's clean cached pages before saying
- * "thawed" (`imgbackup --live` does that after its short freeze, before it reads file data; see
- * src/backup/live/); " drop-failed" ends the line if it could not.
+ * --drop-after PATH: once thawed because asked (after the "thawed" line), drops PATH's clean
+ * cached pages before it exits (`imgbackup --live` does that after its short freeze, before it
+ * reads file data; see src/backup/live/); "drop-failed\n" if it could not.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -195,12 +195,11 @@ int main(int argc, char **argv) {
   }
   int r = thaw(fd);
   if (r < 0) { int e = errno; say("error %s thaw %s: %s\n", errname(e), mp, strerror(e)); return 1; }
-  const char *dropped = "";
+  say(r == 0 ? "thawed %s\n" : "thawed %s not-frozen\n", reason);
   if (drop_after && strcmp(reason, "asked") == 0) {
     int s = open(drop_after, O_RDONLY | O_CLOEXEC);
-    if (s < 0 || posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED) != 0) dropped = " drop-failed";
+    if (s < 0 || posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED) != 0) say("drop-failed\n");
     if (s >= 0) close(s);
   }
-  say(r == 0 ? "thawed %s%s\n" : "thawed %s not-frozen%s\n", reason, dropped);
   return 0;
 }

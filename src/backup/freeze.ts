@@ -38,6 +38,7 @@ export function freezeHelperPath(): string | undefined {
 export class Freeze {
   /** Why the helper thawed (asked, parent-gone, timeout, signal), once it did. */
   private thawedReason: string | undefined;
+  private thawedAt: bigint | undefined;
   private lostError: SourceBusyError | undefined;
   private asked = false;
   private readonly exited: Promise<void>;
@@ -94,13 +95,15 @@ export class Freeze {
   }
 
   private onLine(line: string): void {
+    if (line === 'drop-failed') {
+      // file data read next could come from stale cached pages: the backup must not go on
+      this.lostError ??= new SourceBusyError('EFREEZE', `cannot drop ${this.dropAfter}'s cached pages after the thaw`, { path: this.dropAfter });
+      return;
+    }
     const m = /^thawed (\S+)/.exec(line);
     if (!m) return;
     this.thawedReason = m[1]!;
-    if (line.endsWith(' drop-failed') && !this.lostError) {
-      // file data read next could come from stale cached pages: the backup must not go on
-      this.lostError = new SourceBusyError('EFREEZE', `cannot drop ${this.dropAfter}'s cached pages after the thaw`, { path: this.dropAfter });
-    }
+    this.thawedAt = process.hrtime.bigint();
     if (this.asked || this.lostError) return;
     const mp = this.target.mountPoint;
     this.lostError = m[1] === 'timeout'
@@ -112,7 +115,10 @@ export class Freeze {
   /** Throws if the freeze was given up: what was read since may not be consistent. */
   check(): void { if (this.lostError) throw this.lostError; }
 
-  /** Thaws (asks the helper, waits for it to exit); ms frozen. Throws if the freeze had ended before. */
+  /**
+   * Thaws (asks the helper, waits for it to exit: after its drop, with dropAfter); ms frozen, up to
+   * its "thawed" line. Throws if the freeze had ended before, or the drop failed.
+   */
   async thaw(): Promise<number> {
     if (!this.asked) {
       this.asked = true;
@@ -120,7 +126,7 @@ export class Freeze {
     }
     await this.exited;
     this.check();
-    return Number(process.hrtime.bigint() - this.started) / 1e6;
+    return Number((this.thawedAt ?? process.hrtime.bigint()) - this.started) / 1e6;
   }
 }
 

@@ -113,3 +113,11 @@ for (const type of ['ext4', 'ext3'] as const) {
     t.ok(changedRuns > 20, `the random edits changed some file's state in ${changedRuns} of 150 runs`);
   });
 }
+
+t.test('compareStates: a file gone at both instants is unchanged only if nothing else moved', async (t) => {
+  const gone = { ino: 20, gone: true, mode: 0o100644, links: 1, generation: 7, size: 4096, ctimeNs: 5n, version: 1n, blocks: '0:100+1' };
+  t.equal(compareStates(gone, { ...gone }), 0, 'the same bytes: no change');
+  t.equal(compareStates(gone, { ...gone, blocks: '0:200+1' }), EXCEPTION_REASON.DELETED, 'its blocks moved: in the log');
+  t.equal(compareStates(gone, { ...gone, ctimeNs: 6n }), EXCEPTION_REASON.DELETED, 'its change time moved: in the log');
+  t.equal(compareStates({ ...gone, gone: false }, gone), EXCEPTION_REASON.DELETED, 'in use at the freeze, gone at the end: deleted');
+});

@@ -62,11 +62,11 @@ t.test('damage: a directory loop and a garbage directory block', { skip: !tools.
   const image = `${dir}/v.img`;
   await run('mke2fs', ['-q', '-t', 'ext4', '-b', '1024', '-N', '128', '-O', '^dir_index', '-F', image, '4M'], { env: toolEnv() });
   // (ln makes a name without counting it: the link count is set to 2 by hand)
-  await runDebugfs(image, ['mkdir a', 'mkdir a/b', 'mkdir c', 'write /dev/null a/b/f1', 'write /dev/null a/f2', 'write /dev/null c/f3',
-    'write /dev/null top', 'ln a/f2 c/f2-link', 'sif a/f2 links_count 2'], { write: true });
+  await runDebugfs(image, ['mkdir a', 'mkdir a/b', 'mkdir c', 'mkdir c/d', 'write /dev/null a/b/f1', 'write /dev/null a/f2', 'write /dev/null c/f3',
+    'write /dev/null c/d/f4', 'write /dev/null top', 'ln a/f2 c/f2-link', 'sif a/f2 links_count 2'], { write: true });
   const clean = new Uint8Array(await readFile(image));
   const got = await check(t, new MemorySource(clean), 'clean');
-  t.equal(got.files.length, 4, 'four files (one with two names)');
+  t.equal(got.files.length, 5, 'five files (one with two names)');
   const blockOf = async (path: string): Promise<number> => Number(/\(0\):(\d+)/.exec((await run('debugfs', ['-R', `stat ${path}`, image], { env: toolEnv() })).stdout)![1]);
   const inoOf = async (path: string): Promise<number> => Number(/Inode: (\d+)/.exec((await run('debugfs', ['-R', `stat ${path}`, image], { env: toolEnv() })).stdout)![1]);
 
@@ -79,7 +79,7 @@ t.test('damage: a directory loop and a garbage directory block', { skip: !tools.
 
   // a cycle cut off from the root: the root's entry "a" names c instead, and a/b's entry "f1" names
   // a (so a's only name is inside b, b's inside a); f2's first name (a/f2) is in the cycle, its
-  // other (c/f2-link) is not
+  // other (c/f2-link) is not; and a/f2 is made to name c/d, which the cut-off a is scanned before c
   const loop = clean.slice();
   const [root, a, b, c] = [2, await inoOf('a'), await inoOf('a/b'), await inoOf('c')];
   const f1 = await inoOf('a/b/f1');
@@ -95,8 +95,12 @@ t.test('damage: a directory loop and a garbage directory block', { skip: !tools.
   };
   t.ok(await repoint(await blockOf('/'), a, c), "the root's entry a now names c");
   t.ok(await repoint(await blockOf('a/b'), f1, a), "a/b's entry f1 now names a");
+  const f2 = await inoOf('a/f2'), d = await inoOf('c/d');
+  t.ok(d > a, 'c/d comes after a in inode order');
+  t.ok(await repoint(await blockOf('a'), f2, d), "a's entry f2 now names c/d");
   t.ok(root && b, 'inodes found');
   const l = await check(t, new MemorySource(loop), 'cycle');
   t.notOk(l.files.includes(f1), 'a/b/f1 is not in the tree');
-  t.ok(l.files.includes(await inoOf('a/f2')), 'f2 is, by its other name');
+  t.ok(l.files.includes(f2), 'f2 is, by its other name');
+  t.ok(l.files.includes(await inoOf('c/d/f4')), 'c/d/f4 is: c/d is reached from the root, whatever else names it');
 });

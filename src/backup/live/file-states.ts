@@ -145,8 +145,14 @@ export class InodeStates {
     const sameBlock = async (b: number): Promise<boolean> => {
       let r = same.get(b);
       if (r === undefined) {
-        const was = await before.block(b);
-        r = Buffer.from(was.buffer, was.byteOffset, was.byteLength).equals(await this.block(b));
+        try {
+          const was = await before.block(b);
+          r = Buffer.from(was.buffer, was.byteOffset, was.byteLength).equals(await this.block(b));
+        } catch (e) {
+          // unreadable on either side: decode both (a state records what it could not read)
+          if (!isImgError(e)) throw e;
+          r = false;
+        }
         same.set(b, r);
       }
       return r;
@@ -223,8 +229,13 @@ export class InodeStates {
 
 /** Reason bits (EXCEPTION_REASON) for a file whose state went from `a` (the freeze) to `b` (the end); 0: unchanged. */
 export function compareStates(a: FileState, b: FileState): number {
-  // not a file in use at either instant (a directory entry to a free inode): nothing moved
-  if (a.gone && b.gone) return 0;
+  // not a file in use at either instant (a free inode, or a damaged one with dtime set): unchanged
+  // only if nothing else moved either
+  if (a.gone && b.gone) {
+    const same = a.generation === b.generation && a.mode === b.mode && a.links === b.links && a.ctimeNs === b.ctimeNs &&
+      a.version === b.version && a.size === b.size && a.blocks === b.blocks;
+    return same ? 0 : EXCEPTION_REASON.DELETED;
+  }
   if (b.gone || b.generation !== a.generation || (b.mode & S_IFMT) !== (a.mode & S_IFMT)) return EXCEPTION_REASON.DELETED;
   let r = 0;
   if (b.ctimeNs !== a.ctimeNs) r |= EXCEPTION_REASON.CTIME;

@@ -281,6 +281,9 @@ export async function frozenRead<T>(src: RandomSource, targets: readonly FreezeT
   log(`live: unfrozen pass read ${want.bytes} bytes in ${want.size} ranges (${(performance.now() - t0).toFixed(0)} ms)`);
   const windowsMs: number[] = [];
   for (let round = 1; round <= MAX_ROUNDS; round++) {
+    // a later round (metadata moved under the last): warm what it copies, unfrozen, as the first
+    // pass did (the last thaw's drop emptied the cache)
+    if (round > 1) await copyRanges(src, want);
     const f0 = performance.now();
     const hold = await holdSource(src, targets, { ...holdOpts, ready: round === 1 ? await preparing : undefined });
     const f1 = performance.now();

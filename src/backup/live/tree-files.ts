@@ -2,10 +2,10 @@
  * The regular files of an ext2/3/4 tree as a `--live` backup's exception log needs them (which
  * files the header holds, and a path for the few the log names), found without walking the tree
  * through the filesystem reader: one pass over the in-use part of every inode table (its
- * directories and linked regular files), one over every directory's blocks (decodeDirBlock:
- * names stay views of the blocks). A file is in the tree when a directory that is itself
- * reachable from the root names it; its path (the first name found, for hard links) is made only
- * when asked, from each directory's one entry in its parent.
+ * directories and linked regular files), one over every directory's blocks (scanDirBlock:
+ * names stay views of the blocks). Directories are reached from the root breadth first over
+ * every entry; a file is in the tree when a reached directory names it; its path (the first such
+ * name, for hard links) is made only when asked. Memory follows the inodes in use.
  * Why not the reader's walk: over the in-memory header it was 0.45 s of CPU on the standard volume
  * (29k files, 1,157 directories: inode records, name maps, a path per file), and a --live backup
  * pays for it one-for-one, whether on the main thread or in a worker beside the data pass (two
@@ -26,59 +26,56 @@ import {
 } from '../../fs/ext4/layout/index.js';
 import { buildExtentMap, buildIndirectMap } from '../../fs/ext4/tree-block-map.js';
 
-/** Deepest directory chain a path is followed up (a loop in damaged directories ends there). */
-const MAX_DEPTH = 4096;
+/** What an in-use inode is to the scan. */
+const FILE = 1, DIR = 2;
 
-/** What an inode is to the scan (by inode number, in `kind`). */
-const NONE = 0, FILE = 1, DIR = 2;
+/** One directory entry kept: the directory holding it, and where its name is (`bufs[buf]` at `at`, `len` bytes). */
+interface Entry { dir: number; buf: number; at: number; len: number }
 
 export class TreeFiles {
   /** Regular files (by inode) reachable from the root, ascending. */
   readonly files: number[];
+  /** The entry each reachable directory and each file of `files` is named by (its path's last step). */
+  private readonly named = new Map<number, Entry>();
 
   /**
-   * `parent[ino]`: the directory whose entry named it first (0: none); its name is
-   * `bufs[nameBuf[ino]]` at `nameAt[ino]`, `nameLen[ino]` bytes.
+   * `entries`: every directory's entries naming an in-use directory or regular file, in scan
+   * order. Directories are reached from the root breadth first over all of them (so a directory
+   * that a damaged, cut-off directory also names is still found, and no loop is followed); a file
+   * is in the tree when one of its names is in a reached directory.
    */
-  private constructor(kind: Uint8Array, private readonly parent: Uint32Array, private readonly bufs: Uint8Array[],
-                      private readonly nameBuf: Uint32Array, private readonly nameAt: Uint32Array, private readonly nameLen: Uint16Array,
-                      more: Map<number, Array<[number, number, number, number]>>) {
-    // reachable from the root: 1 yes, 2 no, 0 not known yet
-    const reach = new Uint8Array(kind.length);
-    reach[ROOT_INO] = 1;
-    const chain: number[] = [];
-    const reachable = (dir: number): boolean => {
-      chain.length = 0;
-      let d = dir;
-      while (reach[d] === 0) {
-        if (parent[d] === 0 || chain.length >= MAX_DEPTH) { reach[d] = 2; break; }
-        chain.push(d);
-        reach[d] = 3; // on this chain: a loop ends here
-        d = parent[d]!;
-      }
-      const r = reach[d] === 1 ? 1 : 2;
-      for (const c of chain) reach[c] = r;
-      return r === 1;
-    };
-    const files: number[] = [];
-    for (let ino = 1; ino < kind.length; ino++) {
-      if (kind[ino] !== FILE || parent[ino] === 0) continue;
-      if (reachable(parent[ino]!)) { files.push(ino); continue; }
-      // a hard link whose first name is in a directory cut off from the root (damage): another name may not be
-      const other = more.get(ino)?.find(([dir]) => reachable(dir));
-      if (other) { [parent[ino], nameBuf[ino], nameAt[ino], nameLen[ino]] = other; files.push(ino); }
+  private constructor(kinds: Map<number, number>, entries: Array<Entry & { ino: number }>, private readonly bufs: Uint8Array[]) {
+    const children = new Map<number, number[]>();
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      if (kinds.get(e.ino) !== DIR) continue;
+      let c = children.get(e.dir);
+      if (!c) children.set(e.dir, (c = []));
+      c.push(i);
     }
-    this.files = files;
+    const reached = new Set<number>([ROOT_INO]);
+    for (let queue = [ROOT_INO], k = 0; k < queue.length; k++) {
+      for (const i of children.get(queue[k]!) ?? []) {
+        const e = entries[i]!;
+        if (reached.has(e.ino)) continue;
+        reached.add(e.ino);
+        this.named.set(e.ino, e);
+        queue.push(e.ino);
+      }
+    }
+    for (const e of entries) if (kinds.get(e.ino) === FILE && !this.named.has(e.ino) && reached.has(e.dir)) this.named.set(e.ino, e);
+    this.files = [...kinds].filter(([ino, k]) => k === FILE && this.named.has(ino)).map(([ino]) => ino).sort((a, b) => a - b);
   }
 
   /** "/dir/name" of a file of `files` (bytes as the directories hold them), or undefined. */
   pathOf(ino: number): Uint8Array | undefined {
     const names: Uint8Array[] = [];
+    // every reached directory's entry is in a directory reached before it: this ends at the root
     for (let at = ino; at !== ROOT_INO;) {
-      if (at >= this.parent.length || this.parent[at] === 0 || names.length >= MAX_DEPTH) return undefined;
-      const buf = this.bufs[this.nameBuf[at]!]!;
-      names.push(buf.subarray(this.nameAt[at]!, this.nameAt[at]! + this.nameLen[at]!));
-      at = this.parent[at]!;
+      const e = this.named.get(at);
+      if (!e) return undefined;
+      names.push(this.bufs[e.buf]!.subarray(e.at, e.at + e.len));
+      at = e.dir;
     }
     let n = 0;
     for (const p of names) n += 1 + p.byteLength;
@@ -109,7 +106,7 @@ export class TreeFiles {
     }
     // the inode tables' in-use part (as the classifier reads it: the bitmap's highest bit, or the
     // unused count group checksums vouch for): directories and linked regular files
-    const kind = new Uint8Array(sb.inodesCount + 1);
+    const kinds = new Map<number, number>();
     const dirs: Array<{ ino: number; inode: ReturnType<typeof decodeInode> }> = [];
     const tableBlocks = Math.ceil((sb.inodesPerGroup * sb.inodeSize) / bs);
     const MODE = INODE.at.i_mode, LINKS = INODE.at.i_links_count;
@@ -140,36 +137,23 @@ export class TreeFiles {
         const type = (table[off + MODE]! | (table[off + MODE + 1]! << 8)) & S_IFMT;
         // no links: deleted, or open and unlinked (an orphan), in no directory
         if ((type !== S_IFDIR && type !== S_IFREG) || (table[off + LINKS]! | table[off + LINKS + 1]!) === 0) continue;
-        if (type === S_IFREG) kind[ino] = FILE;
-        else { kind[ino] = DIR; dirs.push({ ino, inode: decodeInode(table, off, sb.inodeSize) }); }
+        if (type === S_IFREG) kinds.set(ino, FILE);
+        else { kinds.set(ino, DIR); dirs.push({ ino, inode: decodeInode(table, off, sb.inodeSize) }); }
       }
     }
-    // every directory's entries: the first name of each file, each directory's name in its parent
-    const parent = new Uint32Array(kind.length);
-    const nameBuf = new Uint32Array(kind.length);
-    const nameAt = new Uint32Array(kind.length);
-    const nameLen = new Uint16Array(kind.length);
+    // every directory's entries naming an in-use directory or file (names stay views of the blocks)
+    const entries: Array<Entry & { ino: number }> = [];
     const bufs: Uint8Array[] = [];
-    /** The other names of files with more than one: [dir, buffer, at, length]. */
-    const more = new Map<number, Array<[number, number, number, number]>>();
-    const another = (ino: number, dir: number, bi: number, at: number, len: number): void => {
-      if (kind[ino] !== FILE) return;
-      let m = more.get(ino);
-      if (!m) more.set(ino, (m = []));
-      m.push([dir, bi, at, len]);
-    };
     const filetype = hasIncompat(sb, INCOMPAT.FILETYPE);
     let inlineTree: Awaited<ReturnType<typeof openExt4>> | undefined;
     for (const { ino: dir, inode } of dirs) {
       try {
-        const areas: Uint8Array[] = [];
         if (inode.flags & INODE_FLAGS.INLINE_DATA) {
           // rare (inline_data, small directories): the reader lists them
           inlineTree ??= await openExt4(vol, { cacheBytes: Infinity });
           for (const e of await inlineTree.readdir(dir)) {
-            if (isDot(e.name) || e.ino >= kind.length || kind[e.ino] === NONE) continue;
-            if (parent[e.ino] !== 0) { another(e.ino, dir, bufs.length, 0, e.name.byteLength); bufs.push(e.name); continue; }
-            parent[e.ino] = dir; nameBuf[e.ino] = bufs.length; nameAt[e.ino] = 0; nameLen[e.ino] = e.name.byteLength;
+            if (isDot(e.name) || !kinds.has(e.ino)) continue;
+            entries.push({ ino: e.ino, dir, buf: bufs.length, at: 0, len: e.name.byteLength });
             bufs.push(e.name);
           }
           continue;
@@ -179,17 +163,16 @@ export class TreeFiles {
           blockSize: bs, blocksCount: sb.blocksCount, limitBlocks: Math.ceil(inode.size / bs), ino: dir,
         };
         const map = inode.flags & INODE_FLAGS.EXTENTS ? await buildExtentMap(inode.iBlock, ctx) : await buildIndirectMap(inode.iBlock, ctx);
-        for (const run of map.toExtents()) areas.push(await vol.readAt(run.volumeBlock * bs, run.lenBlocks * bs));
-        for (const buf of areas) {
+        for (const run of map.toExtents()) {
+          const buf = await vol.readAt(run.volumeBlock * bs, run.lenBlocks * bs);
           const bi = bufs.length;
           bufs.push(buf);
           for (let off = 0; off < buf.byteLength; off += bs) {
             try {
               scanDirBlock(buf.subarray(off, off + bs), filetype, (ino, at, len) => {
-                if (ino >= kind.length || kind[ino] === NONE) return;
+                if (!kinds.has(ino)) return;
                 if (len <= 2 && buf[off + at] === 0x2e && (len === 1 || buf[off + at + 1] === 0x2e)) return; // '.', '..'
-                if (parent[ino] !== 0) { another(ino, dir, bi, off + at, len); return; }
-                parent[ino] = dir; nameBuf[ino] = bi; nameAt[ino] = off + at; nameLen[ino] = len;
+                entries.push({ ino, dir, buf: bi, at: off + at, len });
               }, bs);
             } catch (e) {
               if (!isImgError(e)) throw e;
@@ -202,7 +185,7 @@ export class TreeFiles {
         log(`live: directory ${dir} not read (${e.message}); the files only it names are not compared`);
       }
     }
-    return new TreeFiles(kind, parent, bufs, nameBuf, nameAt, nameLen, more);
+    return new TreeFiles(kinds, entries, bufs);
   }
 }
 
