@@ -16,7 +16,7 @@ import type { ByteReader } from '../../io/index.js';
 import { BlockFetcher } from '../../fs/ext4/classify-reader.js';
 import { Ext4Geometry } from '../../fs/ext4/geometry.js';
 import {
-  EXTENT_HEADER, EXTENT_MAGIC, INODE, INODE_FLAGS, S_IFMT, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, decodeGroupDesc, decodeInode, decodeSuperblock, type Superblock,
+  EXTENT_HEADER, EXTENT_MAGIC, INODE, INODE_FLAGS, S_IFMT, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, decodeGroupDesc, decodeInode, decodeSuperblock, type GroupDesc, type Superblock,
 } from '../../fs/ext4/layout/index.js';
 import { buildExtentMap, buildIndirectMap } from '../../fs/ext4/tree-block-map.js';
 
@@ -32,6 +32,18 @@ export interface FileState {
   version: bigint;
   /** The block list as "fileBlock:volumeBlock+len" runs; "!" + message when it could not be read. */
   blocks: string;
+}
+
+/** The superblock and every group descriptor (the primary copies), read from `vol`. */
+export async function readGroupDescs(vol: ByteReader): Promise<{ sb: Superblock; descs: GroupDesc[] }> {
+  const sb = decodeSuperblock(await vol.readAt(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE));
+  const geo = new Ext4Geometry(sb);
+  const descs: GroupDesc[] = [];
+  for (let i = 0; i < geo.gdtBlocks; i++) {
+    const buf = await vol.readAt(geo.descBlock(i) * sb.blockSize, sb.blockSize);
+    for (let k = 0; k < geo.descPerBlock && descs.length < sb.groupCount; k++) descs.push(decodeGroupDesc(buf, k, sb.descSize));
+  }
+  return { sb, descs };
 }
 
 /** Where in an inode: its flags, i_block (an extent header, or 12 direct and 3 indirect block pointers). */
@@ -53,14 +65,8 @@ export class InodeStates {
   private constructor(private readonly vol: ByteReader, readonly sb: Superblock, tables: number[]) { this.tables = tables; }
 
   static async open(vol: ByteReader): Promise<InodeStates> {
-    const sb = decodeSuperblock(await vol.readAt(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE));
-    const geo = new Ext4Geometry(sb);
-    const tables: number[] = [];
-    for (let i = 0; i < geo.gdtBlocks; i++) {
-      const buf = await vol.readAt(geo.descBlock(i) * sb.blockSize, sb.blockSize);
-      for (let k = 0; k < geo.descPerBlock && tables.length < sb.groupCount; k++) tables.push(decodeGroupDesc(buf, k, sb.descSize).inodeTable);
-    }
-    return new InodeStates(vol, sb, tables);
+    const { sb, descs } = await readGroupDescs(vol);
+    return new InodeStates(vol, sb, descs.map((d) => d.inodeTable));
   }
 
   /** The volume block holding inode `ino`, and the inode's offset in it. */
@@ -134,51 +140,29 @@ export class InodeStates {
 
   /**
    * Reason bits (EXCEPTION_REASON) of each of `inos` whose state here differs from its state in
-   * `before` (the same volume at an earlier instant); unchanged files are left out. A file is
-   * decoded only when a block its state is read from differs (or the geometry does). Blocks are
-   * read through prefetch()'s cache: call prefetch(before.touched) first.
+   * `before` (the same volume at an earlier instant); unchanged files are left out. The blocks
+   * `before` read are fetched here first (a few large reads); a file is decoded only when the
+   * geometry or a block its earlier state was read from differs, or was not read on both sides.
    */
   async changesSince(before: InodeStates, inos: Iterable<number>): Promise<Map<number, number>> {
-    const out = new Map<number, number>();
+    await this.prefetch([...before.touched].filter((b) => !this.blockCache.has(b)));
     const sameGeometry = before.geometry() === this.geometry();
-    const same = new Map<number, boolean>();
-    const sameBlock = async (b: number): Promise<boolean> => {
-      let r = same.get(b);
-      if (r === undefined) {
-        try {
-          const was = await before.block(b);
-          r = Buffer.from(was.buffer, was.byteOffset, was.byteLength).equals(await this.block(b));
-        } catch (e) {
-          // unreadable on either side: decode both (a state records what it could not read)
-          if (!isImgError(e)) throw e;
-          r = false;
-        }
-        same.set(b, r);
-      }
-      return r;
-    };
-    // the blocks both readers hold, compared in one pass
+    const same = new Set<number>();
     for (const [b, was] of before.blockCache) {
       const now = this.blockCache.get(b);
-      if (now) same.set(b, Buffer.from(was.buffer, was.byteOffset, was.byteLength).equals(now));
+      if (now && Buffer.from(was.buffer, was.byteOffset, was.byteLength).equals(now)) same.add(b);
     }
-    const unchanged = async (ino: number): Promise<boolean> => {
-      if (!sameGeometry) return false;
+    // unchanged: its inode block is the same, and either it has no map blocks or its earlier state
+    // (note() decoded it) was read from map blocks that are all the same
+    const unchanged = (ino: number): boolean => {
       const [b, off] = before.inodeBlock(ino);
-      if (!(await sameBlock(b))) return false;
-      if (!InodeStates.hasMapBlocks(await before.block(b), off)) return true;
-      await before.state(ino);
-      for (const m of before.mapBlocks.get(ino) ?? []) if (!(await sameBlock(m))) return false;
-      return true;
+      if (!sameGeometry || !same.has(b)) return false;
+      if (!InodeStates.hasMapBlocks(before.blockCache.get(b)!, off)) return true;
+      return before.states.has(ino) && (before.mapBlocks.get(ino) ?? []).every((m) => same.has(m));
     };
+    const out = new Map<number, number>();
     for (const ino of inos) {
-      // the common case without a promise: both inode blocks cached, equal, no map blocks
-      if (sameGeometry) {
-        const [b, off] = before.inodeBlock(ino);
-        const was = before.blockCache.get(b);
-        if (was && same.get(b) === true && !InodeStates.hasMapBlocks(was, off)) continue;
-      }
-      if (await unchanged(ino)) continue;
+      if (unchanged(ino)) continue;
       const r = compareStates(await before.state(ino), await this.state(ino));
       if (r !== 0) out.set(ino, r);
     }

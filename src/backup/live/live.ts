@@ -166,7 +166,6 @@ export class LiveBackup {
       // the end: the inode tables and maps as of one more instant
       const end = await frozenRead(this.src, this.targets, async (vol) => {
         const states = await InodeStates.open(vol);
-        await states.prefetch(frozen.reader.touched);
         return states.changesSince(frozen.reader, frozen.tree.files);
       }, { ...this.readOpts(false), expected: await endRanges(this.src, frozen.reader.touched) });
       const endFreezeMs = Math.max(...end.windowsMs);

@@ -27,7 +27,7 @@
 import { release } from 'node:os';
 import { isImgError } from '../../errors/index.js';
 import { RandomSource } from '../../io/index.js';
-import { holdSource, prepareHold, type ReadyFreeze } from '../freeze.js';
+import { holdSource, prepareHold } from '../freeze.js';
 import type { FreezeTarget } from '../source-check.js';
 import { INCOMPAT, SUPERBLOCK, SUPERBLOCK_OFFSET } from '../../fs/ext4/layout/index.js';
 

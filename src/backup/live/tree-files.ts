@@ -17,14 +17,14 @@
  */
 import { isImgError } from '../../errors/index.js';
 import type { ByteReader } from '../../io/index.js';
-import { highestSetBit, testBit } from '../../fs/ext4/bitmap.js';
+import { testBit } from '../../fs/ext4/bitmap.js';
 import { Ext4Geometry } from '../../fs/ext4/geometry.js';
 import { openExt4 } from '../../fs/ext4/index.js';
 import {
-  BG_FLAGS, INCOMPAT, INODE, INODE_FLAGS, RO_COMPAT, ROOT_INO, S_IFDIR, S_IFMT, S_IFREG, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE,
-  scanDirBlock, decodeGroupDesc, decodeInode, decodeSuperblock, hasIncompat, hasRoCompat, type GroupDesc,
+  BG_FLAGS, INCOMPAT, INODE, INODE_FLAGS, ROOT_INO, S_IFDIR, S_IFMT, S_IFREG, scanDirBlock, decodeInode, hasIncompat,
 } from '../../fs/ext4/layout/index.js';
 import { buildExtentMap, buildIndirectMap } from '../../fs/ext4/tree-block-map.js';
+import { readGroupDescs } from './file-states.js';
 
 /** What an in-use inode is to the scan. */
 const FILE = 1, DIR = 2;
@@ -45,25 +45,23 @@ export class TreeFiles {
    * is in the tree when one of its names is in a reached directory.
    */
   private constructor(kinds: Map<number, number>, entries: Array<Entry & { ino: number }>, private readonly bufs: Uint8Array[]) {
-    const children = new Map<number, number[]>();
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i]!;
+    const subdirs = new Map<number, Array<Entry & { ino: number }>>();
+    for (const e of entries) {
       if (kinds.get(e.ino) !== DIR) continue;
-      let c = children.get(e.dir);
-      if (!c) children.set(e.dir, (c = []));
-      c.push(i);
+      let c = subdirs.get(e.dir);
+      if (!c) subdirs.set(e.dir, (c = []));
+      c.push(e);
     }
-    const reached = new Set<number>([ROOT_INO]);
+    // a directory is reached when it is the root or named (by an entry in a reached directory)
+    const reached = (dir: number): boolean => dir === ROOT_INO || this.named.has(dir);
     for (let queue = [ROOT_INO], k = 0; k < queue.length; k++) {
-      for (const i of children.get(queue[k]!) ?? []) {
-        const e = entries[i]!;
-        if (reached.has(e.ino)) continue;
-        reached.add(e.ino);
+      for (const e of subdirs.get(queue[k]!) ?? []) {
+        if (reached(e.ino)) continue;
         this.named.set(e.ino, e);
         queue.push(e.ino);
       }
     }
-    for (const e of entries) if (kinds.get(e.ino) === FILE && !this.named.has(e.ino) && reached.has(e.dir)) this.named.set(e.ino, e);
+    for (const e of entries) if (kinds.get(e.ino) === FILE && !this.named.has(e.ino) && reached(e.dir)) this.named.set(e.ino, e);
     this.files = [...kinds].filter(([ino, k]) => k === FILE && this.named.has(ino)).map(([ino]) => ino).sort((a, b) => a - b);
   }
 
@@ -95,31 +93,23 @@ export class TreeFiles {
    */
   static async scan(vol: ByteReader, opts: { log?: (m: string) => void; onTable?: (firstBlock: number, bytes: Uint8Array) => void } = {}): Promise<TreeFiles> {
     const log = opts.log ?? ((): void => undefined);
-    const sb = decodeSuperblock(await vol.readAt(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE));
+    const { sb, descs } = await readGroupDescs(vol);
     const geo = new Ext4Geometry(sb);
     const bs = sb.blockSize;
-    const csum = hasRoCompat(sb, RO_COMPAT.GDT_CSUM) || hasRoCompat(sb, RO_COMPAT.METADATA_CSUM);
-    const descs: GroupDesc[] = [];
-    for (let i = 0; i < geo.gdtBlocks; i++) {
-      const buf = await vol.readAt(geo.descBlock(i) * bs, bs);
-      for (let k = 0; k < geo.descPerBlock && descs.length < sb.groupCount; k++) descs.push(decodeGroupDesc(buf, k, sb.descSize));
-    }
-    // the inode tables' in-use part (as the classifier reads it: the bitmap's highest bit, or the
-    // unused count group checksums vouch for): directories and linked regular files
+    // the inode tables' in-use part (Ext4Geometry.inodesInUse, as the classifier reads them):
+    // directories and linked regular files
     const kinds = new Map<number, number>();
     const dirs: Array<{ ino: number; inode: ReturnType<typeof decodeInode> }> = [];
     const tableBlocks = Math.ceil((sb.inodesPerGroup * sb.inodeSize) / bs);
     const MODE = INODE.at.i_mode, LINKS = INODE.at.i_links_count;
     for (let g = 0; g < descs.length; g++) {
       const gd = descs[g]!;
-      if (csum && gd.flags & BG_FLAGS.INODE_UNINIT) continue;
+      if (geo.groupCsum && gd.flags & BG_FLAGS.INODE_UNINIT) continue;
       let table: Uint8Array, bitmap: Uint8Array;
       let n: number;
       try {
         bitmap = await vol.readAt(gd.inodeBitmap * bs, bs);
-        n = highestSetBit(bitmap, sb.inodesPerGroup) + 1;
-        if (csum) n = Math.max(n, sb.inodesPerGroup - Math.min(gd.itableUnused, sb.inodesPerGroup));
-        n = Math.max(0, Math.min(n, sb.inodesCount - g * sb.inodesPerGroup));
+        n = geo.inodesInUse(g, gd.itableUnused, bitmap).count;
         if (n === 0) continue;
         table = await vol.readAt(gd.inodeTable * bs, Math.min(tableBlocks, Math.ceil((n * sb.inodeSize) / bs)) * bs);
       } catch (e) {
@@ -170,8 +160,7 @@ export class TreeFiles {
           for (let off = 0; off < buf.byteLength; off += bs) {
             try {
               scanDirBlock(buf.subarray(off, off + bs), filetype, (ino, at, len) => {
-                if (!kinds.has(ino)) return;
-                if (len <= 2 && buf[off + at] === 0x2e && (len === 1 || buf[off + at + 1] === 0x2e)) return; // '.', '..'
+                if (!kinds.has(ino) || (len <= 2 && isDot(buf.subarray(off + at, off + at + len)))) return;
                 entries.push({ ino, dir, buf: bi, at: off + at, len });
               }, bs);
             } catch (e) {

@@ -21,7 +21,7 @@ import { FormatError } from '../../errors/index.js';
 import type { ByteReader } from '../../io/index.js';
 import { RunList } from '../run-list.js';
 import type { BlockClassification } from '../types.js';
-import { highestSetBit, forEachSetRun, testBit } from './bitmap.js';
+import { forEachSetRun, testBit } from './bitmap.js';
 import { indirectRuns, readInodeMapFields, type InodeMapFields } from './classify-fields.js';
 import { BlockFetcher } from './classify-reader.js';
 import { Ext4Geometry } from './geometry.js';
@@ -230,7 +230,7 @@ class Classifier {
     }
     const { failed } = await this.fetcher.fetch(descBlockNos);
     if (failed.length > 0) throw this.fetcher.firstError ?? new FormatError('ETRUNC', `ext4: cannot read group descriptor block ${failed[0]}`);
-    const csum = this.hasGroupCsum();
+    const csum = this.geo.groupCsum;
     for (let g = 0; g < sb.groupCount; g++) {
       const buf = this.fetcher.blocks.get(descBlockNos[Math.floor(g / geo.descPerBlock)]!)!;
       const gd = decodeGroupDesc(buf, g % geo.descPerBlock, sb.descSize);
@@ -240,9 +240,6 @@ class Classifier {
     for (const b of descBlockNos) this.control.add(b, 1);
   }
 
-  private hasGroupCsum(): boolean {
-    return hasRoCompat(this.sb, RO_COMPAT.GDT_CSUM) || hasRoCompat(this.sb, RO_COMPAT.METADATA_CSUM);
-  }
 
   private get inodeTableBlocks(): number { return Math.ceil((this.sb.inodesPerGroup * this.sb.inodeSize) / this.sb.blockSize); }
 
@@ -305,7 +302,7 @@ class Classifier {
   /** Reads the in-use part of every group's inode table; returns each group's in-use inode count. */
   private async readInodeTables(): Promise<number[]> {
     const { sb } = this;
-    const csum = this.hasGroupCsum();
+    const csum = this.geo.groupCsum;
     const inUse: number[] = [];
     const wanted: number[] = [];
     for (let g = 0; g < this.descs.length; g++) {
@@ -314,16 +311,10 @@ class Classifier {
       if (!(gd.flags & BG_FLAGS.INODE_UNINIT) && this.inFs(gd.inodeTable, this.inodeTableBlocks)) {
         const bitmap = this.inFs(gd.inodeBitmap) ? this.fetcher.blocks.get(gd.inodeBitmap) : undefined;
         // without a bitmap: every inode with links counts (and, lacking itable_unused, the whole table is read)
-        const high = bitmap ? highestSetBit(bitmap, sb.inodesPerGroup) + 1 : csum ? 0 : sb.inodesPerGroup;
         if (!bitmap) this.warn(`group ${g}: cannot read its inode bitmap; every inode with links is taken as in use`);
-        if (csum) {
-          n = sb.inodesPerGroup - Math.min(gd.itableUnused, sb.inodesPerGroup);
-          if (high > n) {
-            if (bitmap) this.warn(`group ${g}: the inode bitmap marks inodes in the never-used end of the table`);
-            n = high;
-          }
-        } else n = high;
-        n = Math.max(0, Math.min(n, sb.inodesCount - g * sb.inodesPerGroup));
+        const r = this.geo.inodesInUse(g, gd.itableUnused, bitmap);
+        if (r.pastMark) this.warn(`group ${g}: the inode bitmap marks inodes in the never-used end of the table`);
+        n = r.count;
       }
       inUse.push(n);
       const blocks = Math.ceil((n * sb.inodeSize) / sb.blockSize);

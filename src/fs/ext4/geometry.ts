@@ -5,6 +5,7 @@
  */
 import { INCOMPAT, RO_COMPAT, COMPAT, hasIncompat, hasRoCompat, hasCompat, type Superblock } from './layout/index.js';
 import type { Run } from '../run-list.js';
+import { highestSetBit } from './bitmap.js';
 
 export class Ext4Geometry {
   /** Group descriptors per block. */
@@ -30,6 +31,27 @@ export class Ext4Geometry {
     if (g <= 1 || !hasRoCompat(this.sb, RO_COMPAT.SPARSE_SUPER)) return true;
     if (!(g & 1)) return false;
     return isPowerOf(g, 3) || isPowerOf(g, 5) || isPowerOf(g, 7);
+  }
+
+  /** Group descriptor checksums (uninit_bg or metadata_csum): only then may bg_flags and bg_itable_unused be trusted. */
+  get groupCsum(): boolean { return hasRoCompat(this.sb, RO_COMPAT.GDT_CSUM) || hasRoCompat(this.sb, RO_COMPAT.METADATA_CSUM); }
+
+  /**
+   * How many of group g's inodes, from the first, a reader must look at: up to the inode bitmap's
+   * highest set bit and, with group checksums, at least the part of the table before its
+   * never-used tail (bg_itable_unused); without a bitmap that part, or without checksums the whole
+   * table. `pastMark`: the bitmap marks inodes in that tail (damage). Clipped to s_inodes_count.
+   */
+  inodesInUse(g: number, itableUnused: number, bitmap: Uint8Array | undefined): { count: number; pastMark: boolean } {
+    const { sb } = this;
+    const high = bitmap ? highestSetBit(bitmap, sb.inodesPerGroup) + 1 : this.groupCsum ? 0 : sb.inodesPerGroup;
+    let count = high, pastMark = false;
+    if (this.groupCsum) {
+      const mark = sb.inodesPerGroup - Math.min(itableUnused, sb.inodesPerGroup);
+      pastMark = bitmap !== undefined && high > mark;
+      count = Math.max(high, mark);
+    }
+    return { count: Math.max(0, Math.min(count, sb.inodesCount - g * sb.inodesPerGroup)), pastMark };
   }
 
   private get metaBg(): boolean { return hasIncompat(this.sb, INCOMPAT.META_BG); }

@@ -57,6 +57,7 @@ export async function readBtrfsUsed(src: ByteReader, log: (m: string) => void = 
   const v = new DataView(sb.buffer, sb.byteOffset, sb.byteLength);
   if (Buffer.from(sb.subarray(0x40, 0x48)).toString('latin1') !== '_BHRfS_M') return bad('no superblock');
   const chunkRoot = Number(v.getBigUint64(0x58, true));
+  const sectorSize = v.getUint32(0x90, true);
   const nodeSize = v.getUint32(0x94, true);
   const sysArraySize = v.getUint32(0xa0, true);
   const devid = v.getBigUint64(0xc9, true);
@@ -135,16 +136,15 @@ export async function readBtrfsUsed(src: ByteReader, log: (m: string) => void = 
   // waits for replay (a log's blocks may be free in the tree as of the last commit)
   const free = await freeInChunks();
   if (free) {
-    const unit = v.getUint32(0x90, true);
     const keep = new RunList();
-    for (const r of out) keep.add(Math.floor(r.start / unit), Math.ceil((r.start + r.len) / unit) - Math.floor(r.start / unit));
+    for (const r of out) keep.add(Math.floor(r.start / sectorSize), Math.ceil((r.start + r.len) / sectorSize) - Math.floor(r.start / sectorSize));
     const drop = new RunList();
     for (const f of free) {
-      const s = Math.ceil(f.start / unit), e = Math.floor((f.start + f.len) / unit);
+      const s = Math.ceil(f.start / sectorSize), e = Math.floor((f.start + f.len) / sectorSize);
       if (e > s) drop.add(s, e - s);
     }
     out.length = 0;
-    for (const r of keep.normalise().minus(drop.normalise()).list()) out.push({ start: r.start * unit, len: r.len * unit });
+    for (const r of keep.normalise().minus(drop.normalise()).list()) out.push({ start: r.start * sectorSize, len: r.len * sectorSize });
   }
   out.push({ start: 0, len: Math.min(src.sizeBytes, 1 << 20) });
   for (const m of SUPER_MIRRORS) if (m + SUPER_BYTES <= src.sizeBytes) out.push({ start: m, len: SUPER_BYTES });
@@ -159,7 +159,6 @@ export async function readBtrfsUsed(src: ByteReader, log: (m: string) => void = 
     const note = (why: string): undefined => { log(`btrfs free-space tree not used (${why}): whole chunks are kept`); return undefined; };
     if ((v.getBigUint64(0xb4, true) & FST_FLAGS) !== FST_FLAGS) return note('none, or not valid');
     if (v.getBigUint64(0x60, true) !== 0n) return note('a log tree waits for replay');
-    const sectorSize = v.getUint32(0x90, true);
     let fst: { bytenr: number; level: number } | undefined;
     const rootsOk = await walkTree(Number(v.getBigUint64(0x50, true)), sb[0xc6]!, (type, objectid, _offset, data) => {
       if (type === ROOT_ITEM_KEY && objectid === FREE_SPACE_TREE_OBJECTID && data.byteLength >= 239) fst = { bytenr: Number(data.getBigUint64(176, true)), level: data.getUint8(238) };
@@ -185,9 +184,10 @@ export async function readBtrfsUsed(src: ByteReader, log: (m: string) => void = 
     if (!ok) return note('damaged');
     let chunkBytes = 0, freeBytes = 0;
     const physicalFree: ByteRange[] = [];
-    for (const c of chunks.values()) chunkBytes += c.length;
+    const all = [...chunks.values()];
+    for (const c of all) chunkBytes += c.length;
     for (const f of logical) {
-      const c = [...chunks.values()].find((x) => f.start >= x.logical && f.start < x.logical + x.length);
+      const c = all.find((x) => f.start >= x.logical && f.start < x.logical + x.length);
       if (!c) continue; // a block group with no chunk left (mkfs's temporary ones)
       if (f.start + f.len > c.logical + c.length) return note('a free extent crosses its chunk');
       freeBytes += f.len;
