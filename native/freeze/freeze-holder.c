@@ -95,6 +95,15 @@ static int thaw(int fd) {
   return -1;
 }
 
+/* Drops PATH's clean cached pages (posix_fadvise DONTNEED). 0, or -1 if it could not. */
+static int drop_cached(const char *path) {
+  int s = open(path, O_RDONLY | O_CLOEXEC);
+  if (s < 0) return -1;
+  int r = posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED);
+  close(s);
+  return r == 0 ? 0 : -1;
+}
+
 static long long now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -164,10 +173,7 @@ int main(int argc, char **argv) {
     say("error %s freeze %s: %s\n", errname(e), mp, e == EBUSY ? "already frozen (by someone else)" : strerror(e));
     return 1;
   }
-  if (argc == 5) {
-    int s = open(argv[4], O_RDONLY | O_CLOEXEC);
-    if (s >= 0) { posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED); close(s); }
-  }
+  if (argc == 5) drop_cached(argv[4]);
   clock_gettime(CLOCK_MONOTONIC, &f1);
   long long start = now_ms();
   say("frozen %.1f\n", (double)(f1.tv_sec - f0.tv_sec) * 1e3 + (double)(f1.tv_nsec - f0.tv_nsec) / 1e6);
@@ -196,10 +202,6 @@ int main(int argc, char **argv) {
   int r = thaw(fd);
   if (r < 0) { int e = errno; say("error %s thaw %s: %s\n", errname(e), mp, strerror(e)); return 1; }
   say(r == 0 ? "thawed %s\n" : "thawed %s not-frozen\n", reason);
-  if (drop_after && strcmp(reason, "asked") == 0) {
-    int s = open(drop_after, O_RDONLY | O_CLOEXEC);
-    if (s < 0 || posix_fadvise(s, 0, 0, POSIX_FADV_DONTNEED) != 0) say("drop-failed\n");
-    if (s >= 0) close(s);
-  }
+  if (drop_after && strcmp(reason, "asked") == 0 && drop_cached(drop_after) < 0) say("drop-failed\n");
   return 0;
 }

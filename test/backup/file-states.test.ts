@@ -18,6 +18,7 @@ import { compareStates, InodeStates } from '../../src/backup/live/file-states.js
 import { EXCEPTION_REASON } from '../../src/format/index.js';
 import { haveTools, run, toolEnv } from '../fixtures/exec.js';
 import { Rng } from '../fixtures/prng.js';
+import { statMany } from '../fixtures/debugfs.js';
 
 const tools = await haveTools(['mke2fs', 'debugfs']);
 if (!tools.ok) t.fail(`missing tools: ${tools.missing.join(', ')}`);
@@ -42,10 +43,7 @@ async function volume(dir: string, type: 'ext4' | 'ext3'): Promise<Vol> {
   const states = await InodeStates.open(new MemorySource(bytes));
   const inos = Array.from({ length: 256 }, (_, i) => i + 1);
   t.equal(states.sb.inodesCount, 256, `${type}: 256 inodes`);
-  const ino = async (path: string): Promise<number> => {
-    const out = (await run('debugfs', ['-R', `stat ${path}`, image], { env: toolEnv() })).stdout;
-    return Number(/Inode: (\d+)/.exec(out)![1]);
-  };
+  const ino = async (path: string): Promise<number> => (await statMany(image, [path])).get(path)!.ino;
   return { bytes, inos, ino, image };
 }
 

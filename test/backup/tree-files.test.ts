@@ -13,7 +13,7 @@ import { MemorySource, type ByteReader } from '../../src/io/index.js';
 import { openExt4 } from '../../src/fs/ext4/reader.js';
 import { TreeFiles } from '../../src/backup/live/tree-files.js';
 import { haveTools, run, toolEnv } from '../fixtures/exec.js';
-import { runDebugfs } from '../fixtures/debugfs.js';
+import { fileBlockMap, runDebugfs, statMany } from '../fixtures/debugfs.js';
 import { buildExtFixture, EXT_LAYOUTS } from '../fixtures/ext4-fixtures.js';
 
 const tools = await haveTools(['mke2fs', 'debugfs']);
@@ -67,8 +67,8 @@ t.test('damage: a directory loop and a garbage directory block', { skip: !tools.
   const clean = new Uint8Array(await readFile(image));
   const got = await check(t, new MemorySource(clean), 'clean');
   t.equal(got.files.length, 5, 'five files (one with two names)');
-  const blockOf = async (path: string): Promise<number> => Number(/\(0\):(\d+)/.exec((await run('debugfs', ['-R', `stat ${path}`, image], { env: toolEnv() })).stdout)![1]);
-  const inoOf = async (path: string): Promise<number> => Number(/Inode: (\d+)/.exec((await run('debugfs', ['-R', `stat ${path}`, image], { env: toolEnv() })).stdout)![1]);
+  const blockOf = async (path: string): Promise<number> => (await fileBlockMap(image, path))[0]!.physical;
+  const inoOf = async (path: string): Promise<number> => (await statMany(image, [path])).get(path)!.ino;
 
   // c's block made garbage: f3 is in no readable directory (f2 still is, through a/)
   const garbage = clean.slice();
